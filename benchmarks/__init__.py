@@ -1,0 +1,1 @@
+"""keras-edge benchmarks: every exported variant against the original Keras model."""

@@ -1,0 +1,154 @@
+"""``keras-edge``: the one console script.
+
+Exit codes (a release build relies on them): 0 success; 1 an unexpected failure (a bug to
+report); 2 bad usage or bad input, with one line on stderr and nothing half-written; 3 a parity
+gate failed, with the manifest and report written and saying which variant failed.
+
+``predict`` and ``inspect`` import only the runtime (numpy + one engine); ``export`` imports
+TensorFlow when it runs; ``bench`` hands over to the ``benchmarks`` package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+from runtime import cli as runtime_cli
+from runtime.errors import GateError, KerasEdgeError, UsageError
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line on stderr, exit 2
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="convert a Keras model to TFLite/ONNX and prove each variant")
+    p.add_argument("model", type=Path, help=".keras or .h5 model file")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--formats", default="tflite,onnx", help="comma list of tflite, onnx")
+    p.add_argument("--quantize", default=None, help="comma list of fp16, dynamic, int8, or all")
+    p.add_argument("--calibration", type=Path, help="int8 calibration inputs (.npy/.npz/.csv)")
+    p.add_argument("--validation", type=Path, help="parity inputs, with labels y for accuracy")
+    p.add_argument("--label-column", help="label column of CSV data files")
+    p.add_argument(
+        "--threshold",
+        default="0.5",
+        help="decision threshold, rule p > threshold (comma list for multilabel)",
+    )
+    p.add_argument(
+        "--head",
+        choices=("auto", "logit", "regression"),
+        default="auto",
+        help="what a linear output means (sigmoid/softmax heads are read from the model)",
+    )
+    p.add_argument("--labels", help="comma list of class names")
+    p.add_argument("--min-agreement", type=float, help="minimum label agreement for every variant")
+    p.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="turn Keras safe mode off (allows Lambda layers; only for trusted files)",
+    )
+    p.set_defaults(handler=_run_export)
+
+
+def _threshold(text: str) -> float | list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise UsageError(f"Expected --threshold to be a number or comma list, got {text!r}") from exc
+    return values[0] if len(values) == 1 else values
+
+
+class _Progress:
+    """One line per step on stderr, with the time since the export started."""
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def __call__(self, step: int, total: int, message: str) -> None:
+        now = time.perf_counter()
+        sys.stderr.write(f"[{step}/{total}] {now - self._t0:5.1f}s  {message}\n")
+        sys.stderr.flush()
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from exporter.export import export
+    from runtime.data import read_data
+
+    calibration = validation = None
+    if args.calibration is not None:
+        calibration, _ = read_data(args.calibration, label_column=args.label_column)
+    if args.validation is not None:
+        x_val, y_val = read_data(args.validation, label_column=args.label_column)
+        validation = (x_val, y_val)
+    sys.stderr.write(f"exporting {args.model} to {args.out}\n")
+    try:
+        manifest = export(
+            args.model,
+            args.out,
+            formats=[f.strip() for f in args.formats.split(",") if f.strip()],
+            quantize=args.quantize,
+            calibration=calibration,
+            validation=validation,
+            threshold=_threshold(args.threshold),
+            head=args.head,
+            labels=args.labels.split(",") if args.labels else None,
+            safe_mode=not args.unsafe,
+            min_agreement=args.min_agreement,
+            progress=_Progress(),
+        )
+    except GateError:
+        from runtime.manifest import Manifest
+
+        sys.stdout.write(runtime_cli.format_variants(Manifest.read(args.out)))
+        raise
+    sys.stdout.write(runtime_cli.format_variants(manifest))
+    sys.stdout.write(f"wrote {args.out / 'manifest.json'}\n")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="keras-edge", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _export_parser(sub)
+    runtime_cli.add_predict(sub)
+    runtime_cli.add_inspect(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (
+        logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    )
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args))
+    except GateError as exc:
+        sys.stderr.write(f"keras-edge: gate failed: {exc}\n")
+        return EXIT_GATE
+    except UsageError as exc:
+        sys.stderr.write(f"keras-edge: error: {exc}\n")
+        return EXIT_USAGE
+    except KerasEdgeError as exc:
+        sys.stderr.write(f"keras-edge: failed: {exc}\n")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        sys.stderr.write("keras-edge: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""``export()``: Keras model -> artifacts + manifest, each artifact proved against Keras.
+
+Every variant is checked through ``runtime.load()``, so the code path that ships is the code
+path that is checked. Files are staged in a sibling folder and moved into place at the end: a
+bad input leaves nothing half-written; a failed gate still writes everything, then raises
+:class:`ParityError` (exit code 3) naming the variant and the numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import runtime
+from exporter import _tf, parity, to_onnx, to_tflite
+from exporter import model as model_io
+from exporter.calibration import Calibration
+from exporter.errors import CalibrationError, ParityError
+from runtime.errors import UsageError
+from runtime.manifest import MANIFEST_NAME, Manifest, ModelInfo, Variant, sha256_file
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("tflite", "onnx")
+QUANTIZATIONS = ("fp16", "dynamic", "int8")
+EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
+REPORT_NAME = "parity.json"
+
+# Without validation data, parity is checked on this documented, seeded probe set.
+PROBE_SIZE = 10_000
+PROBE_SEED = 0
+PROBE_STD = 2.0
+
+# Progress callback: (step, total, message).
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export, validated before anything is converted or written."""
+
+    formats: tuple[str, ...] = FORMATS
+    quantize: tuple[str, ...] = ()
+    threshold: float | tuple[float, ...] = 0.5
+    head: str = "auto"
+    labels: tuple[str, ...] | None = None
+    safe_mode: bool = True
+    min_agreement: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.formats or any(f not in FORMATS for f in self.formats):
+            raise UsageError(f"Expected formats from {FORMATS}, got {list(self.formats)}")
+        if any(q not in QUANTIZATIONS for q in self.quantize):
+            raise UsageError(
+                f"Expected quantizations from {QUANTIZATIONS} (or 'all'), got {list(self.quantize)}"
+            )
+        if self.min_agreement is not None and not (0.0 <= self.min_agreement <= 1.0):
+            raise UsageError(f"Expected --min-agreement between 0 and 1, got {self.min_agreement}")
+
+    def variant_ids(self) -> list[tuple[str, str, str]]:
+        """(id, format, precision) in a fixed order: formats, then fp32 before quantized."""
+        precisions = ["fp32", *[q for q in QUANTIZATIONS if q in self.quantize]]
+        return [(f"{fmt}-{p}", fmt, p) for fmt in FORMATS if fmt in self.formats for p in precisions]
+
+
+def parse_quantize(value: str | Sequence[str] | None) -> tuple[tuple[str, ...], bool]:
+    """('fp16,int8' | ['all'] | None) -> (quantizations, asked for 'all')."""
+    if value is None:
+        return (), False
+    items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]
+    if "all" in items:
+        return QUANTIZATIONS, True
+    return tuple(dict.fromkeys(items)), False
+
+
+def probe_inputs(feature_shape: tuple[int, ...]) -> np.ndarray:
+    """The probe set: ``PROBE_SIZE`` samples of N(0, ``PROBE_STD``^2), seed ``PROBE_SEED``."""
+    rng = np.random.default_rng(PROBE_SEED)
+    return (rng.standard_normal((PROBE_SIZE, *feature_shape)) * PROBE_STD).astype(np.float32)
+
+
+def _as_inputs(x: Any, feature_shape: tuple[int, ...], what: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiu":
+        raise UsageError(f"Expected numeric {what} data, got dtype {x.dtype}")
+    x = x.astype(np.float32)
+    if x.shape[1:] != feature_shape:
+        raise UsageError(
+            f"Expected {what} data of shape (None, {', '.join(map(str, feature_shape))}), got {x.shape}"
+        )
+    if len(x) == 0:
+        raise UsageError(f"Expected at least one {what} sample, got 0")
+    if not np.isfinite(x).all():
+        raise UsageError(f"Expected finite {what} data, got NaN or Inf")
+    return x
+
+
+def _tools(precisions: set[str], formats: set[str]) -> dict[str, str]:
+    names = ["keras", "keras-edge", "numpy", "tensorflow"]
+    if "tflite" in formats:
+        names.append("ai-edge-litert")
+    if "onnx" in formats:
+        names += ["tf2onnx", "onnx", "onnxruntime"]
+        if "fp16" in precisions:
+            names.append("onnxconverter-common")
+    return {name: _tf.version(name) for name in sorted(names)}
+
+
+def _convert(model: Any, spec: Any, fmt: str, precision: str, calibration: Calibration | None) -> bytes:
+    if fmt == "tflite":
+        return to_tflite.convert(model, precision, calibration)
+    return to_onnx.convert(model, spec, precision, calibration)
+
+
+def export(
+    model: str | Path | Any,
+    out: str | Path,
+    formats: Sequence[str] = FORMATS,
+    quantize: str | Sequence[str] | None = None,
+    calibration: Any = None,
+    validation: Any = None,
+    threshold: float | Sequence[float] = 0.5,
+    head: str = "auto",
+    labels: Sequence[str] | None = None,
+    safe_mode: bool = True,
+    min_agreement: float | None = None,
+    progress: Progress | None = None,
+) -> Manifest:
+    """Export a Keras model to TFLite/ONNX variants in ``out`` and prove each one.
+
+    Args:
+        model: a ``.keras`` / ``.h5`` path, or a built ``keras.Model``.
+        out: the folder to write artifacts, ``manifest.json`` and ``parity.json`` into.
+        formats: any of ``"tflite"``, ``"onnx"``.
+        quantize: any of ``"fp16"``, ``"dynamic"``, ``"int8"``, or ``"all"``; fp32 is always made.
+        calibration: inputs for full-int8 calibration (an array). Required for ``int8`` asked for
+            by name; with ``"all"`` and no calibration, int8 is skipped with a warning.
+        validation: ``x`` or ``(x, y)`` to check parity on; without it, a seeded probe set.
+        threshold: the decision threshold (a list for multilabel), rule ``p > threshold``.
+        head: ``"auto"``, or for a linear output ``"logit"`` / ``"regression"``.
+        safe_mode: Keras safe mode when loading a file; ``False`` allows Lambda layers.
+        min_agreement: overrides every precision's minimum label agreement.
+        progress: called as ``progress(step, total, message)`` while exporting.
+
+    Raises:
+        UsageError: bad input (exit 2); nothing is written.
+        ParityError: a variant failed its gate (exit 3); everything is written first.
+    """
+    quantizations, asked_all = parse_quantize(quantize)
+    options = ExportOptions(
+        formats=tuple(formats),
+        quantize=quantizations,
+        threshold=tuple(threshold) if isinstance(threshold, (list, tuple)) else float(threshold),
+        head=head,
+        labels=tuple(labels) if labels is not None else None,
+        safe_mode=safe_mode,
+        min_agreement=min_agreement,
+    )
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"Expected --out to be a folder, got the file {str(out)!r}")
+    if "int8" in options.quantize and calibration is None:
+        if not asked_all:
+            raise CalibrationError(
+                "Full-int8 variants need calibration data (--calibration FILE, or calibration= "
+                "in Python) drawn from the inputs the device will see; got none. keras-edge "
+                "never calibrates on random numbers"
+            )
+        logger.warning("skipping the int8 variants: no calibration data was given")
+        options = ExportOptions(**{**options.__dict__, "quantize": ("fp16", "dynamic")})
+
+    # -- read and check everything before converting anything ---------------------------------
+    keras_model = model_io.load_model(model, safe_mode) if isinstance(model, (str, Path)) else model
+    spec = model_io.input_spec(keras_model)
+    the_head = model_io.infer_head(
+        keras_model,
+        options.head,
+        list(options.threshold) if isinstance(options.threshold, tuple) else options.threshold,
+        list(options.labels) if options.labels is not None else None,
+    )
+    calib = Calibration.from_array(calibration, spec.feature_shape) if calibration is not None else None
+    if validation is not None:
+        x_val, y_val = validation if isinstance(validation, tuple) else (validation, None)
+        x_check = _as_inputs(x_val, spec.feature_shape, "validation")
+        if y_val is not None and len(y_val) != len(x_check):
+            raise UsageError(f"Expected {len(x_check)} validation labels, got {len(y_val)}")
+        data_name = f"validation ({len(x_check)} samples)"
+    else:
+        x_check, y_val = probe_inputs(spec.feature_shape), None
+        data_name = f"probe ({PROBE_SIZE} samples of N(0, {PROBE_STD:g}^2), seed {PROBE_SEED})"
+    reference = parity.Reference(
+        proba=parity.to_probability(the_head, model_io.keras_outputs(keras_model, x_check)),
+        labels=None if y_val is None else np.asarray(y_val),
+        data=data_name,
+    )
+
+    plan = options.variant_ids()
+    total = len(plan) * 2
+    tf = _tf.tensorflow()
+    info = ModelInfo(
+        name=str(keras_model.name),
+        source_sha256=model_io.source_sha256(model, keras_model),
+        keras_version=_tf.version("keras"),
+        tensorflow_version=tf.__version__,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        variants: dict[str, Variant] = {}
+        for step, (vid, fmt, precision) in enumerate(plan, start=1):
+            _report(progress, step, total, f"converting {vid}")
+            data = _convert(keras_model, spec, fmt, precision, calib)
+            path = staging / f"{vid}{EXTENSIONS[fmt]}"
+            path.write_bytes(data)
+            variants[vid] = Variant(
+                id=vid,
+                file=path.name,
+                format=fmt,
+                precision=precision,
+                sha256=sha256_file(path),
+                bytes=len(data),
+                threshold=the_head.threshold,
+            )
+        manifest = Manifest(
+            model=info,
+            inputs=(spec,),
+            head=the_head,
+            variants=variants,
+            default_variant=None,
+            tools=_tools({p for _, _, p in plan}, set(options.formats)),
+        )
+        manifest.write(staging)  # provisional: lets runtime.load() read the staged variants
+
+        checked: dict[str, Variant] = {}
+        for step, (vid, _, precision) in enumerate(plan, start=len(plan) + 1):
+            _report(progress, step, total, f"checking {vid} on {data_name}")
+            clf = runtime.load(staging, variant=vid, threads=1)
+            proba = clf.predict_proba(x_check) if the_head.kind != "regression" else clf.predict(x_check)
+            result = parity.compare(
+                the_head,
+                reference,
+                proba,
+                precision,
+                variants[vid].threshold,
+                options.min_agreement,
+            )
+            checked[vid] = Variant(**{**variants[vid].__dict__, "parity": result})
+        passed = [vid for vid, v in checked.items() if v.passed]
+        default = passed[0] if passed else None
+        manifest = manifest.with_variants(checked, default)
+        manifest.write(staging)
+        _install(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    failed = [vid for vid, v in checked.items() if not v.passed]
+    if failed:
+        lines = [f"{vid}: {'; '.join(checked[vid].parity.failures)}" for vid in failed]  # type: ignore[union-attr]
+        raise ParityError(
+            f"{len(failed)} variant(s) failed the parity gate on {data_name}: "
+            + " | ".join(lines)
+            + f". They are marked failed in {out / MANIFEST_NAME} and never made the default",
+            failed=failed,
+        )
+    logger.info("exported %d variant(s) to %s; default %s", len(checked), out, default)
+    return manifest
+
+
+def _report(progress: Progress | None, step: int, total: int, message: str) -> None:
+    logger.info("[%d/%d] %s", step, total, message)
+    if progress is not None:
+        progress(step, total, message)
+
+
+def _install(staging: Path, out: Path) -> None:
+    """Move the staged files into ``out``; drop artifacts of an older export left there."""
+    out.mkdir(parents=True, exist_ok=True)
+    old = out / MANIFEST_NAME
+    if old.is_file():
+        try:
+            previous = Manifest.read(out)
+            for v in previous.variants.values():
+                if not (staging / v.file).exists():
+                    (out / v.file).unlink(missing_ok=True)
+        except UsageError:
+            logger.warning("replacing an unreadable manifest in %s", out)
+    for path in sorted(staging.iterdir()):
+        if path.name != MANIFEST_NAME:
+            os.replace(path, out / path.name)
+    os.replace(staging / MANIFEST_NAME, out / MANIFEST_NAME)  # last: the folder is consistent

@@ -1,0 +1,144 @@
+"""One parity function for every variant: does the artifact decide as the Keras model does?
+
+The gate is decision-first. A variant passes when
+  * its label agreement with Keras (flips at exact ties excused, see ``TIE_BAND``) is at least
+    the precision's minimum agreement, and
+  * its largest probability error is within the precision's tolerance.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.manifest import Head, Parity
+
+logger = logging.getLogger(__name__)
+
+# Largest |p_variant - p_keras| allowed, per precision.
+TOLERANCES = {
+    # Same float32 math in another order (XNNPACK, MLAS): measured ~1e-7 on the seed MLP;
+    # 1e-5 leaves two orders of margin and is still far below any meaningful probability.
+    "fp32": 1e-5,
+    # float16 keeps 11 significant bits (relative error ~5e-4 per weight); through a few
+    # layers and a sigmoid that stays under 1e-2.
+    "fp16": 1e-2,
+    # int8 weights: 255 levels per tensor; activations stay float. Measured up to ~1e-2.
+    "dynamic": 5e-2,
+    # Activations quantized too, output in steps of 1/256: a few steps of error is normal.
+    "int8": 1e-1,
+}
+# Minimum label agreement with Keras, per precision (overridable with --min-agreement).
+MIN_AGREEMENT = {"fp32": 1.0, "fp16": 0.999, "dynamic": 0.999, "int8": 0.99}
+# A flip whose Keras probability lies within this distance of the threshold is an exact tie
+# decided by float rounding, not a different decision: it is not held against any variant.
+TIE_BAND = 1e-5
+# Flips within this distance of the threshold are reported as "near": the model is unsure there.
+NEAR_BAND = 0.05
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the variants are compared against: Keras probabilities on some inputs."""
+
+    proba: np.ndarray
+    labels: np.ndarray | None
+    data: str
+
+
+def to_probability(head: Head, raw: np.ndarray) -> np.ndarray:
+    """Keras raw outputs as probabilities (sigmoid/softmax for logit heads)."""
+    if head.output != "logit":
+        return raw.astype(np.float32)
+    z = raw.astype(np.float64)
+    if head.kind == "multiclass":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
+def decide(head: Head, proba: np.ndarray, threshold: float | tuple[float, ...] | None) -> np.ndarray:
+    """Labels by the runtime's rule, as an (n, k) int array (k = 1 for binary/multiclass)."""
+    if head.kind == "multiclass":
+        return proba.argmax(axis=1).reshape(-1, 1)
+    if head.kind == "regression":
+        return np.zeros((len(proba), 1), dtype=np.int64)
+    t = np.asarray(threshold, dtype=np.float32).reshape(1, -1)
+    return (proba > t).astype(np.int64)
+
+
+def _accuracy(head: Head, labels: np.ndarray, y: np.ndarray) -> float | None:
+    if head.kind == "regression" or len(y) == 0:
+        return None
+    y = np.asarray(y)
+    if head.kind == "multiclass" and y.ndim == 2 and y.shape[1] > 1:
+        y = y.argmax(axis=1)  # one-hot
+    return float((labels == y.reshape(labels.shape).astype(np.int64)).mean())
+
+
+def compare(
+    head: Head,
+    reference: Reference,
+    proba: np.ndarray,
+    precision: str,
+    threshold: float | tuple[float, ...] | None,
+    min_agreement: float | None = None,
+    tolerance: float | None = None,
+) -> Parity:
+    """Parity of one variant's probabilities ``proba`` against ``reference``."""
+    tol = TOLERANCES[precision] if tolerance is None else tolerance
+    need = MIN_AGREEMENT[precision] if min_agreement is None else min_agreement
+    ref = reference.proba
+    n = len(ref)
+    diff = np.abs(proba.astype(np.float64) - ref.astype(np.float64))
+    max_diff = float(diff.max()) if n else 0.0
+    mean_diff = float(diff.mean()) if n else 0.0
+    if head.kind == "regression":
+        flipped = (diff > tol).any(axis=1)
+        distance = np.full(n, np.inf)
+    else:
+        ref_labels = decide(head, ref, head.threshold)
+        labels = decide(head, proba, threshold)
+        flipped = (ref_labels != labels).any(axis=1)
+        if head.kind == "multiclass":
+            top2 = np.sort(ref, axis=1)[:, -2:] if ref.shape[1] > 1 else np.zeros((n, 2))
+            distance = top2[:, 1] - top2[:, 0]  # margin between the two best classes
+        else:
+            t = np.asarray(head.threshold, dtype=np.float64).reshape(1, -1)
+            distance = np.abs(ref.astype(np.float64) - t).min(axis=1)
+    flips = int(flipped.sum())
+    ties = int((flipped & (distance <= TIE_BAND)).sum())
+    near = int((flipped & (distance <= NEAR_BAND)).sum())
+    agreement = 1.0 - flips / n if n else 1.0
+    gate_agreement = 1.0 - (flips - ties) / n if n else 1.0
+
+    failures = []
+    if gate_agreement < need:
+        failures.append(
+            f"label agreement {agreement:.4%} ({flips} flips of {n}, {ties} at exact ties) is "
+            f"below the required {need:.2%}"
+        )
+    if max_diff > tol:
+        failures.append(f"max abs probability difference {max_diff:.3g} exceeds tolerance {tol:.3g}")
+    accuracy = reference_accuracy = None
+    if reference.labels is not None:
+        accuracy = _accuracy(head, decide(head, proba, threshold), reference.labels)
+        reference_accuracy = _accuracy(head, decide(head, ref, head.threshold), reference.labels)
+    return Parity(
+        n=n,
+        max_abs_diff=max_diff,
+        mean_abs_diff=mean_diff,
+        label_agreement=agreement,
+        flips=flips,
+        flips_near_threshold=near,
+        near_threshold_band=NEAR_BAND,
+        tolerance=tol,
+        min_agreement=need,
+        passed=not failures,
+        data=reference.data,
+        accuracy=accuracy,
+        reference_accuracy=reference_accuracy,
+        failures=tuple(failures),
+    )

@@ -1,0 +1,33 @@
+"""keras-edge runtime: load an exported variant and get classes, with numpy and one engine.
+
+Never imports TensorFlow, Keras, tf2onnx or onnx.
+"""
+
+from runtime.classifier import Classifier, load
+from runtime.errors import (
+    ArtifactError,
+    BackendUnavailableError,
+    DeviceUnavailableError,
+    GateError,
+    InputError,
+    KerasEdgeError,
+    ManifestError,
+    UnknownVariantError,
+    UsageError,
+)
+from runtime.manifest import Manifest
+
+__all__ = [
+    "ArtifactError",
+    "BackendUnavailableError",
+    "Classifier",
+    "DeviceUnavailableError",
+    "GateError",
+    "InputError",
+    "KerasEdgeError",
+    "Manifest",
+    "ManifestError",
+    "UnknownVariantError",
+    "UsageError",
+    "load",
+]

@@ -1,0 +1,189 @@
+"""The two inference engines behind the runtime: ONNX Runtime and LiteRT.
+
+Each engine is imported lazily, inside the constructor, so ``import runtime`` costs only numpy.
+An engine exposes ``run(x)``: ``x`` already validated and in the engine's input dtype, the
+result the engine's raw output. ``quantization`` describes integer IO, if any, so that the
+runtime can quantize inputs and dequantize outputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.errors import ArtifactError, BackendUnavailableError, DeviceUnavailableError
+
+logger = logging.getLogger(__name__)
+
+# The module each format needs, and the pip extra that installs it.
+ENGINE_MODULES = {"onnx": "onnxruntime", "tflite": "ai_edge_litert"}
+ENGINE_EXTRAS = {"onnx": "onnx", "tflite": "litert"}
+
+# ONNX Runtime execution providers by device name.
+ONNX_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+}
+
+
+def engine_installed(fmt: str) -> bool:
+    """True when the engine for ``fmt`` ('onnx' or 'tflite') can be imported here."""
+    try:
+        return importlib.util.find_spec(ENGINE_MODULES[fmt]) is not None
+    except ValueError:  # present in sys.modules as None: import blocked
+        return False
+
+
+def _missing_engine(fmt: str) -> BackendUnavailableError:
+    return BackendUnavailableError(
+        f"The {fmt} variants need the Python package {ENGINE_MODULES[fmt]!r}, which is not "
+        f"installed; install it with: pip install 'keras-edge[{ENGINE_EXTRAS[fmt]}]'"
+    )
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Affine integer quantization of one tensor: real = (q - zero_point) * scale."""
+
+    scale: float
+    zero_point: int
+    dtype: np.dtype
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        info = np.iinfo(self.dtype)
+        q = np.rint(x / np.float32(self.scale)) + self.zero_point
+        return np.clip(q, info.min, info.max).astype(self.dtype)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        return (q.astype(np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)
+
+
+class OnnxEngine:
+    """An ONNX Runtime session with one input and one output."""
+
+    format = "onnx"
+
+    def __init__(self, model: bytes, device: str = "cpu", threads: int | None = None) -> None:
+        if not engine_installed("onnx"):
+            raise _missing_engine("onnx")
+        import onnxruntime as ort
+
+        if device not in ONNX_PROVIDERS:
+            raise DeviceUnavailableError(
+                f"Expected device in {sorted(ONNX_PROVIDERS)} for ONNX Runtime, got {device!r}"
+            )
+        wanted = ONNX_PROVIDERS[device]
+        available = ort.get_available_providers()
+        if wanted not in available:
+            raise DeviceUnavailableError(
+                f"Device {device!r} needs ONNX Runtime's {wanted}, but this onnxruntime build "
+                f"offers only {available}"
+            )
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        providers = [wanted] if wanted == "CPUExecutionProvider" else [wanted, "CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(model, sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors for corrupt files
+            raise ArtifactError(f"ONNX Runtime could not load the artifact: {exc}") from exc
+        # ONNX Runtime falls back to CPU silently: check what the session really uses.
+        self.providers: list[str] = list(self.session.get_providers())
+        if self.providers[0] != wanted:
+            raise DeviceUnavailableError(
+                f"Asked ONNX Runtime for {wanted} (device {device!r}), but the session runs on "
+                f"{self.providers}"
+            )
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ArtifactError(
+                f"Expected an ONNX model with 1 input and 1 output, got {len(inputs)} and {len(outputs)}"
+            )
+        self.input_name: str = inputs[0].name
+        self.output_names: list[str] = [outputs[0].name]
+        self.input_dtype = np.dtype(np.float32)
+        self.input_quantization: Quantization | None = None
+        self.output_quantization: Quantization | None = None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(self.output_names, {self.input_name: x})[0]
+
+
+class LiteRTEngine:
+    """A LiteRT interpreter, re-allocated only when the batch size changes."""
+
+    format = "tflite"
+
+    def __init__(self, model: bytes, device: str = "cpu", threads: int | None = None) -> None:
+        if not engine_installed("tflite"):
+            raise _missing_engine("tflite")
+        from ai_edge_litert.interpreter import Interpreter
+
+        if device != "cpu":
+            raise DeviceUnavailableError(
+                f"Expected device 'cpu' for LiteRT variants (accelerator delegates are not "
+                f"supported yet; use an onnx variant for accelerators), got {device!r}"
+            )
+        try:
+            self.interpreter = Interpreter(model_content=model, num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except Exception as exc:  # LiteRT raises ValueError/RuntimeError for corrupt files
+            raise ArtifactError(f"LiteRT could not load the artifact: {exc}") from exc
+        self.providers = ["LiteRT CPU (XNNPACK)"]
+        in_details = self.interpreter.get_input_details()
+        out_details = self.interpreter.get_output_details()
+        if len(in_details) != 1 or len(out_details) != 1:
+            raise ArtifactError(
+                f"Expected a TFLite model with 1 input and 1 output, got {len(in_details)} and "
+                f"{len(out_details)}"
+            )
+        self._in = in_details[0]["index"]
+        self._out = out_details[0]["index"]
+        self._shape = tuple(int(d) for d in in_details[0]["shape"])
+        self.input_dtype = np.dtype(in_details[0]["dtype"])
+        self.input_quantization = self._quantization(in_details[0])
+        self.output_quantization = self._quantization(out_details[0])
+        self._set = self.interpreter.set_tensor
+        self._invoke = self.interpreter.invoke
+        self._get = self.interpreter.get_tensor
+
+    @staticmethod
+    def _quantization(details: dict) -> Quantization | None:
+        dtype = np.dtype(details["dtype"])
+        if dtype.kind not in "iu":
+            return None
+        scale, zero_point = details["quantization"]
+        return Quantization(scale=float(scale), zero_point=int(zero_point), dtype=dtype)
+
+    def _resize(self, shape: tuple[int, ...]) -> None:
+        logger.debug("LiteRT: resizing input from %s to %s", self._shape, shape)
+        self.interpreter.resize_tensor_input(self._in, shape, strict=False)
+        self.interpreter.allocate_tensors()
+        self._shape = shape
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if x.shape != self._shape:
+            self._resize(x.shape)
+        self._set(self._in, x)
+        self._invoke()
+        return self._get(self._out)
+
+
+def make_engine(fmt: str, model: bytes, device: str, threads: int | None) -> OnnxEngine | LiteRTEngine:
+    """Build the engine for an artifact of format ``fmt``."""
+    if fmt == "onnx":
+        return OnnxEngine(model, device=device, threads=threads)
+    if fmt == "tflite":
+        return LiteRTEngine(model, device=device, threads=threads)
+    raise ArtifactError(f"Expected an artifact format in {sorted(ENGINE_MODULES)}, got {fmt!r}")

@@ -1,0 +1,43 @@
+"""Typed errors shared by the runtime, the exporter and the command line.
+
+Every message names the value received and the value expected. The command line maps
+:class:`UsageError` subclasses to exit code 2 and :class:`GateError` to exit code 3.
+"""
+
+from __future__ import annotations
+
+
+class KerasEdgeError(Exception):
+    """Base class of every error raised on purpose by keras-edge."""
+
+
+class UsageError(KerasEdgeError):
+    """Bad usage or bad input: the caller can fix it (exit code 2)."""
+
+
+class InputError(UsageError, ValueError):
+    """An input array that the model cannot answer correctly (shape, dtype, NaN, ...)."""
+
+
+class ManifestError(UsageError):
+    """A manifest that is missing, malformed, or points outside its folder."""
+
+
+class ArtifactError(UsageError):
+    """An artifact file that is missing, or whose bytes do not match the manifest."""
+
+
+class UnknownVariantError(UsageError, LookupError):
+    """A variant id that the manifest does not list."""
+
+
+class BackendUnavailableError(UsageError, ImportError):
+    """The engine a variant needs is not installed; the message names the extra."""
+
+
+class DeviceUnavailableError(UsageError):
+    """The requested device is not available to the engine on this machine."""
+
+
+class GateError(KerasEdgeError):
+    """A parity or quality gate failed (exit code 3); artifacts and manifest were written."""

@@ -1,0 +1,334 @@
+"""The manifest: the contract between the exporter (which writes it) and the runtime (reads it).
+
+``manifest.json`` lives beside the artifacts. It is written with sorted keys and no timestamps
+or absolute paths, so the same model, data and options give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from runtime.errors import ManifestError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+DECISION_RULE = "p > threshold"
+
+HEAD_KINDS = ("binary", "multilabel", "multiclass", "regression")
+HEAD_OUTPUTS = ("probability", "logit")
+FORMATS = ("tflite", "onnx")
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _require(data: dict[str, Any], key: str, where: str) -> Any:
+    if key not in data:
+        raise ManifestError(f"Manifest {where} is missing the key {key!r}; got keys {sorted(data)}")
+    return data[key]
+
+
+def _check_threshold(value: float, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ManifestError(f"Expected a number for the threshold of {where}, got {value!r}")
+    if not (0.0 < float(value) < 1.0) or not math.isfinite(value):
+        raise ManifestError(f"Expected the threshold of {where} strictly between 0 and 1, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: its name, shape (``None`` for the batch) and dtype."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: every dimension after the batch."""
+        return tuple(int(d) for d in self.shape[1:])  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "name": self.name, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        shape = _require(data, "shape", "input")
+        if not isinstance(shape, list) or not shape or shape[0] is not None:
+            raise ManifestError(f"Expected an input shape starting with null (the batch), got {shape!r}")
+        if any(not isinstance(d, int) or d <= 0 for d in shape[1:]):
+            raise ManifestError(f"Expected positive integer feature dimensions, got {shape!r}")
+        return cls(
+            name=str(_require(data, "name", "input")),
+            shape=tuple(shape),
+            dtype=str(_require(data, "dtype", "input")),
+        )
+
+
+@dataclass(frozen=True)
+class Head:
+    """What the model's output means and how it becomes a decision."""
+
+    kind: str
+    output: str
+    units: int
+    labels: tuple[str, ...]
+    threshold: float | tuple[float, ...] | None
+
+    def __post_init__(self) -> None:
+        if self.kind not in HEAD_KINDS:
+            raise ManifestError(f"Expected head kind in {HEAD_KINDS}, got {self.kind!r}")
+        if self.output not in HEAD_OUTPUTS:
+            raise ManifestError(f"Expected head output in {HEAD_OUTPUTS}, got {self.output!r}")
+        if self.kind == "binary" and self.units != 1:
+            raise ManifestError(f"Expected 1 output unit for a binary head, got {self.units}")
+        if self.kind == "multilabel":
+            if not isinstance(self.threshold, tuple) or len(self.threshold) != self.units:
+                raise ManifestError(
+                    f"Expected {self.units} thresholds for a multilabel head, got {self.threshold!r}"
+                )
+            for t in self.threshold:
+                _check_threshold(t, "a multilabel head")
+        elif self.kind == "binary":
+            _check_threshold(self.threshold, "a binary head")  # type: ignore[arg-type]
+        elif self.threshold is not None:
+            raise ManifestError(f"A {self.kind} head takes no threshold, got {self.threshold!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        threshold = list(self.threshold) if isinstance(self.threshold, tuple) else self.threshold
+        return {
+            "kind": self.kind,
+            "labels": list(self.labels),
+            "output": self.output,
+            "threshold": threshold,
+            "units": self.units,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Head:
+        threshold = _require(data, "threshold", "head")
+        if isinstance(threshold, list):
+            threshold = tuple(threshold)
+        return cls(
+            kind=_require(data, "kind", "head"),
+            output=_require(data, "output", "head"),
+            units=int(_require(data, "units", "head")),
+            labels=tuple(str(label) for label in _require(data, "labels", "head")),
+            threshold=threshold,
+        )
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How closely a variant reproduces the Keras model, and whether it passed the gate."""
+
+    n: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    label_agreement: float
+    flips: int
+    flips_near_threshold: int
+    near_threshold_band: float
+    tolerance: float
+    min_agreement: float
+    passed: bool
+    data: str
+    accuracy: float | None = None
+    reference_accuracy: float | None = None
+    failures: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["failures"] = list(self.failures)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Parity:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["failures"] = tuple(kwargs.get("failures", ()))
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ManifestError(f"Malformed parity record {data!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One artifact: a format at a precision, with its hash, size, threshold and parity."""
+
+    id: str
+    file: str
+    format: str
+    precision: str
+    sha256: str
+    bytes: int
+    threshold: float | tuple[float, ...] | None
+    parity: Parity | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ManifestError(f"Expected variant format in {FORMATS}, got {self.format!r}")
+        path = PurePosixPath(self.file)
+        if path.is_absolute() or ".." in path.parts or "\\" in self.file or len(path.parts) != 1:
+            raise ManifestError(
+                f"Expected a plain file name inside the manifest's folder for variant "
+                f"{self.id!r}, got {self.file!r}"
+            )
+
+    @property
+    def passed(self) -> bool:
+        """True unless a parity check ran and failed."""
+        return self.parity is None or self.parity.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        threshold = list(self.threshold) if isinstance(self.threshold, tuple) else self.threshold
+        return {
+            "bytes": self.bytes,
+            "file": self.file,
+            "format": self.format,
+            "parity": None if self.parity is None else self.parity.to_dict(),
+            "precision": self.precision,
+            "sha256": self.sha256,
+            "threshold": threshold,
+        }
+
+    @classmethod
+    def from_dict(cls, variant_id: str, data: dict[str, Any]) -> Variant:
+        parity = data.get("parity")
+        threshold = _require(data, "threshold", f"variant {variant_id!r}")
+        return cls(
+            id=variant_id,
+            file=str(_require(data, "file", f"variant {variant_id!r}")),
+            format=str(_require(data, "format", f"variant {variant_id!r}")),
+            precision=str(_require(data, "precision", f"variant {variant_id!r}")),
+            sha256=str(_require(data, "sha256", f"variant {variant_id!r}")),
+            bytes=int(_require(data, "bytes", f"variant {variant_id!r}")),
+            threshold=tuple(threshold) if isinstance(threshold, list) else threshold,
+            parity=None if parity is None else Parity.from_dict(parity),
+        )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where the artifacts came from."""
+
+    name: str
+    source_sha256: str
+    keras_version: str
+    tensorflow_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        return cls(**{f.name: str(_require(data, f.name, "model")) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the runtime needs to load an artifact and turn its output into decisions."""
+
+    model: ModelInfo
+    inputs: tuple[InputSpec, ...]
+    head: Head
+    variants: dict[str, Variant]
+    default_variant: str | None
+    tools: dict[str, str] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    decision_rule: str = DECISION_RULE
+
+    def __post_init__(self) -> None:
+        if self.format_version != FORMAT_VERSION:
+            raise ManifestError(
+                f"Expected manifest format_version {FORMAT_VERSION}, got {self.format_version!r}"
+            )
+        if self.decision_rule != DECISION_RULE:
+            raise ManifestError(f"Expected decision_rule {DECISION_RULE!r}, got {self.decision_rule!r}")
+        if len(self.inputs) != 1:
+            raise ManifestError(
+                f"Expected exactly one model input, got {len(self.inputs)}: "
+                f"{[i.name for i in self.inputs]}"
+            )
+        if self.default_variant is not None and self.default_variant not in self.variants:
+            raise ManifestError(
+                f"Expected default_variant to be one of {sorted(self.variants)}, "
+                f"got {self.default_variant!r}"
+            )
+
+    @property
+    def input(self) -> InputSpec:
+        return self.inputs[0]
+
+    def with_variants(self, variants: dict[str, Variant], default_variant: str | None) -> Manifest:
+        return replace(self, variants=dict(variants), default_variant=default_variant)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision_rule": self.decision_rule,
+            "default_variant": self.default_variant,
+            "format_version": self.format_version,
+            "head": self.head.to_dict(),
+            "inputs": [spec.to_dict() for spec in self.inputs],
+            "model": self.model.to_dict(),
+            "tools": dict(self.tools),
+            "variants": {vid: v.to_dict() for vid, v in self.variants.items()},
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+    def write(self, folder: str | Path) -> Path:
+        path = Path(folder) / MANIFEST_NAME
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        if not isinstance(data, dict):
+            raise ManifestError(f"Expected a JSON object in the manifest, got {type(data).__name__}")
+        variants_raw = _require(data, "variants", "")
+        if not isinstance(variants_raw, dict):
+            raise ManifestError(f"Expected 'variants' to be an object, got {variants_raw!r}")
+        return cls(
+            format_version=_require(data, "format_version", ""),
+            decision_rule=_require(data, "decision_rule", ""),
+            model=ModelInfo.from_dict(_require(data, "model", "")),
+            inputs=tuple(InputSpec.from_dict(i) for i in _require(data, "inputs", "")),
+            head=Head.from_dict(_require(data, "head", "")),
+            variants={vid: Variant.from_dict(vid, v) for vid, v in variants_raw.items()},
+            default_variant=data.get("default_variant"),
+            tools={str(k): str(v) for k, v in data.get("tools", {}).items()},
+        )
+
+    @classmethod
+    def read(cls, folder: str | Path) -> Manifest:
+        path = Path(folder) / MANIFEST_NAME
+        if not Path(folder).is_dir():
+            raise ManifestError(f"Expected a folder holding {MANIFEST_NAME}, got {str(folder)!r}")
+        if not path.is_file():
+            raise ManifestError(f"Expected a manifest at {str(path)!r}, found none")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"Expected JSON in {str(path)!r}: {exc}") from exc
+        manifest = cls.from_dict(data)
+        logger.debug("read manifest %s with variants %s", path, sorted(manifest.variants))
+        return manifest

@@ -1,0 +1,151 @@
+"""The exporter on real models: parity, determinism, file formats, safe mode and every head."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import exporter
+import runtime
+from exporter.errors import UnsafeModelError, UnsupportedModelError
+from runtime.errors import UsageError
+
+
+def test_seed_export_agrees_with_keras_on_10000_inputs(seed_dir, seed_model, wide_inputs, tmp_path):
+    manifest = exporter.export(seed_dir / "seed.keras", tmp_path / "dist", validation=wide_inputs)
+    assert set(manifest.variants) == {"tflite-fp32", "onnx-fp32"}
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == [
+        "manifest.json",
+        "onnx-fp32.onnx",
+        "tflite-fp32.tflite",
+    ]
+    expected = seed_model.predict(wide_inputs, batch_size=1024, verbose=0)
+    for vid, variant in manifest.variants.items():
+        parity = variant.parity
+        assert parity.n == 10_000 and parity.flips == 0 and parity.label_agreement == 1.0
+        assert parity.max_abs_diff <= 1e-5 and parity.passed, vid  # the issue's bound
+        clf = runtime.load(tmp_path / "dist", variant=vid)
+        np.testing.assert_array_equal(clf.predict(wide_inputs), (expected[:, 0] > 0.5).astype(int))
+
+
+def test_probe_set_is_used_without_validation_data(seed_dir, tmp_path):
+    manifest = exporter.export(seed_dir / "seed.keras", tmp_path / "dist", formats=["onnx"])
+    parity = manifest.variants["onnx-fp32"].parity
+    assert parity.n == exporter.export.__globals__["PROBE_SIZE"] == 10_000
+    assert "probe" in parity.data and "seed 0" in parity.data
+    assert parity.accuracy is None
+
+
+def test_manifest_contract(fp32_export, seed_dir):
+    data = json.loads((fp32_export / "manifest.json").read_text())
+    assert data["format_version"] == 1 and data["decision_rule"] == "p > threshold"
+    assert data["inputs"] == [{"dtype": "float32", "name": "features", "shape": [None, 2]}]
+    assert data["head"] == {
+        "kind": "binary",
+        "labels": ["0", "1"],
+        "output": "probability",
+        "threshold": 0.5,
+        "units": 1,
+    }
+    assert data["model"]["source_sha256"] == runtime.manifest.sha256_file(seed_dir / "seed.keras")
+    assert {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"} <= set(
+        data["tools"]
+    )
+    assert data["default_variant"] in data["variants"]
+    for variant in data["variants"].values():
+        assert {"file", "format", "precision", "sha256", "bytes", "threshold", "parity"} <= set(variant)
+        assert {
+            "n",
+            "max_abs_diff",
+            "mean_abs_diff",
+            "label_agreement",
+            "flips",
+            "tolerance",
+            "passed",
+        } <= set(variant["parity"])
+    text = (fp32_export / "manifest.json").read_text()
+    assert text == json.dumps(data, sort_keys=True, indent=2) + "\n"  # keys sorted
+    assert str(fp32_export) not in text and "/tmp" not in text  # no temp or absolute paths
+
+
+def test_export_is_byte_for_byte_reproducible(seed_dir, seed_val, fp32_export, tmp_path):
+    exporter.export(seed_dir / "seed.keras", tmp_path / "again", validation=seed_val)
+    names = sorted(p.name for p in fp32_export.iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "again").iterdir())
+    for name in names:
+        assert (fp32_export / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+
+
+def test_h5_model_exports_like_keras(seed_model, seed_val, tmp_path):
+    seed_model.save(tmp_path / "seed.h5")
+    manifest = exporter.export(tmp_path / "seed.h5", tmp_path / "dist", validation=seed_val)
+    assert all(v.parity.passed and v.parity.flips == 0 for v in manifest.variants.values())
+    clf = runtime.load(tmp_path / "dist", variant="tflite-fp32")
+    expected = (seed_model.predict(seed_val[0], verbose=0)[:, 0] > 0.5).astype(int)
+    np.testing.assert_array_equal(clf.predict(seed_val[0]), expected)
+
+
+@pytest.fixture(scope="module")
+def lambda_model_files(tmp_path_factory):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((2,), name="features"),
+            keras.layers.Lambda(lambda x: x * 2.0),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    folder = tmp_path_factory.mktemp("lambda")
+    model.save(folder / "lambda.keras")
+    model.save(folder / "lambda.h5")
+    return folder
+
+
+@pytest.mark.parametrize("name", ["lambda.keras", "lambda.h5"])
+def test_lambda_layer_is_refused_in_safe_mode(lambda_model_files, tmp_path, name):
+    with pytest.raises(UnsafeModelError, match=r"--unsafe \(CLI\) or safe_mode=False"):
+        exporter.export(lambda_model_files / name, tmp_path / "dist")
+    assert not (tmp_path / "dist").exists()  # nothing half-written
+
+
+def test_lambda_layer_exports_with_explicit_opt_in(lambda_model_files, tmp_path):
+    manifest = exporter.export(lambda_model_files / "lambda.keras", tmp_path / "dist", safe_mode=False)
+    assert all(v.parity.passed for v in manifest.variants.values())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"formats": ["coreml"]}, UsageError, r"formats from \('tflite', 'onnx'\), got \['coreml'\]"),
+        ({"quantize": "int4"}, UsageError, r"quantizations from .* got \['int4'\]"),
+        ({"threshold": 1.0}, UsageError, "strictly between 0 and 1, got 1.0"),
+        ({"validation": np.zeros((4, 3))}, UsageError, r"shape \(None, 2\), got \(4, 3\)"),
+        ({"validation": np.full((4, 2), np.nan)}, UsageError, "finite validation"),
+        ({"head": "logit"}, UsageError, "linear output, but this one ends in sigmoid"),
+    ],
+)
+def test_bad_options_write_nothing(seed_dir, tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        exporter.export(seed_dir / "seed.keras", tmp_path / "dist", **kwargs)
+    assert not (tmp_path / "dist").exists()
+    assert list(tmp_path.iterdir()) == []  # no staging folder left behind
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(UsageError, match="Expected a Keras model file at"):
+        exporter.export(tmp_path / "nope.keras", tmp_path / "dist")
+    with pytest.raises(UsageError, match=r"ending in \.keras, \.h5, \.hdf5"):
+        exporter.export(tmp_path / "model.pb", tmp_path / "dist")
+
+
+def test_two_inputs_are_refused(tmp_path):
+    import keras
+
+    a, b = keras.Input((2,)), keras.Input((3,))
+    out = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Concatenate()([a, b]))
+    with pytest.raises(UnsupportedModelError, match="exactly one input, got 2"):
+        exporter.export(keras.Model([a, b], out), tmp_path / "dist")

@@ -6,6 +6,9 @@ import contextlib
 import io
 import logging
 import os
+import sys
+import tempfile
+import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -56,11 +59,32 @@ def version(name: str) -> str:
 
 
 @contextlib.contextmanager
-def captured_stdout() -> Iterator[None]:
-    """Send what converters print on stdout (temp folder paths, ...) to the debug log."""
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        yield
-    text = buffer.getvalue().strip()
-    if text:
-        logger.debug("converter output:\n%s", text)
+def captured_output() -> Iterator[None]:
+    """Send what converters print to the debug log instead of the user's terminal.
+
+    The converters print temp folder paths, quantizer settings and advice, from Python and from
+    C++, on stdout and stderr; the file descriptors are redirected so both are caught.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        buffer = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buffer), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            text = (buffer.getvalue() + sink.read().decode("utf-8", "replace")).strip()
+            text += "".join(f"\n{w.category.__name__}: {w.message}" for w in caught)
+            if text.strip():
+                logger.debug("converter output:\n%s", text.strip())

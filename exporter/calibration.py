@@ -15,10 +15,18 @@ from typing import Any
 import numpy as np
 
 from exporter.errors import CalibrationError
+from runtime.manifest import CalibrationInfo
 
 logger = logging.getLogger(__name__)
 
 MAX_SAMPLES = 1000  # enough to pin min/max ranges; more only slows the converters
+# Above this share of parity values outside the calibrated range (1%), the export warns loudly:
+# each such value is clipped by the int8 input quantizer without any error.
+COVERAGE_WARNING = 0.01
+MAX_LISTED_FEATURES = 64  # per-feature shares are recorded for inputs up to this size
+# A full-int8 input has one scale for every feature. When feature ranges differ by more than
+# this factor, the narrow ones keep fewer than ~3 of the 256 levels: their information is gone.
+RANGE_RATIO_WARNING = 100.0
 
 
 @dataclass(frozen=True)
@@ -76,3 +84,61 @@ class Calibration:
                 self._i = 0
 
         return _Reader()
+
+
+def coverage(calibration: Calibration, x: np.ndarray, data: str) -> CalibrationInfo:
+    """How much of ``x`` falls outside the calibrated range, feature by feature."""
+    import hashlib
+
+    flat_c = calibration.x.reshape(len(calibration.x), -1)
+    flat_x = x.reshape(len(x), -1).astype(np.float32)
+    low, high = flat_c.min(axis=0), flat_c.max(axis=0)
+    outside = (flat_x < low) | (flat_x > high)
+    by_feature = outside.mean(axis=0) if len(flat_x) else np.zeros(flat_c.shape[1])
+    worst = int(by_feature.argmax())
+    spans = (high - low).astype(np.float64)
+    varying = np.nonzero(spans > 0)[0]
+    widest = int(varying[spans[varying].argmax()]) if len(varying) else 0
+    narrowest = int(varying[spans[varying].argmin()]) if len(varying) else 0
+    ratio = float(spans[widest] / spans[narrowest]) if len(varying) else 1.0
+    return CalibrationInfo(
+        samples=len(calibration),
+        sha256=hashlib.sha256(calibration.x.tobytes()).hexdigest(),
+        data=data,
+        outside_fraction=float(outside.mean()) if outside.size else 0.0,
+        worst_feature=worst,
+        worst_feature_outside=float(by_feature[worst]),
+        constant_features=tuple(int(i) for i in np.nonzero(high <= low)[0]),
+        range_ratio=ratio,
+        widest_feature=widest,
+        narrowest_feature=narrowest,
+        outside_by_feature=(
+            tuple(float(v) for v in by_feature) if len(by_feature) <= MAX_LISTED_FEATURES else ()
+        ),
+    )
+
+
+def coverage_problems(info: CalibrationInfo) -> list[str]:
+    """Sentences a release engineer can act on; empty when the calibration looks sound."""
+    problems = []
+    if info.constant_features:
+        shown = ", ".join(map(str, info.constant_features[:10]))
+        problems.append(
+            f"calibration data is constant in {len(info.constant_features)} feature(s) ({shown}): "
+            f"their int8 input scale is degenerate, so every other value is clipped"
+        )
+    if info.range_ratio > RANGE_RATIO_WARNING:
+        problems.append(
+            f"feature ranges in the calibration data differ by {info.range_ratio:.3g}x (feature "
+            f"{info.widest_feature} is the widest, {info.narrowest_feature} the narrowest); a "
+            f"full-int8 input has one scale for all features, so the narrow ones lose their "
+            f"resolution. Standardize the features before the model, or ship a float variant"
+        )
+    if info.outside_fraction > COVERAGE_WARNING:
+        problems.append(
+            f"{info.outside_fraction:.2%} of the {info.data} values fall outside the calibrated "
+            f"range (worst: feature {info.worst_feature}, {info.worst_feature_outside:.2%}); "
+            f"full-int8 variants clip them silently. Calibrate on inputs that span the domain "
+            f"the device will see"
+        )
+    return problems

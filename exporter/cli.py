@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from runtime import cli as runtime_cli
 from runtime.errors import GateError, KerasEdgeError, UsageError
+from runtime.report import REPORT_NAME, calibration_summary, format_table
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +111,12 @@ def _run_export(args: argparse.Namespace) -> int:
     except GateError:
         from runtime.manifest import Manifest
 
-        sys.stdout.write(runtime_cli.format_variants(Manifest.read(args.out)))
+        written = Manifest.read(args.out)
+        sys.stdout.write(format_table(written) + calibration_summary(written))
         raise
-    sys.stdout.write(runtime_cli.format_variants(manifest))
-    sys.stdout.write(f"wrote {args.out / 'manifest.json'}\n")
+    sys.stdout.write(format_table(manifest))
+    sys.stdout.write(calibration_summary(manifest))
+    sys.stdout.write(f"wrote {args.out / 'manifest.json'} and {args.out / REPORT_NAME}\n")
     return EXIT_OK
 
 

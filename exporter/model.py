@@ -33,7 +33,7 @@ def load_model(path: str | Path, safe_mode: bool = True) -> Any:
         raise UsageError(f"Expected a Keras model file at {str(path)!r}, found none")
     keras = _tf.keras()
     try:
-        with _tf.captured_stdout():
+        with _tf.captured_output():
             model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
     except ValueError as exc:
         if "safe_mode" in str(exc):

@@ -26,8 +26,18 @@ BATCH_DIM = "batch"
 _UNK_DIM = re.compile(r"^unk__\d+$")
 
 
-def _canonicalize(model: Any) -> None:
-    """Make the bytes reproducible within one process: tf2onnx names free dimensions
+def _rename(model: Any, old: str, new: str) -> None:
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+        for i, name in enumerate(node.output):
+            if name == old:
+                node.output[i] = new
+
+
+def _canonicalize(model: Any, input_name: str) -> None:
+    """Stable names, and bytes reproducible within one process: tf2onnx names free dimensions
     ``unk__N`` and fills ``doc_string`` from global counters."""
     model.doc_string = ""
     model.graph.doc_string = ""
@@ -35,29 +45,43 @@ def _canonicalize(model: Any) -> None:
         for dim in value.type.tensor_type.shape.dim:
             if _UNK_DIM.match(dim.dim_param):
                 dim.dim_param = BATCH_DIM
-    old = model.graph.output[0].name
-    if old != OUTPUT_NAME:
-        for node in model.graph.node:
-            for i, name in enumerate(node.output):
-                if name == old:
-                    node.output[i] = OUTPUT_NAME
-            for i, name in enumerate(node.input):
-                if name == old:
-                    node.input[i] = OUTPUT_NAME
-        model.graph.output[0].name = OUTPUT_NAME
+    for value, name in ((model.graph.input[0], input_name), (model.graph.output[0], OUTPUT_NAME)):
+        if value.name != name:
+            _rename(model, value.name, name)
+            value.name = name
 
 
 def to_fp32_proto(model: Any, spec: InputSpec) -> Any:
+    """tf2onnx on the model's frozen graph.
+
+    Freezing first matters: ``from_function`` turns tensors the function captures without a
+    variable (a Keras ``Normalization`` layer's mean and variance) into extra graph inputs with
+    no value, which ONNX Runtime then asks the caller to feed.
+    """
     tf = _tf.tensorflow()
     tf2onnx = _tf.module("tf2onnx")
-    signature = (tf.TensorSpec(spec.shape, tf.float32, name=spec.name),)
+    constants = _tf.module("tensorflow.python.framework.convert_to_constants")
     fn = tf.function(lambda x: model(x, training=False))
     try:
-        with _tf.captured_stdout():
-            proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=OPSET)
+        with _tf.captured_output():
+            concrete = fn.get_concrete_function(tf.TensorSpec(spec.shape, tf.float32, name=spec.name))
+            frozen = constants.convert_variables_to_constants_v2(concrete)
+            proto, _ = tf2onnx.convert.from_graph_def(
+                frozen.graph.as_graph_def(),
+                input_names=[t.name for t in frozen.inputs],
+                output_names=[t.name for t in frozen.outputs],
+                opset=OPSET,
+            )
     except Exception as exc:  # tf2onnx raises many untyped errors
         raise ConversionError(f"tf2onnx conversion failed: {exc}") from exc
-    _canonicalize(proto)
+    initializers = {i.name for i in proto.graph.initializer}
+    feeds = [i.name for i in proto.graph.input if i.name not in initializers]
+    if len(feeds) != 1 or len(proto.graph.output) != 1:
+        raise ConversionError(
+            f"Expected the ONNX graph to have 1 input and 1 output, got inputs {feeds} and "
+            f"outputs {[o.name for o in proto.graph.output]}"
+        )
+    _canonicalize(proto, spec.name)
     return proto
 
 
@@ -73,13 +97,14 @@ def _quantize_with_files(
     onnx = _tf.module("onnx")
     quantization = _tf.module("onnxruntime.quantization")
     with tempfile.TemporaryDirectory(prefix="keras-edge-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "quantized.onnx"
-        onnx.save(proto, str(src))
+        raw, src, dst = (Path(tmp) / name for name in ("fp32.onnx", "pre.onnx", "quantized.onnx"))
+        onnx.save(proto, str(raw))
+        # ONNX Runtime's recommended pre-processing: shape inference and fusions (MatMul+Add
+        # -> Gemm), so that the quantizer sees one op per layer.
+        quantization.quant_pre_process(str(raw), str(src))
         if precision == "dynamic":
             quantization.quantize_dynamic(str(src), str(dst), weight_type=quantization.QuantType.QInt8)
         else:
-            if calibration is None:
-                raise CalibrationError("Expected calibration data for onnx-int8, got none")
             quantization.quantize_static(
                 str(src),
                 str(dst),
@@ -90,7 +115,7 @@ def _quantize_with_files(
                 calibrate_method=quantization.CalibrationMethod.MinMax,
             )
         out = onnx.load(str(dst))
-    _canonicalize(out)
+    _canonicalize(out, spec.name)
     return out.SerializeToString(deterministic=True)
 
 
@@ -98,16 +123,17 @@ def convert(
     model: Any, spec: InputSpec, precision: str, calibration: Calibration | None = None
 ) -> bytes:
     """ONNX bytes of ``model`` at ``precision`` (fp32, fp16, dynamic or int8)."""
+    if precision not in ("fp32", "fp16", "dynamic", "int8"):
+        raise ConversionError(f"Expected a precision fp32/fp16/dynamic/int8, got {precision!r}")
+    if precision == "int8" and calibration is None:
+        raise CalibrationError("Expected calibration data for onnx-int8, got none")
     proto = to_fp32_proto(model, spec)
+    if precision == "fp32":
+        return proto.SerializeToString(deterministic=True)
     try:
-        if precision == "fp32":
-            return proto.SerializeToString(deterministic=True)
-        if precision == "fp16":
-            return _fp16(proto).SerializeToString(deterministic=True)
-        if precision in ("dynamic", "int8"):
+        with _tf.captured_output():
+            if precision == "fp16":
+                return _fp16(proto).SerializeToString(deterministic=True)
             return _quantize_with_files(proto, precision, spec, calibration)
-    except (CalibrationError, ConversionError):
-        raise
-    except Exception as exc:  # onnxruntime.quantization raises untyped errors
+    except Exception as exc:  # onnxconverter-common and onnxruntime raise untyped errors
         raise ConversionError(f"ONNX {precision} conversion failed: {exc}") from exc
-    raise ConversionError(f"Expected a precision fp32/fp16/dynamic/int8, got {precision!r}")

@@ -19,7 +19,7 @@ def convert(model: Any, precision: str, calibration: Calibration | None = None) 
     ``int8`` is full integer with int8 input and output, calibrated on ``calibration``.
     """
     tf = _tf.tensorflow()
-    with _tf.captured_stdout():
+    with _tf.captured_output():
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
         if precision == "fp16":
             # supported_types alone gives a file identical to fp32: DEFAULT is needed too.

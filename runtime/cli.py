@@ -16,6 +16,7 @@ import numpy as np
 from runtime.classifier import load
 from runtime.data import read_data
 from runtime.manifest import Manifest
+from runtime.report import format_table
 
 logger = logging.getLogger(__name__)
 
@@ -95,49 +96,6 @@ def _emit(text: str, path: Path | None, stream: TextIO | None = None) -> None:
         path.write_text(text, encoding="utf-8")
 
 
-def format_variants(manifest: Manifest) -> str:
-    """A table of every variant: size, ratio to fp32, parity and gate."""
-    header = [
-        "variant",
-        "bytes",
-        "vs fp32",
-        "threshold",
-        "max diff",
-        "agreement",
-        "flips",
-        "near t",
-        "accuracy",
-        "passed",
-    ]
-    rows = []
-    for vid, v in manifest.variants.items():
-        fp32 = manifest.variants.get(f"{v.format}-fp32")
-        ratio = f"{v.bytes / fp32.bytes:.2f}x" if fp32 else "-"
-        p = v.parity
-        accuracy = "-"
-        if p is not None and p.accuracy is not None:
-            accuracy = f"{p.accuracy:.4f} (keras {p.reference_accuracy:.4f})"
-        mark = "*" if vid == manifest.default_variant else ""
-        rows.append(
-            [
-                vid + mark,
-                f"{v.bytes:,}",
-                ratio,
-                str(v.threshold),
-                "-" if p is None else f"{p.max_abs_diff:.2e}",
-                "-" if p is None else f"{p.label_agreement:.4%}",
-                "-" if p is None else str(p.flips),
-                "-" if p is None else str(p.flips_near_threshold),
-                accuracy,
-                "-" if p is None else ("yes" if p.passed else "NO"),
-            ]
-        )
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + "\n"
-
-
 def run_inspect(args: argparse.Namespace) -> int:
     manifest = Manifest.read(args.folder)
     if args.json:
@@ -154,5 +112,5 @@ def run_inspect(args: argparse.Namespace) -> int:
         f"parity on {data}\n"
         f"default   {manifest.default_variant} (marked *)\n\n"
     )
-    sys.stdout.write(format_variants(manifest))
+    sys.stdout.write(format_table(manifest))
     return 0

@@ -151,6 +151,8 @@ class Parity:
     data: str
     accuracy: float | None = None
     reference_accuracy: float | None = None
+    batch_flips: int | None = None
+    batch_max_abs_diff: float | None = None
     failures: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,6 +228,46 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class CalibrationInfo:
+    """The full-integer calibration data, and how well it covers the parity data.
+
+    Full-int8 variants clip inputs outside the calibrated range silently, so the share of
+    parity values outside each feature's calibrated [min, max] is recorded.
+    """
+
+    samples: int
+    sha256: str
+    data: str
+    outside_fraction: float
+    worst_feature: int
+    worst_feature_outside: float
+    range_ratio: float = 1.0
+    widest_feature: int = 0
+    narrowest_feature: int = 0
+    constant_features: tuple[int, ...] = ()
+    outside_by_feature: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["constant_features"] = list(self.constant_features)
+        out["outside_by_feature"] = list(self.outside_by_feature)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CalibrationInfo:
+        try:
+            return cls(
+                **{
+                    **data,
+                    "constant_features": tuple(data.get("constant_features", ())),
+                    "outside_by_feature": tuple(data.get("outside_by_feature", ())),
+                }
+            )
+        except TypeError as exc:
+            raise ManifestError(f"Malformed calibration record {data!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Where the artifacts came from."""
 
@@ -252,6 +294,7 @@ class Manifest:
     variants: dict[str, Variant]
     default_variant: str | None
     tools: dict[str, str] = field(default_factory=dict)
+    calibration: CalibrationInfo | None = None
     format_version: int = FORMAT_VERSION
     decision_rule: str = DECISION_RULE
 
@@ -277,11 +320,19 @@ class Manifest:
     def input(self) -> InputSpec:
         return self.inputs[0]
 
-    def with_variants(self, variants: dict[str, Variant], default_variant: str | None) -> Manifest:
-        return replace(self, variants=dict(variants), default_variant=default_variant)
+    def with_variants(
+        self,
+        variants: dict[str, Variant],
+        default_variant: str | None,
+        calibration: CalibrationInfo | None = None,
+    ) -> Manifest:
+        return replace(
+            self, variants=dict(variants), default_variant=default_variant, calibration=calibration
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "decision_rule": self.decision_rule,
             "default_variant": self.default_variant,
             "format_version": self.format_version,
@@ -316,6 +367,9 @@ class Manifest:
             variants={vid: Variant.from_dict(vid, v) for vid, v in variants_raw.items()},
             default_variant=data.get("default_variant"),
             tools={str(k): str(v) for k, v in data.get("tools", {}).items()},
+            calibration=(
+                CalibrationInfo.from_dict(data["calibration"]) if data.get("calibration") else None
+            ),
         )
 
     @classmethod

@@ -19,6 +19,7 @@ def test_seed_export_agrees_with_keras_on_10000_inputs(seed_dir, seed_model, wid
     assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == [
         "manifest.json",
         "onnx-fp32.onnx",
+        "parity.json",
         "tflite-fp32.tflite",
     ]
     expected = seed_model.predict(wide_inputs, batch_size=1024, verbose=0)

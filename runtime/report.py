@@ -1,0 +1,130 @@
+"""The per-variant parity report: one set of rows for the terminal table and for parity.json."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from runtime.manifest import FORMATS, PRECISIONS, Manifest, Variant
+
+REPORT_NAME = "parity.json"
+
+
+def _order(v: Variant) -> tuple[int, int, str]:
+    """tflite before onnx, fp32 first: the order of the export plan."""
+    return (
+        FORMATS.index(v.format),
+        PRECISIONS.index(v.precision) if v.precision in PRECISIONS else 99,
+        v.id,
+    )
+
+
+def variant_rows(manifest: Manifest) -> list[dict[str, Any]]:
+    """One row per variant: size, ratio to the fp32 file of its format, parity, gate."""
+    rows = []
+    for v in sorted(manifest.variants.values(), key=_order):
+        vid = v.id
+        fp32 = manifest.variants.get(f"{v.format}-fp32")
+        p = v.parity
+        rows.append(
+            {
+                "variant": vid,
+                "default": vid == manifest.default_variant,
+                "bytes": v.bytes,
+                "ratio_to_fp32": round(v.bytes / fp32.bytes, 4) if fp32 else None,
+                "threshold": v.threshold,
+                "max_abs_diff": None if p is None else p.max_abs_diff,
+                "mean_abs_diff": None if p is None else p.mean_abs_diff,
+                "label_agreement": None if p is None else p.label_agreement,
+                "flips": None if p is None else p.flips,
+                "flips_near_threshold": None if p is None else p.flips_near_threshold,
+                "batch_flips": None if p is None else p.batch_flips,
+                "batch_max_abs_diff": None if p is None else p.batch_max_abs_diff,
+                "accuracy": None if p is None else p.accuracy,
+                "keras_accuracy": None if p is None else p.reference_accuracy,
+                "tolerance": None if p is None else p.tolerance,
+                "min_agreement": None if p is None else p.min_agreement,
+                "passed": None if p is None else p.passed,
+                "failures": [] if p is None else list(p.failures),
+            }
+        )
+    return rows
+
+
+def report_json(manifest: Manifest) -> str:
+    """``parity.json``: the table's rows plus what they were measured on."""
+    data = next((v.parity.data for v in manifest.variants.values() if v.parity), None)
+    body = {
+        "data": data,
+        "near_threshold_band": next(
+            (v.parity.near_threshold_band for v in manifest.variants.values() if v.parity), None
+        ),
+        "calibration": None if manifest.calibration is None else manifest.calibration.to_dict(),
+        "default_variant": manifest.default_variant,
+        "variants": variant_rows(manifest),
+    }
+    return json.dumps(body, sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+
+def _cell(value: Any, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "pct":
+        return f"{value:.2%}"
+    if kind == "sci":
+        return f"{value:.2e}"
+    if kind == "acc":
+        return f"{value:.4f}"
+    if kind == "ratio":
+        return f"{value:.2f}x"
+    if kind == "int":
+        return f"{value:,}"
+    if kind == "bool":
+        return "yes" if value else "NO"
+    return str(value)
+
+
+COLUMNS = [
+    ("variant", "variant", "str"),
+    ("bytes", "bytes", "int"),
+    ("vs fp32", "ratio_to_fp32", "ratio"),
+    ("threshold", "threshold", "str"),
+    ("max diff", "max_abs_diff", "sci"),
+    ("agreement", "label_agreement", "pct"),
+    ("flips", "flips", "int"),
+    ("near t", "flips_near_threshold", "int"),
+    ("batch flips", "batch_flips", "int"),
+    ("accuracy", "accuracy", "acc"),
+    ("keras acc", "keras_accuracy", "acc"),
+    ("passed", "passed", "bool"),
+]
+
+
+def format_table(manifest: Manifest) -> str:
+    """The rows as a plain-text table; the default variant is marked with ``*``."""
+    header = [title for title, _, _ in COLUMNS]
+    rows = []
+    for row in variant_rows(manifest):
+        cells = [_cell(row[key], kind) for _, key, kind in COLUMNS]
+        cells[0] += "*" if row["default"] else ""
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"
+
+
+def calibration_summary(manifest: Manifest) -> str:
+    """One line on the int8 calibration and how much of the parity data it covers."""
+    info = manifest.calibration
+    if info is None:
+        return ""
+    constant = f"; constant features {list(info.constant_features)}" if info.constant_features else ""
+    return (
+        f"calibration: {info.samples} samples; {info.outside_fraction:.2%} of the {info.data} "
+        f"values outside the calibrated range (worst feature {info.worst_feature}: "
+        f"{info.worst_feature_outside:.2%}); feature ranges differ by {info.range_ratio:.3g}x"
+        f"{constant}\n"
+    )

@@ -55,6 +55,11 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", help="comma list of class names")
     p.add_argument("--min-agreement", type=float, help="minimum label agreement for every variant")
     p.add_argument(
+        "--int8-io",
+        action="store_true",
+        help="tflite-int8 with int8 input/output (integer-only targets); default float32 IO",
+    )
+    p.add_argument(
         "--unsafe",
         action="store_true",
         help="turn Keras safe mode off (allows Lambda layers; only for trusted files)",
@@ -106,6 +111,7 @@ def _run_export(args: argparse.Namespace) -> int:
             labels=args.labels.split(",") if args.labels else None,
             safe_mode=not args.unsafe,
             min_agreement=args.min_agreement,
+            int8_io=args.int8_io,
             progress=_Progress(),
         )
     except GateError:

@@ -55,6 +55,7 @@ class ExportOptions:
     labels: tuple[str, ...] | None = None
     safe_mode: bool = True
     min_agreement: float | None = None
+    int8_io: bool = False
 
     def __post_init__(self) -> None:
         if not self.formats or any(f not in FORMATS for f in self.formats):
@@ -115,9 +116,11 @@ def _tools(precisions: set[str], formats: set[str]) -> dict[str, str]:
     return {name: _tf.version(name) for name in sorted(names)}
 
 
-def _convert(model: Any, spec: Any, fmt: str, precision: str, calibration: Calibration | None) -> bytes:
+def _convert(
+    model: Any, spec: Any, fmt: str, precision: str, calibration: Calibration | None, int8_io: bool
+) -> bytes:
     if fmt == "tflite":
-        return to_tflite.convert(model, precision, calibration)
+        return to_tflite.convert(model, precision, calibration, int8_io=int8_io)
     return to_onnx.convert(model, spec, precision, calibration)
 
 
@@ -133,6 +136,7 @@ def export(
     labels: Sequence[str] | None = None,
     safe_mode: bool = True,
     min_agreement: float | None = None,
+    int8_io: bool = False,
     progress: Progress | None = None,
 ) -> Manifest:
     """Export a Keras model to TFLite/ONNX variants in ``out`` and prove each one.
@@ -149,6 +153,7 @@ def export(
         head: ``"auto"``, or for a linear output ``"logit"`` / ``"regression"``.
         safe_mode: Keras safe mode when loading a file; ``False`` allows Lambda layers.
         min_agreement: overrides every precision's minimum label agreement.
+        int8_io: give ``tflite-int8`` int8 input and output (for integer-only targets).
         progress: called as ``progress(step, total, message)`` while exporting.
 
     Raises:
@@ -164,6 +169,7 @@ def export(
         labels=tuple(labels) if labels is not None else None,
         safe_mode=safe_mode,
         min_agreement=min_agreement,
+        int8_io=int8_io,
     )
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -228,7 +234,7 @@ def export(
         variants: dict[str, Variant] = {}
         for step, (vid, fmt, precision) in enumerate(plan, start=1):
             _report(progress, step, total, f"converting {vid}")
-            data = _convert(keras_model, spec, fmt, precision, calib)
+            data = _convert(keras_model, spec, fmt, precision, calib, options.int8_io)
             path = staging / f"{vid}{EXTENSIONS[fmt]}"
             path.write_bytes(data)
             unchanged = artifacts.quantized_nothing(fmt, precision, data)

@@ -12,11 +12,16 @@ from exporter.errors import CalibrationError, ConversionError
 logger = logging.getLogger(__name__)
 
 
-def convert(model: Any, precision: str, calibration: Calibration | None = None) -> bytes:
+def convert(
+    model: Any, precision: str, calibration: Calibration | None = None, int8_io: bool = False
+) -> bytes:
     """Convert with ``TFLiteConverter.from_keras_model`` (``from_concrete_functions`` with the
     model as trackable silently gives NaN, see TOOLCHAIN.md).
 
-    ``int8`` is full integer with int8 input and output, calibrated on ``calibration``.
+    ``int8`` is full integer inside, calibrated on ``calibration``. Its input and output stay
+    float32 (LiteRT quantizes and dequantizes in C++, cheaper than numpy can per call) unless
+    ``int8_io``, for integer-only targets (microcontrollers, NPUs): then they are int8 and the
+    runtime quantizes with the model's scale and zero point.
     """
     tf = _tf.tensorflow()
     with _tf.captured_output():
@@ -33,8 +38,9 @@ def convert(model: Any, precision: str, calibration: Calibration | None = None) 
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = calibration.representative_dataset
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
+            if int8_io:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
         elif precision != "fp32":
             raise ConversionError(f"Expected a precision fp32/fp16/dynamic/int8, got {precision!r}")
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -52,19 +52,43 @@ def _missing_engine(fmt: str) -> BackendUnavailableError:
 
 @dataclass(frozen=True)
 class Quantization:
-    """Affine integer quantization of one tensor: real = (q - zero_point) * scale."""
+    """Affine integer quantization of one tensor: real = (q - zero_point) * scale.
+
+    Arithmetic is float64, rounded once to float32, in the numpy and the plain-Python paths
+    alike, so a value quantizes and dequantizes the same whatever the batch size.
+    """
 
     scale: float
     zero_point: int
     dtype: np.dtype
+    low: int = field(init=False)
+    high: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        info = np.iinfo(self.dtype)
+        object.__setattr__(self, "low", int(info.min))
+        object.__setattr__(self, "high", int(info.max))
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
-        info = np.iinfo(self.dtype)
-        q = np.rint(x / np.float32(self.scale)) + self.zero_point
-        return np.clip(q, info.min, info.max).astype(self.dtype)
+        """round(x / scale) + zero_point, halves to even, clipped to the integer range."""
+        q = np.rint(x.astype(np.float64) / self.scale) + self.zero_point
+        return np.clip(q, self.low, self.high).astype(self.dtype)
+
+    def quantize_values(self, values: list[float], shape: tuple[int, ...]) -> np.ndarray:
+        """:meth:`quantize` for a few Python floats (Python's ``round`` also rounds halves to
+        even), at a fraction of numpy's fixed cost per operation."""
+        lo, hi, scale, zp = self.low, self.high, self.scale, self.zero_point
+        q = [round(v / scale) + zp for v in values]
+        if min(q) < lo or max(q) > hi:
+            q = [min(hi, max(lo, v)) for v in q]
+        return np.array(q, dtype=self.dtype).reshape(shape)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
-        return (q.astype(np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)
+        if q.size <= 64:
+            scale, zp = self.scale, self.zero_point
+            values = [(v - zp) * scale for v in q.ravel().tolist()]
+            return np.array(values, dtype=np.float32).reshape(q.shape)
+        return ((q.astype(np.float64) - self.zero_point) * self.scale).astype(np.float32)
 
 
 class OnnxEngine:

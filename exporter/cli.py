@@ -67,6 +67,20 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_export)
 
 
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    from benchmarks.cli import add_arguments
+
+    p = sub.add_parser("bench", help="benchmark every variant against the original Keras model")
+    add_arguments(p)
+    p.set_defaults(handler=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from benchmarks.cli import run
+
+    return run(args)
+
+
 def _threshold(text: str) -> float | list[float]:
     try:
         values = [float(v) for v in text.split(",")]
@@ -133,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     _export_parser(sub)
     runtime_cli.add_predict(sub)
     runtime_cli.add_inspect(sub)
+    _bench_parser(sub)
     return parser
 
 

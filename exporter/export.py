@@ -281,8 +281,11 @@ def export(
                     "%s decides differently when samples share a batch: %d flips with one call "
                     "per sample, %d with one call for all %d (ONNX Runtime's dynamic "
                     "quantization takes activation scales from each call's batch)",
-                    vid, result.flips, result.batch_flips, len(x_check),
-                )  # fmt: skip
+                    vid,
+                    result.flips,
+                    result.batch_flips,
+                    len(x_check),
+                )
             if not result.passed and precision == "int8" and problems:
                 result = replace(result, failures=(*result.failures, *problems))
             checked[vid] = replace(variants[vid], parity=result)

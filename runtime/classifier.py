@@ -166,7 +166,9 @@ class Classifier:
             if in_q is not None:
                 x = in_q.quantize_values(values, x.shape)
         else:
-            if not np.isfinite(x).all():
+            # One reduction, no temporary array: a float64 sum of float32 values cannot
+            # overflow, so it is NaN or Inf exactly when an input is.
+            if not _isfinite(x.sum(dtype=np.float64)):
                 self._refuse_nonfinite(x)
             if in_q is not None:
                 x = in_q.quantize(x)

@@ -190,6 +190,11 @@ class LiteRTEngine:
         scale, zero_point = details["quantization"]
         return Quantization(scale=float(scale), zero_point=int(zero_point), dtype=dtype)
 
+    def resize(self, shape: tuple[int, ...]) -> None:
+        """Size the interpreter for ``shape``, if it is not already."""
+        if shape != self._shape:
+            self._resize(shape)
+
     def _resize(self, shape: tuple[int, ...]) -> None:
         logger.debug("LiteRT: resizing input from %s to %s", self._shape, shape)
         self.interpreter.resize_tensor_input(self._in, shape, strict=False)

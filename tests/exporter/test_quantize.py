@@ -18,9 +18,15 @@ from exporter import artifacts
 from exporter.errors import CalibrationError, ParityError
 
 ALL = [
-    "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8",
-    "onnx-fp32", "onnx-fp16", "onnx-dynamic", "onnx-int8",
-]  # fmt: skip
+    "tflite-fp32",
+    "tflite-fp16",
+    "tflite-dynamic",
+    "tflite-int8",
+    "onnx-fp32",
+    "onnx-fp16",
+    "onnx-dynamic",
+    "onnx-int8",
+]
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +133,14 @@ def test_int8_io_and_float_io_give_the_same_labels(seed_dir, seed_val, seed_all,
     quantizes the input and dequantizes the output itself. Both must decide alike."""
     out, _, calib = seed_all
     exporter.export(
-        seed_dir / "seed.keras", tmp_path / "int8io", formats=["tflite"], quantize="int8",
-        calibration=calib, validation=seed_val, int8_io=True,
-    )  # fmt: skip
+        seed_dir / "seed.keras",
+        tmp_path / "int8io",
+        formats=["tflite"],
+        quantize="int8",
+        calibration=calib,
+        validation=seed_val,
+        int8_io=True,
+    )
     int8_io = runtime.load(tmp_path / "int8io", variant="tflite-int8")
     float_io = runtime.load(out, variant="tflite-int8")
     assert int8_io.engine.input_quantization is not None
@@ -167,9 +178,13 @@ def test_coverage_warning_on_a_wider_domain(seed_dir, wide_inputs, tmp_path, cap
         calib = data["x"]
     with caplog.at_level(logging.WARNING, logger="exporter"), pytest.raises(ParityError) as info:
         exporter.export(
-            seed_dir / "seed.keras", tmp_path / "dist", formats=["tflite"], quantize="int8",
-            calibration=calib, validation=wide_inputs,
-        )  # fmt: skip
+            seed_dir / "seed.keras",
+            tmp_path / "dist",
+            formats=["tflite"],
+            quantize="int8",
+            calibration=calib,
+            validation=wide_inputs,
+        )
     assert "fall outside the calibrated range" in caplog.text
     manifest = runtime.Manifest.read(tmp_path / "dist")
     coverage = manifest.calibration
@@ -179,8 +194,10 @@ def test_coverage_warning_on_a_wider_domain(seed_dir, wide_inputs, tmp_path, cap
     assert int8.label_agreement < 0.99 and not int8.passed  # TOOLCHAIN.md measured 97.7%
     assert "tflite-int8" in str(info.value) and "Calibrate on inputs that span" in str(info.value)
     assert manifest.default_variant == "tflite-fp32"
-    print(f"\nwide domain: {runtime.report.calibration_summary(manifest)}"
-          + runtime.report.format_table(manifest))  # fmt: skip
+    print(
+        f"\nwide domain: {runtime.report.calibration_summary(manifest)}"
+        + runtime.report.format_table(manifest)
+    )
 
 
 def test_int8_by_name_without_calibration_is_refused(seed_dir, tmp_path):
@@ -208,10 +225,14 @@ def test_raw_features_of_very_different_scales_are_diagnosed(tmp_path):
     keras.utils.set_random_seed(0)
     norm = keras.layers.Normalization()
     norm.adapt(x[:400])
-    model = keras.Sequential([
-        keras.Input((30,)), norm, keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dense(1, activation="sigmoid"),
-    ])  # fmt: skip
+    model = keras.Sequential(
+        [
+            keras.Input((30,)),
+            norm,
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     model.compile(optimizer="adam", loss="binary_crossentropy")
     model.fit(x[:400], y[:400], epochs=20, verbose=0)
     with pytest.raises(ParityError, match="feature ranges in the calibration data differ by"):
@@ -229,11 +250,25 @@ def test_raw_features_of_very_different_scales_are_diagnosed(tmp_path):
 def test_constant_calibration_fails_the_gate_with_exit_3(seed_dir, tmp_path):
     np.save(tmp_path / "const.npy", np.full((100, 2), 0.5, np.float32))
     proc = subprocess.run(
-        [sys.executable, "-m", "exporter.cli", "export", str(seed_dir / "seed.keras"),
-         "--out", str(tmp_path / "dist"), "--quantize", "int8",
-         "--calibration", str(tmp_path / "const.npy"), "--validation", str(seed_dir / "val.npz")],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "exporter.cli",
+            "export",
+            str(seed_dir / "seed.keras"),
+            "--out",
+            str(tmp_path / "dist"),
+            "--quantize",
+            "int8",
+            "--calibration",
+            str(tmp_path / "const.npy"),
+            "--validation",
+            str(seed_dir / "val.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 3, proc.stderr
     assert "tflite-int8: label agreement" in proc.stderr and "onnx-int8:" in proc.stderr
     assert "calibration data is constant in 2 feature(s)" in proc.stderr

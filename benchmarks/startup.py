@@ -1,0 +1,124 @@
+"""Start-up of one target, measured in a fresh process: import + load, first call, peak RSS.
+
+    python -m benchmarks.startup TARGET FOLDER KERAS_MODEL [--threads N]
+
+prints one JSON line. The clock starts before numpy is imported, so every target pays for
+its own imports: TensorFlow for the Keras targets, numpy and one engine for the others.
+"""
+
+from __future__ import annotations
+
+import time
+
+T0 = time.perf_counter()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set. On Linux, VmHWM: ``ru_maxrss`` survives ``exec`` and
+    would report the parent's peak (the benchmark process, TensorFlow loaded) for every child."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _child(target: str, folder: str, keras_model: str, threads: int | None) -> dict[str, Any]:
+    if target.startswith("keras-"):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import tensorflow as tf
+
+        from benchmarks.cli import limit_tensorflow_threads
+
+        limit_tensorflow_threads(tf, threads)
+        import keras
+
+        model = keras.models.load_model(keras_model, compile=False)
+        if target == "keras-predict":
+            call = lambda x: model.predict(x, verbose=0)  # noqa: E731
+        elif target == "keras-predict-on-batch":
+            call = model.predict_on_batch
+        else:
+            fn = tf.function(lambda x: model(x, training=False))
+            call = lambda x: fn(x).numpy()  # noqa: E731
+        shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    else:
+        import runtime
+
+        variant = target.removesuffix(":raw")
+        if target.endswith(":raw"):
+            from benchmarks.targets import bare_call
+            from runtime.classifier import read_artifact
+            from runtime.engines import make_engine
+
+            manifest = runtime.Manifest.read(folder)
+            v = manifest.variants[variant]
+            engine = make_engine(v.format, read_artifact(Path(folder), v), "cpu", threads)
+            call, convert = bare_call(engine, 1)
+            shape = manifest.input.feature_shape
+        else:
+            clf = runtime.load(folder, variant=variant, threads=threads)
+            call, convert = clf.predict, None
+            shape = clf.manifest.input.feature_shape
+    import numpy as np
+
+    loaded = time.perf_counter()
+    x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+    if not target.startswith("keras-") and convert is not None:
+        x = convert(x)
+    t0 = time.perf_counter_ns()
+    call(x)
+    first_ns = time.perf_counter_ns() - t0
+    heavy = sorted(m for m in ("tensorflow", "keras", "tf2onnx", "onnx") if m in sys.modules)
+    return {
+        "target": target,
+        "load_s": loaded - T0,
+        "first_call_us": first_ns / 1e3,
+        "peak_rss_mb": _peak_rss_mb(),
+        "heavy_modules": heavy,
+    }
+
+
+def measure_startup(
+    target: str, folder: Path, keras_model: Path, threads: int | None, timeout: float = 600
+) -> dict[str, Any]:
+    """Run one target's start-up in a fresh interpreter and return its figures."""
+    cmd = [sys.executable, "-m", "benchmarks.startup", target, str(folder), str(keras_model)]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"start-up of {target} failed: {proc.stderr.strip()[-500:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["process_s"] = wall  # interpreter start included
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.startup")
+    parser.add_argument("target")
+    parser.add_argument("folder")
+    parser.add_argument("keras_model")
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args(argv)
+    print(json.dumps(_child(args.target, args.folder, args.keras_model, args.threads)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -219,18 +219,7 @@ def _keras_labels(model: Any, manifest: Manifest, x: np.ndarray) -> np.ndarray |
 
 
 def main(argv: list[str] | None = None) -> int:
-    from exporter.cli import EXIT_FAILURE, EXIT_USAGE
-    from runtime.errors import KerasEdgeError
+    """``python -m benchmarks ...`` is ``keras-edge bench ...``: same parser, same exit codes."""
+    from exporter.cli import main as keras_edge
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except UsageError as exc:
-        sys.stderr.write(f"keras-edge bench: error: {exc}\n")
-        return EXIT_USAGE
-    except KerasEdgeError as exc:
-        sys.stderr.write(f"keras-edge bench: failed: {exc}\n")
-        return EXIT_FAILURE
+    return keras_edge(["bench", *(sys.argv[1:] if argv is None else argv)])

@@ -159,7 +159,7 @@ def render(data: dict[str, Any], markdown: bool = False) -> str:
         rows = [
             [
                 c["check"],
-                f"{c['value']:,.2f}",
+                f"{c['value']:,.3f}" if c["value"] < 10 else f"{c['value']:,.1f}",
                 f"{c['kind']} {c['limit']:g}",
                 "met" if c["met"] else "MISSED",
             ]

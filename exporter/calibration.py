@@ -37,19 +37,9 @@ class Calibration:
 
     @classmethod
     def from_array(cls, x: Any, feature_shape: tuple[int, ...]) -> Calibration:
-        x = np.asarray(x)
-        if x.dtype.kind not in "fiu":
-            raise CalibrationError(f"Expected numeric calibration data, got dtype {x.dtype}")
-        x = x.astype(np.float32)
-        if x.shape[1:] != feature_shape:
-            raise CalibrationError(
-                f"Expected calibration data of shape (None, "
-                f"{', '.join(map(str, feature_shape))}), got {x.shape}"
-            )
-        if len(x) == 0:
-            raise CalibrationError("Expected at least one calibration sample, got 0")
-        if not np.isfinite(x).all():
-            raise CalibrationError("Expected finite calibration data, got NaN or Inf")
+        from exporter.model import as_inputs
+
+        x = as_inputs(x, feature_shape, "calibration", error=CalibrationError)
         if len(x) > MAX_SAMPLES:
             # Evenly spaced rows: deterministic, and it keeps the spread of ordered data.
             idx = np.linspace(0, len(x) - 1, MAX_SAMPLES).round().astype(int)

@@ -89,22 +89,6 @@ def probe_inputs(feature_shape: tuple[int, ...]) -> np.ndarray:
     return (rng.standard_normal((PROBE_SIZE, *feature_shape)) * PROBE_STD).astype(np.float32)
 
 
-def _as_inputs(x: Any, feature_shape: tuple[int, ...], what: str) -> np.ndarray:
-    x = np.asarray(x)
-    if x.dtype.kind not in "fiu":
-        raise UsageError(f"Expected numeric {what} data, got dtype {x.dtype}")
-    x = x.astype(np.float32)
-    if x.shape[1:] != feature_shape:
-        raise UsageError(
-            f"Expected {what} data of shape (None, {', '.join(map(str, feature_shape))}), got {x.shape}"
-        )
-    if len(x) == 0:
-        raise UsageError(f"Expected at least one {what} sample, got 0")
-    if not np.isfinite(x).all():
-        raise UsageError(f"Expected finite {what} data, got NaN or Inf")
-    return x
-
-
 def _tools(precisions: set[str], formats: set[str]) -> dict[str, str]:
     names = ["keras", "keras-edge", "numpy", "tensorflow"]
     if "tflite" in formats:
@@ -196,7 +180,7 @@ def export(
     calib = Calibration.from_array(calibration, spec.feature_shape) if calibration is not None else None
     if validation is not None:
         x_val, y_val = validation if isinstance(validation, tuple) else (validation, None)
-        x_check = _as_inputs(x_val, spec.feature_shape, "validation")
+        x_check = model_io.as_inputs(x_val, spec.feature_shape, "validation")
         if y_val is not None and len(y_val) != len(x_check):
             raise UsageError(f"Expected {len(x_check)} validation labels, got {len(y_val)}")
         data_name = f"validation data ({len(x_check)} samples)"

@@ -82,6 +82,25 @@ def input_spec(model: Any) -> InputSpec:
     return InputSpec(name=name, shape=(None, *(int(d) for d in shape[1:])), dtype=dtype)
 
 
+def as_inputs(
+    x: Any, feature_shape: tuple[int, ...], what: str, error: type[UsageError] = UsageError
+) -> np.ndarray:
+    """``x`` as finite float32 model inputs of shape (n >= 1, *feature_shape), or ``error``."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiu":
+        raise error(f"Expected numeric {what} data, got dtype {x.dtype}")
+    x = x.astype(np.float32)
+    if x.shape[1:] != feature_shape:
+        raise error(
+            f"Expected {what} data of shape (None, {', '.join(map(str, feature_shape))}), got {x.shape}"
+        )
+    if len(x) == 0:
+        raise error(f"Expected at least one {what} sample, got 0")
+    if not np.isfinite(x).all():
+        raise error(f"Expected finite {what} data, got NaN or Inf")
+    return x
+
+
 def _activation_name(model: Any) -> str:
     last = model.layers[-1]
     if type(last).__name__ == "Softmax":

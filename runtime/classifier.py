@@ -74,6 +74,7 @@ class Classifier:
         self._rank = len(spec.shape)
         self._input_name = spec.name
         self._run = engine.run
+        self._run_transient = engine.run_transient
         self._in_q = engine.input_quantization
         self._out_q = engine.output_quantization
         head = self.head
@@ -146,8 +147,9 @@ class Classifier:
             f"answer them with a confident wrong class"
         )
 
-    def _raw(self, x: Any) -> np.ndarray:
-        """The engine's output for a checked input: float32, or integers for int8 output."""
+    def _raw(self, x: Any, transient: bool = False) -> np.ndarray:
+        """The engine's output for a checked input: float32, or integers for int8 output.
+        ``transient``: the result may be a view valid only until the next call."""
         if not (
             type(x) is np.ndarray
             and x.dtype is _FLOAT32
@@ -172,7 +174,7 @@ class Classifier:
                 self._refuse_nonfinite(x)
             if in_q is not None:
                 x = in_q.quantize(x)
-        return self._run(x)
+        return self._run_transient(x) if transient else self._run(x)
 
     def _values(self, y: np.ndarray) -> np.ndarray:
         return y if self._out_q is None else self._out_q.dequantize(y)
@@ -203,8 +205,8 @@ class Classifier:
         (for a logit head, ``z > log(t / (1 - t))``, the same rule). Multiclass takes the argmax.
         A regression head returns its values as they are (float32, (n, units)).
         """
-        y = self._raw(x)
         kind = self.head.kind
+        y = self._raw(x, transient=kind != "regression")  # every branch below makes new arrays
         if kind == "binary":
             # For an int8 output, _binary_cut is the integer cut that gives exactly the labels
             # of dequantizing first (see _integer_cut).

@@ -143,6 +143,8 @@ class OnnxEngine:
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(self.output_names, {self.input_name: x})[0]
 
+    run_transient = run  # ONNX Runtime allocates a fresh output on every call anyway
+
 
 class LiteRTEngine:
     """A LiteRT interpreter, re-allocated only when the batch size changes."""
@@ -181,6 +183,7 @@ class LiteRTEngine:
         self._set = self.interpreter.set_tensor
         self._invoke = self.interpreter.invoke
         self._get = self.interpreter.get_tensor
+        self._view = self.interpreter.tensor(self._out)
 
     @staticmethod
     def _quantization(details: dict) -> Quantization | None:
@@ -200,6 +203,7 @@ class LiteRTEngine:
         self.interpreter.resize_tensor_input(self._in, shape, strict=False)
         self.interpreter.allocate_tensors()
         self._shape = shape
+        self._view = self.interpreter.tensor(self._out)  # buffers move on allocation
 
     def run(self, x: np.ndarray) -> np.ndarray:
         if x.shape != self._shape:
@@ -207,6 +211,15 @@ class LiteRTEngine:
         self._set(self._in, x)
         self._invoke()
         return self._get(self._out)
+
+    def run_transient(self, x: np.ndarray) -> np.ndarray:
+        """Like :meth:`run`, but the result is a view of the interpreter's output buffer, valid
+        until the next call: no copy, for callers that reduce it at once (``predict``)."""
+        if x.shape != self._shape:
+            self._resize(x.shape)
+        self._set(self._in, x)
+        self._invoke()
+        return self._view()
 
 
 def make_engine(fmt: str, model: bytes, device: str, threads: int | None) -> OnnxEngine | LiteRTEngine:

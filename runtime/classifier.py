@@ -96,6 +96,9 @@ class Classifier:
             self._binary_cut = (
                 float(self._cut) if self._out_q is None else _integer_cut(self._out_q, self._cut)
             )
+            if self._in_q is None:
+                # Shadows the method for this instance: same results, fewer steps per call.
+                self.predict = self._fast_binary_predict()  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return (
@@ -178,6 +181,35 @@ class Classifier:
 
     def _values(self, y: np.ndarray) -> np.ndarray:
         return y if self._out_q is None else self._out_q.dequantize(y)
+
+    def _fast_binary_predict(self) -> Any:
+        """``predict`` for a binary head and float input, for the call a device makes most: a
+        few float32 rows. Everything the call needs is bound here, once; any other input (a
+        list, another dtype, NaN, a large batch, an empty one) takes the general path, which
+        also raises the errors."""
+        general = Classifier.predict.__get__(self)
+        feature_shape, run, cut = self._feature_shape, self._run_transient, self._binary_cut
+        ndarray, float32, isfinite, small = np.ndarray, _FLOAT32, _isfinite, _SMALL
+        one, zero, int64, array = _ONE, _ZERO, np.int64, np.array
+
+        def predict(x: Any) -> np.ndarray:
+            if (
+                type(x) is ndarray
+                and x.dtype is float32
+                and x.shape[1:] == feature_shape
+                and 0 < x.size <= small
+                and x.flags.c_contiguous
+            ):
+                values = x.ravel().tolist()
+                if all(map(isfinite, values)):
+                    y = run(x)
+                    if y.size == 1:
+                        return (one if y.item() > cut else zero).copy()
+                    return array([v > cut for v in y.ravel().tolist()], dtype=int64)
+            return general(x)
+
+        predict.__doc__ = Classifier.predict.__doc__
+        return predict
 
     # -- public API ---------------------------------------------------------------------------
 

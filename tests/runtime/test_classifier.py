@@ -168,3 +168,16 @@ def test_missing_engine_makes_load_pick_another_variant(fp32_export, monkeypatch
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
     clf = runtime.load(fp32_export)
     assert clf.variant == "onnx-fp32"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fast_path_decides_as_the_general_path(fp32_export, wide_inputs, variant):
+    clf = runtime.load(fp32_export, variant=variant)
+    general = runtime.Classifier.predict.__get__(clf)
+    assert clf.predict != general  # the binary fast path is bound
+    for n in (1, 2, 7, 32, 33, 500):  # both sides of the small-input limit
+        x = wide_inputs[:n]
+        got = clf.predict(x)
+        assert got.dtype == np.int64 and got.shape == (n,)
+        np.testing.assert_array_equal(got, general(x))
+        np.testing.assert_array_equal(got, (clf.predict_proba(x)[:, 0] > clf.threshold).astype(int))

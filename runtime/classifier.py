@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 _FLOAT32 = np.dtype(np.float32)
 # Inputs and outputs of at most this many values take a pure-Python path: at that size numpy's
 # fixed cost per operation (~1 us here) is most of the runtime's overhead over the engine call.
-_SMALL = 64
+_SMALL = 32
 _isfinite = math.isfinite
 _ONE, _ZERO = np.ones(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
 # Kinds of input dtype that cast to float32 without losing what they mean.

@@ -264,7 +264,7 @@ def export(
                 logger.warning(
                     "%s decides differently when samples share a batch: %d flips with one call "
                     "per sample, %d with one call for all %d (ONNX Runtime's dynamic "
-                    "quantization takes activation scales from each call's batch)",
+                    "quantization, for one, takes activation scales from each call's batch)",
                     vid,
                     result.flips,
                     result.batch_flips,

@@ -35,7 +35,10 @@ def _import(name: str) -> ModuleType:
 
 
 def tensorflow() -> ModuleType:
-    return _import("tensorflow")
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with captured_output():  # its C++ start-up notices (oneDNN, absl) go to the debug log
+        return _import("tensorflow")
 
 
 def keras() -> ModuleType:

@@ -90,12 +90,17 @@ def _threshold(text: str) -> float | list[float]:
 
 
 class _Progress:
-    """One line per step on stderr, with the time since the export started."""
+    """One line per step on stderr, with the time since the export started. Nothing is printed
+    before the first step, so a refused export leaves only its one-line error."""
 
-    def __init__(self) -> None:
+    def __init__(self, header: str) -> None:
         self._t0 = time.perf_counter()
+        self._header: str | None = header
 
     def __call__(self, step: int, total: int, message: str) -> None:
+        if self._header is not None:
+            sys.stderr.write(self._header + "\n")
+            self._header = None
         now = time.perf_counter()
         sys.stderr.write(f"[{step}/{total}] {now - self._t0:5.1f}s  {message}\n")
         sys.stderr.flush()
@@ -111,7 +116,6 @@ def _run_export(args: argparse.Namespace) -> int:
     if args.validation is not None:
         x_val, y_val = read_data(args.validation, label_column=args.label_column)
         validation = (x_val, y_val)
-    sys.stderr.write(f"exporting {args.model} to {args.out}\n")
     try:
         manifest = export(
             args.model,
@@ -126,7 +130,7 @@ def _run_export(args: argparse.Namespace) -> int:
             safe_mode=not args.unsafe,
             min_agreement=args.min_agreement,
             int8_io=args.int8_io,
-            progress=_Progress(),
+            progress=_Progress(f"exporting {args.model} to {args.out}"),
         )
     except GateError:
         from runtime.manifest import Manifest

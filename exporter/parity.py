@@ -19,9 +19,10 @@ logger = logging.getLogger(__name__)
 
 # Largest |p_variant - p_keras| allowed, per precision.
 TOLERANCES = {
-    # Same float32 math in another order (XNNPACK, MLAS): measured ~1e-7 on the seed MLP;
-    # 1e-5 leaves two orders of margin and is still far below any meaningful probability.
-    "fp32": 1e-5,
+    # Same float32 math in another order (XNNPACK, MLAS): ~1e-7 on in-domain data (seed MLP,
+    # breast-cancer MLP). Large activations magnify it: a Normalization layer fed the probe
+    # set's out-of-domain inputs reached 1.9e-5. 1e-4 still flags any real conversion error.
+    "fp32": 1e-4,
     # float16 keeps 11 significant bits (relative error ~5e-4 per weight); through a few
     # layers and a sigmoid that stays under 1e-2.
     "fp16": 1e-2,
@@ -35,9 +36,10 @@ TOLERANCES = {
 }
 # Minimum label agreement with Keras, per precision (overridable with --min-agreement).
 MIN_AGREEMENT = {"fp32": 1.0, "fp16": 0.999, "dynamic": 0.999, "int8": 0.99}
-# A flip whose Keras probability lies within this distance of the threshold is an exact tie
-# decided by float rounding, not a different decision: it is not held against any variant.
-TIE_BAND = 1e-5
+# A flip whose Keras probability lies within this distance of the threshold is a tie decided
+# by float rounding (within fp32's tolerance), not a different decision: it is not held against
+# any variant.
+TIE_BAND = TOLERANCES["fp32"]
 # Flips within this distance of the threshold are reported as "near": the model is unsure there.
 NEAR_BAND = 0.05
 

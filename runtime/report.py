@@ -19,35 +19,30 @@ def _order(v: Variant) -> tuple[int, int, str]:
     )
 
 
+PARITY_COLUMNS = (
+    "max_abs_diff", "mean_abs_diff", "label_agreement", "flips", "flips_near_threshold",
+    "batch_flips", "batch_max_abs_diff", "accuracy", "reference_accuracy", "tolerance",
+    "min_agreement", "passed",
+)  # fmt: skip
+
+
 def variant_rows(manifest: Manifest) -> list[dict[str, Any]]:
     """One row per variant: size, ratio to the fp32 file of its format, parity, gate."""
     rows = []
     for v in sorted(manifest.variants.values(), key=_order):
-        vid = v.id
         fp32 = manifest.variants.get(f"{v.format}-fp32")
-        p = v.parity
-        rows.append(
-            {
-                "variant": vid,
-                "default": vid == manifest.default_variant,
-                "bytes": v.bytes,
-                "ratio_to_fp32": round(v.bytes / fp32.bytes, 4) if fp32 else None,
-                "threshold": v.threshold,
-                "max_abs_diff": None if p is None else p.max_abs_diff,
-                "mean_abs_diff": None if p is None else p.mean_abs_diff,
-                "label_agreement": None if p is None else p.label_agreement,
-                "flips": None if p is None else p.flips,
-                "flips_near_threshold": None if p is None else p.flips_near_threshold,
-                "batch_flips": None if p is None else p.batch_flips,
-                "batch_max_abs_diff": None if p is None else p.batch_max_abs_diff,
-                "accuracy": None if p is None else p.accuracy,
-                "keras_accuracy": None if p is None else p.reference_accuracy,
-                "tolerance": None if p is None else p.tolerance,
-                "min_agreement": None if p is None else p.min_agreement,
-                "passed": None if p is None else p.passed,
-                "failures": [] if p is None else list(p.failures),
-            }
-        )
+        row: dict[str, Any] = {
+            "variant": v.id,
+            "default": v.id == manifest.default_variant,
+            "bytes": v.bytes,
+            "ratio_to_fp32": round(v.bytes / fp32.bytes, 4) if fp32 else None,
+            "threshold": v.threshold,
+            "failures": [] if v.parity is None else list(v.parity.failures),
+        }
+        for key in PARITY_COLUMNS:
+            row[key] = None if v.parity is None else getattr(v.parity, key)
+        row["keras_accuracy"] = row.pop("reference_accuracy")
+        rows.append(row)
     return rows
 
 

@@ -100,14 +100,6 @@ def _tools(precisions: set[str], formats: set[str]) -> dict[str, str]:
     return {name: _tf.version(name) for name in sorted(names)}
 
 
-def _convert(
-    model: Any, spec: Any, fmt: str, precision: str, calibration: Calibration | None, int8_io: bool
-) -> bytes:
-    if fmt == "tflite":
-        return to_tflite.convert(model, precision, calibration, int8_io=int8_io)
-    return to_onnx.convert(model, spec, precision, calibration)
-
-
 def export(
     model: str | Path | Any,
     out: str | Path,
@@ -216,9 +208,15 @@ def export(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         variants: dict[str, Variant] = {}
+        onnx_fp32 = None  # tf2onnx runs once; the quantized ONNX variants start from its graph
         for step, (vid, fmt, precision) in enumerate(plan, start=1):
             _report(progress, step, total, f"converting {vid}")
-            data = _convert(keras_model, spec, fmt, precision, calib, options.int8_io)
+            if fmt == "tflite":
+                data = to_tflite.convert(keras_model, precision, calib, int8_io=options.int8_io)
+            else:
+                if onnx_fp32 is None:
+                    onnx_fp32 = to_onnx.to_fp32_proto(keras_model, spec)
+                data = to_onnx.from_fp32(onnx_fp32, spec, precision, calib)
             path = staging / f"{vid}{EXTENSIONS[fmt]}"
             path.write_bytes(data)
             unchanged = artifacts.quantized_nothing(fmt, precision, data)

@@ -87,8 +87,10 @@ def to_fp32_proto(model: Any, spec: InputSpec) -> Any:
 
 def _fp16(proto: Any) -> Any:
     float16 = _tf.module("onnxconverter_common.float16")
+    copy = type(proto)()
+    copy.CopyFrom(proto)  # the converter edits the graph it is given
     # keep_io_types: the device still feeds float32 and reads float32.
-    return float16.convert_float_to_float16(proto, keep_io_types=True)
+    return float16.convert_float_to_float16(copy, keep_io_types=True)
 
 
 def _quantize_with_files(
@@ -119,15 +121,15 @@ def _quantize_with_files(
     return out.SerializeToString(deterministic=True)
 
 
-def convert(
-    model: Any, spec: InputSpec, precision: str, calibration: Calibration | None = None
+def from_fp32(
+    proto: Any, spec: InputSpec, precision: str, calibration: Calibration | None = None
 ) -> bytes:
-    """ONNX bytes of ``model`` at ``precision`` (fp32, fp16, dynamic or int8)."""
+    """ONNX bytes at ``precision`` (fp32, fp16, dynamic or int8), made from the fp32 graph of
+    :func:`to_fp32_proto`, which is left unchanged: an export converts the model once."""
     if precision not in ("fp32", "fp16", "dynamic", "int8"):
         raise ConversionError(f"Expected a precision fp32/fp16/dynamic/int8, got {precision!r}")
     if precision == "int8" and calibration is None:
         raise CalibrationError("Expected calibration data for onnx-int8, got none")
-    proto = to_fp32_proto(model, spec)
     if precision == "fp32":
         return proto.SerializeToString(deterministic=True)
     try:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from runtime.engines import (
+    SMALL,
     LiteRTEngine,
     OnnxEngine,
     Quantization,
@@ -29,9 +30,6 @@ from runtime.manifest import Head, Manifest, Variant
 logger = logging.getLogger(__name__)
 
 _FLOAT32 = np.dtype(np.float32)
-# Inputs and outputs of at most this many values take a pure-Python path: at that size numpy's
-# fixed cost per operation (~1 us here) is most of the runtime's overhead over the engine call.
-_SMALL = 32
 _isfinite = math.isfinite
 _ONE, _ZERO = np.ones(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
 # Kinds of input dtype that cast to float32 without losing what they mean.
@@ -80,22 +78,20 @@ class Classifier:
         head = self.head
         self._out_shape_tail = (head.units,)
         self._out_dtype = np.float32 if self._out_q is None else self._out_q.dtype
-        # Precompute everything the decision needs, so a call does only the comparison.
-        if head.kind == "binary":
-            t = float(variant.threshold)  # type: ignore[arg-type]
-            # float32, as Keras compares float32 outputs with the threshold cast to float32.
-            self._cut = np.float32(math.log(t / (1.0 - t)) if head.output == "logit" else t)
-        elif head.kind == "multilabel":
+        # Precompute everything the decision needs, so a call does only the comparison:
+        # thresholds in float32, as Keras compares float32 outputs with a float32 threshold,
+        # and in the logit domain for a logit head.
+        self._cut: np.ndarray | float | int | None = None
+        if head.kind == "multilabel":
             ts = np.asarray(variant.threshold, dtype=np.float64)
             cut = np.log(ts / (1.0 - ts)) if head.output == "logit" else ts
             self._cut = cut.astype(np.float32).reshape(1, -1)
-        else:
-            self._cut = None
-        self._binary_cut: float | int | None = None
-        if head.kind == "binary":
-            self._binary_cut = (
-                float(self._cut) if self._out_q is None else _integer_cut(self._out_q, self._cut)
-            )
+        elif head.kind == "binary":
+            t = float(variant.threshold)  # type: ignore[arg-type]
+            cut32 = np.float32(math.log(t / (1.0 - t)) if head.output == "logit" else t)
+            # For an int8 output, the integer cut that gives exactly the labels of dequantizing
+            # first; for a float output, the float32 threshold as a Python float.
+            self._cut = float(cut32) if self._out_q is None else _integer_cut(self._out_q, cut32)
             if self._in_q is None:
                 # Shadows the method for this instance: same results, fewer steps per call.
                 self.predict = self._fast_binary_predict()  # type: ignore[method-assign]
@@ -163,7 +159,7 @@ class Classifier:
         if x.shape[0] == 0:
             return np.empty((0, *self._out_shape_tail), dtype=self._out_dtype)
         in_q = self._in_q
-        if x.size <= _SMALL:
+        if x.size <= SMALL:
             # A few values: plain Python is 3-5x cheaper than numpy's per-call overhead.
             values = x.ravel().tolist()
             if not all(map(_isfinite, values)):
@@ -188,9 +184,14 @@ class Classifier:
         list, another dtype, NaN, a large batch, an empty one) takes the general path, which
         also raises the errors."""
         general = Classifier.predict.__get__(self)
-        feature_shape, run, cut = self._feature_shape, self._run_transient, self._binary_cut
-        ndarray, float32, isfinite, small = np.ndarray, _FLOAT32, _isfinite, _SMALL
-        one, zero, int64, array = _ONE, _ZERO, np.int64, np.array
+        feature_shape, run, cut = self._feature_shape, self._run_transient, self._cut
+        ndarray, float32, isfinite, small, labels = (
+            np.ndarray,
+            _FLOAT32,
+            _isfinite,
+            SMALL,
+            _binary_labels,
+        )
 
         def predict(x: Any) -> np.ndarray:
             if (
@@ -199,13 +200,9 @@ class Classifier:
                 and x.shape[1:] == feature_shape
                 and 0 < x.size <= small
                 and x.flags.c_contiguous
+                and all(map(isfinite, x.ravel().tolist()))
             ):
-                values = x.ravel().tolist()
-                if all(map(isfinite, values)):
-                    y = run(x)
-                    if y.size == 1:
-                        return (one if y.item() > cut else zero).copy()
-                    return array([v > cut for v in y.ravel().tolist()], dtype=int64)
+                return labels(run(x), cut)
             return general(x)
 
         predict.__doc__ = Classifier.predict.__doc__
@@ -240,20 +237,22 @@ class Classifier:
         kind = self.head.kind
         y = self._raw(x, transient=kind != "regression")  # every branch below makes new arrays
         if kind == "binary":
-            # For an int8 output, _binary_cut is the integer cut that gives exactly the labels
-            # of dequantizing first (see _integer_cut).
-            cut = self._binary_cut
-            if y.size == 1:  # one sample, the usual call on a device: no numpy operation
-                return (_ONE if y.item() > cut else _ZERO).copy()
-            if y.size <= _SMALL:
-                return np.array([v > cut for v in y.ravel().tolist()], dtype=np.int64)
-            return (y.ravel() > cut).astype(np.int64)
+            return _binary_labels(y, self._cut)  # type: ignore[arg-type]
         y = self._values(y)
         if kind == "multilabel":
             return (y > self._cut).astype(np.int64)
         if kind == "multiclass":
             return y.argmax(axis=1).astype(np.int64)
         return y
+
+
+def _binary_labels(y: np.ndarray, cut: float | int) -> np.ndarray:
+    """``y > cut`` as int64 labels of shape (n,), for a binary head's raw output."""
+    if y.size == 1:  # one sample, the usual call on a device: no numpy operation
+        return (_ONE if y.item() > cut else _ZERO).copy()
+    if y.size <= SMALL:
+        return np.array([v > cut for v in y.ravel().tolist()], dtype=np.int64)
+    return (y.ravel() > cut).astype(np.int64)
 
 
 def _integer_cut(q: Quantization, cut: float) -> int:

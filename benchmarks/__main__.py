@@ -1,7 +1,7 @@
-"""``python -m benchmarks DIR --keras MODEL``: the same as ``keras-edge bench``."""
+"""``python -m keras_edge.benchmarks DIR``: the same as ``keras-edge bench DIR``."""
 
 import sys
 
-from benchmarks.cli import main
+from keras_edge.benchmarks.cli import main
 
 sys.exit(main())

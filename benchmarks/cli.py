@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-import runtime
-from benchmarks import report, timing
-from benchmarks.startup import measure_startup
-from benchmarks.targets import keras_targets, variant_targets
-from runtime.errors import UsageError
-from runtime.manifest import Manifest
+from keras_edge import runtime
+from keras_edge.benchmarks import report, timing
+from keras_edge.benchmarks.startup import measure_startup
+from keras_edge.benchmarks.targets import keras_targets, variant_targets
+from keras_edge.runtime.errors import UsageError
+from keras_edge.runtime.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ POOL = 32  # distinct input arrays per batch size, cycled through
 DATA_SEED = 0
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``keras-edge bench`` to ``p``."""
     p.add_argument("folder", type=Path, help="exported folder (manifest.json)")
     p.add_argument("--keras", type=Path, required=True, help="the original .keras/.h5 model")
     p.add_argument("--batch-sizes", default="1,32,1024", help="comma list (default 1,32,1024)")
@@ -51,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markdown", type=Path, help="write the tables as Markdown here")
     p.add_argument("--plot", type=Path, help="write latency and speed-up plots (PNG) here")
     p.add_argument("--unsafe", action="store_true", help="load the Keras model with safe mode off")
+    p.set_defaults(handler=run)
 
 
 def limit_tensorflow_threads(tf: Any, threads: int | None) -> None:
@@ -72,7 +74,7 @@ def _batch_sizes(text: str) -> list[int]:
 
 
 def _machine() -> dict[str, Any]:
-    from exporter._tf import version
+    from keras_edge.exporter._tf import version
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"Unknown variant(s) {unknown}; this manifest has {sorted(manifest.variants)}")
     shape = manifest.input.feature_shape
     if args.data is not None:
-        from runtime.data import read_data
+        from keras_edge.runtime.data import read_data
 
         pool_source, _ = read_data(args.data, label_column=args.label_column)
         pool_source = np.asarray(pool_source, dtype=np.float32)
@@ -127,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
         )
         data_name = f"N(0, 1), seed {DATA_SEED}"
 
-    from exporter import _tf
-    from exporter.model import load_model
+    from keras_edge.exporter import _tf
+    from keras_edge.exporter.model import load_model
 
     _progress(f"loading {args.keras} and {len(ids)} variant(s) from {args.folder}")
     limit_tensorflow_threads(_tf.tensorflow(), args.threads)
@@ -208,8 +210,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _keras_labels(model: Any, manifest: Manifest, x: np.ndarray) -> np.ndarray | None:
-    from exporter import parity
-    from exporter.model import keras_outputs
+    from keras_edge.exporter import parity
+    from keras_edge.exporter.model import keras_outputs
 
     head = manifest.head
     if head.kind == "regression":
@@ -219,7 +221,11 @@ def _keras_labels(model: Any, manifest: Manifest, x: np.ndarray) -> np.ndarray |
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks ...`` is ``keras-edge bench ...``: same parser, same exit codes."""
-    from exporter.cli import main as keras_edge
+    """``python -m keras_edge.benchmarks ...`` is ``keras-edge bench ...``: same arguments, same
+    exit codes."""
+    from keras_edge.runtime.cli import Parser, execute
 
-    return keras_edge(["bench", *(sys.argv[1:] if argv is None else argv)])
+    parser = Parser(prog="python -m keras_edge.benchmarks", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    configure("bench", parser)
+    return execute(parser.parse_args(sys.argv[1:] if argv is None else argv))

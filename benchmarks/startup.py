@@ -40,7 +40,7 @@ def _child(target: str, folder: str, keras_model: str, threads: int | None) -> d
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         import tensorflow as tf
 
-        from benchmarks.cli import limit_tensorflow_threads
+        from keras_edge.benchmarks.cli import limit_tensorflow_threads
 
         limit_tensorflow_threads(tf, threads)
         import keras
@@ -55,13 +55,13 @@ def _child(target: str, folder: str, keras_model: str, threads: int | None) -> d
             call = lambda x: fn(x).numpy()  # noqa: E731
         shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     else:
-        import runtime
+        from keras_edge import runtime
 
         variant = target.removesuffix(":raw")
         if target.endswith(":raw"):
-            from benchmarks.targets import bare_call
-            from runtime.classifier import read_artifact
-            from runtime.engines import make_engine
+            from keras_edge.benchmarks.targets import bare_call
+            from keras_edge.runtime.classifier import read_artifact
+            from keras_edge.runtime.engines import make_engine
 
             manifest = runtime.Manifest.read(folder)
             v = manifest.variants[variant]
@@ -95,7 +95,7 @@ def measure_startup(
     target: str, folder: Path, keras_model: Path, threads: int | None, timeout: float = 600
 ) -> dict[str, Any]:
     """Run one target's start-up in a fresh interpreter and return its figures."""
-    cmd = [sys.executable, "-m", "benchmarks.startup", target, str(folder), str(keras_model)]
+    cmd = [sys.executable, "-m", "keras_edge.benchmarks.startup", target, str(folder), str(keras_model)]
     if threads is not None:
         cmd += ["--threads", str(threads)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-import runtime
-from runtime.engines import LiteRTEngine, OnnxEngine, Quantization
-from runtime.manifest import Manifest
+from keras_edge import runtime
+from keras_edge.runtime.engines import LiteRTEngine, OnnxEngine, Quantization
+from keras_edge.runtime.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _same(x: np.ndarray) -> np.ndarray:
 
 
 def keras_targets(model: Any) -> list[Target]:
-    from exporter import _tf
+    from keras_edge.exporter import _tf
 
     tf = _tf.tensorflow()
     spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)

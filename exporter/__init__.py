@@ -1,16 +1,20 @@
 """keras-edge exporter: Keras model -> TFLite/ONNX variants + a manifest, each proved.
 
-TensorFlow is imported only when an export runs, never at ``import exporter``.
+TensorFlow is imported only when an export runs, never at ``import keras_edge.exporter``.
+``load_model``, ``keras_labels`` and ``import_tensorflow`` are what the benchmarks (and other
+tools) may use of the exporter; everything else is internal.
 """
 
-from exporter.errors import (
+from keras_edge.exporter._tf import tensorflow as import_tensorflow
+from keras_edge.exporter.errors import (
     CalibrationError,
     ConversionError,
     ParityError,
     UnsafeModelError,
     UnsupportedModelError,
 )
-from exporter.export import export
+from keras_edge.exporter.export import export
+from keras_edge.exporter.model import keras_labels, load_model
 
 __all__ = [
     "CalibrationError",
@@ -19,4 +23,7 @@ __all__ = [
     "UnsafeModelError",
     "UnsupportedModelError",
     "export",
+    "import_tensorflow",
+    "keras_labels",
+    "load_model",
 ]

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
-from runtime.errors import BackendUnavailableError
+from keras_edge.runtime.errors import BackendUnavailableError
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-from exporter import _tf
+from keras_edge.exporter import _tf
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from exporter.errors import CalibrationError
-from runtime.manifest import CalibrationInfo
+from keras_edge.exporter.errors import CalibrationError
+from keras_edge.runtime.manifest import CalibrationInfo
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Calibration:
 
     @classmethod
     def from_array(cls, x: Any, feature_shape: tuple[int, ...]) -> Calibration:
-        from exporter.model import as_inputs
+        from keras_edge.exporter.model import as_inputs
 
         x = as_inputs(x, feature_shape, "calibration", error=CalibrationError)
         if len(x) > MAX_SAMPLES:

@@ -1,12 +1,5 @@
-"""``keras-edge``: the one console script.
-
-Exit codes (a release build relies on them): 0 success; 1 an unexpected failure (a bug to
-report); 2 bad usage or bad input, with one line on stderr and nothing half-written; 3 a parity
-gate failed, with the manifest and report written and saying which variant failed.
-
-``predict`` and ``inspect`` import only the runtime (numpy + one engine); ``export`` imports
-TensorFlow when it runs; ``bench`` hands over to the ``benchmarks`` package.
-"""
+"""``keras-edge export``: its arguments and what it prints. TensorFlow is imported when the
+export runs, not when the command is configured."""
 
 from __future__ import annotations
 
@@ -15,25 +8,15 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
 
-from runtime import cli as runtime_cli
-from runtime.errors import GateError, KerasEdgeError, UsageError
-from runtime.report import REPORT_NAME, calibration_summary, format_table
+from keras_edge.runtime.cli import EXIT_OK
+from keras_edge.runtime.errors import GateError, UsageError
+from keras_edge.runtime.report import REPORT_NAME, calibration_summary, format_table
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line on stderr, exit 2
-        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
-        raise SystemExit(EXIT_USAGE)
-
-
-def _export_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="convert a Keras model to TFLite/ONNX and prove each variant")
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``keras-edge export`` to ``p``."""
     p.add_argument("model", type=Path, help=".keras or .h5 model file")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--formats", default="tflite,onnx", help="comma list of tflite, onnx")
@@ -67,20 +50,6 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_export)
 
 
-def _bench_parser(sub: argparse._SubParsersAction) -> None:
-    from benchmarks.cli import add_arguments
-
-    p = sub.add_parser("bench", help="benchmark every variant against the original Keras model")
-    add_arguments(p)
-    p.set_defaults(handler=_run_bench)
-
-
-def _run_bench(args: argparse.Namespace) -> int:
-    from benchmarks.cli import run
-
-    return run(args)
-
-
 def _threshold(text: str) -> float | list[float]:
     try:
         values = [float(v) for v in text.split(",")]
@@ -107,8 +76,8 @@ class _Progress:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from exporter.export import export
-    from runtime.data import read_data
+    from keras_edge.exporter.export import export
+    from keras_edge.runtime.data import read_data
 
     calibration = validation = None
     if args.calibration is not None:
@@ -133,7 +102,7 @@ def _run_export(args: argparse.Namespace) -> int:
             progress=_Progress(f"exporting {args.model} to {args.out}"),
         )
     except GateError:
-        from runtime.manifest import Manifest
+        from keras_edge.runtime.manifest import Manifest
 
         written = Manifest.read(args.out)
         sys.stdout.write(format_table(written) + calibration_summary(written))
@@ -142,41 +111,3 @@ def _run_export(args: argparse.Namespace) -> int:
     sys.stdout.write(calibration_summary(manifest))
     sys.stdout.write(f"wrote {args.out / 'manifest.json'} and {args.out / REPORT_NAME}\n")
     return EXIT_OK
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="keras-edge", description=__doc__.split("\n")[0])
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _export_parser(sub)
-    runtime_cli.add_predict(sub)
-    runtime_cli.add_inspect(sub)
-    _bench_parser(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    level = (
-        logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    )
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.handler(args))
-    except GateError as exc:
-        sys.stderr.write(f"keras-edge: gate failed: {exc}\n")
-        return EXIT_GATE
-    except UsageError as exc:
-        sys.stderr.write(f"keras-edge: error: {exc}\n")
-        return EXIT_USAGE
-    except KerasEdgeError as exc:
-        sys.stderr.write(f"keras-edge: failed: {exc}\n")
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        sys.stderr.write("keras-edge: interrupted\n")
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

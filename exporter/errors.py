@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.errors import BackendUnavailableError, GateError, KerasEdgeError, UsageError
+from keras_edge.runtime.errors import BackendUnavailableError, GateError, KerasEdgeError, UsageError
 
 
 class UnsafeModelError(UsageError):

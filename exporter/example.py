@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter import _tf
+from keras_edge.exporter import _tf
 
 logger = logging.getLogger(__name__)
 

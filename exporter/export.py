@@ -19,15 +19,15 @@ from typing import Any
 
 import numpy as np
 
-import runtime
-from exporter import _tf, artifacts, parity, to_onnx, to_tflite
-from exporter import model as model_io
-from exporter.calibration import Calibration, coverage_problems
-from exporter.calibration import coverage as calibration_coverage
-from exporter.errors import CalibrationError, ParityError
-from runtime.errors import UsageError
-from runtime.manifest import MANIFEST_NAME, Manifest, ModelInfo, Variant, sha256_file
-from runtime.report import REPORT_NAME, report_json
+from keras_edge import runtime
+from keras_edge.exporter import _tf, artifacts, parity, to_onnx, to_tflite
+from keras_edge.exporter import model as model_io
+from keras_edge.exporter.calibration import Calibration, coverage_problems
+from keras_edge.exporter.calibration import coverage as calibration_coverage
+from keras_edge.exporter.errors import CalibrationError, ParityError
+from keras_edge.runtime.errors import UsageError
+from keras_edge.runtime.manifest import MANIFEST_NAME, Manifest, ModelInfo, Variant, sha256_file
+from keras_edge.runtime.report import REPORT_NAME, report_json
 
 logger = logging.getLogger(__name__)
 

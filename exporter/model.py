@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from exporter import _tf
-from exporter.errors import UnsafeModelError, UnsupportedModelError
-from runtime.errors import UsageError
-from runtime.manifest import Head, InputSpec
+from keras_edge.exporter import _tf
+from keras_edge.exporter.errors import UnsafeModelError, UnsupportedModelError
+from keras_edge.runtime.errors import UsageError
+from keras_edge.runtime.manifest import Head, InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def load_model(path: str | Path, safe_mode: bool = True) -> Any:
 def source_sha256(source: str | Path | Any, model: Any) -> str:
     """SHA-256 of the model file; for an in-memory model, of its config and weights."""
     if isinstance(source, (str, Path)):
-        from runtime.manifest import sha256_file
+        from keras_edge.runtime.manifest import sha256_file
 
         return sha256_file(source)
     digest = hashlib.sha256(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
@@ -173,3 +173,14 @@ def keras_outputs(model: Any, x: np.ndarray) -> np.ndarray:
     if len(x) == 0:
         return np.empty((0, int(model.outputs[0].shape[-1])), dtype=np.float32)
     return np.asarray(model.predict(x, batch_size=1024, verbose=0), dtype=np.float32)
+
+
+def keras_labels(model: Any, head: Head, x: np.ndarray) -> np.ndarray | None:
+    """Keras's decisions on ``x`` by the runtime's rule, as an (n, k) int array (k = 1 for
+    binary and multiclass); ``None`` for a regression head, which decides nothing."""
+    from keras_edge.exporter import parity
+
+    if head.kind == "regression":
+        return None
+    proba = parity.to_probability(head, keras_outputs(model, x))
+    return parity.decide(head, proba, head.threshold)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.manifest import Head, Parity
+from keras_edge.runtime.manifest import Head, Parity
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from exporter import _tf
-from exporter.calibration import Calibration
-from exporter.errors import CalibrationError, ConversionError
-from runtime.manifest import InputSpec
+from keras_edge.exporter import _tf
+from keras_edge.exporter.calibration import Calibration
+from keras_edge.exporter.errors import CalibrationError, ConversionError
+from keras_edge.runtime.manifest import InputSpec
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from exporter import _tf
-from exporter.calibration import Calibration
-from exporter.errors import CalibrationError, ConversionError
+from keras_edge.exporter import _tf
+from keras_edge.exporter.calibration import Calibration
+from keras_edge.exporter.errors import CalibrationError, ConversionError
 
 logger = logging.getLogger(__name__)
 

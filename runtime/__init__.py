@@ -3,8 +3,8 @@
 Never imports TensorFlow, Keras, tf2onnx or onnx.
 """
 
-from runtime.classifier import Classifier, load
-from runtime.errors import (
+from keras_edge.runtime.classifier import Classifier, load
+from keras_edge.runtime.errors import (
     ArtifactError,
     BackendUnavailableError,
     DeviceUnavailableError,
@@ -15,7 +15,7 @@ from runtime.errors import (
     UnknownVariantError,
     UsageError,
 )
-from runtime.manifest import Manifest
+from keras_edge.runtime.manifest import Manifest
 
 __all__ = [
     "ArtifactError",

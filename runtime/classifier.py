@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.engines import (
+from keras_edge.runtime.engines import (
     SMALL,
     LiteRTEngine,
     OnnxEngine,
@@ -24,8 +24,8 @@ from runtime.engines import (
     engine_installed,
     make_engine,
 )
-from runtime.errors import ArtifactError, InputError, UnknownVariantError
-from runtime.manifest import Head, Manifest, Variant
+from keras_edge.runtime.errors import ArtifactError, InputError, UnknownVariantError
+from keras_edge.runtime.manifest import Head, Manifest, Variant
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,7 @@
-"""The device-side commands, ``keras-edge predict`` and ``keras-edge inspect``: numpy only."""
+"""The device-side commands, ``keras-edge predict``, ``inspect`` and ``verify`` (numpy and one
+engine), and what every subcommand shares: the one-line-error parser and :func:`execute`, which
+maps errors to exit codes. It lives here, in the bottom layer, so that the exporter and the
+benchmarks can use it without importing each other."""
 
 from __future__ import annotations
 
@@ -7,22 +10,84 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import numpy as np
 
-from runtime.classifier import load
-from runtime.data import read_data
-from runtime.manifest import Manifest
-from runtime.report import format_table
+from keras_edge.runtime.classifier import load
+from keras_edge.runtime.data import read_data
+from keras_edge.runtime.errors import GateError, KerasEdgeError, UsageError
+from keras_edge.runtime.manifest import Manifest
+from keras_edge.runtime.report import format_table
 
 logger = logging.getLogger(__name__)
 
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
 
-def add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify inputs with an exported variant (no TensorFlow)")
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of stdout went away (``| head``): point stdout at /dev/null so that the
+    interpreter's final flush cannot raise again, and end quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in a test)
+        pass
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Run ``args.handler(args)`` and turn every outcome into an exit code, with at most one
+    line on stderr: 0 done, 1 unexpected failure, 2 bad usage or input, 3 a gate failed."""
+    verbose = getattr(args, "verbose", 0)
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code = int(args.handler(args))
+        sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at exit
+        return code
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return EXIT_OK
+    except GateError as exc:
+        sys.stderr.write(f"keras-edge: gate failed: {exc}\n")
+        return EXIT_GATE
+    except UsageError as exc:
+        sys.stderr.write(f"keras-edge: error: {exc}\n")
+        return EXIT_USAGE
+    except KerasEdgeError as exc:
+        sys.stderr.write(f"keras-edge: failed: {exc}\n")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        sys.stderr.write("keras-edge: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: one line, the traceback with -vv
+        logger.debug("unexpected failure", exc_info=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        sys.stderr.write(
+            f"keras-edge: unexpected {type(exc).__name__}: {first} (a bug worth reporting; "
+            f"-vv shows the traceback)\n"
+        )
+        return EXIT_FAILURE
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``predict``, ``inspect`` or ``verify`` to ``parser``."""
+    {"predict": _predict_arguments, "inspect": _inspect_arguments}[name](parser)
+
+
+def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", type=Path, help="folder holding manifest.json")
     p.add_argument("input", type=Path, help="features: .npy, .npz (x) or .csv (header row)")
     p.add_argument("--variant", help="variant id (default: the manifest's default)")
@@ -35,8 +100,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_predict)
 
 
-def add_inspect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="show an export's variants, sizes, threshold and parity")
+def _inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", type=Path, help="folder holding manifest.json")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(handler=run_inspect)

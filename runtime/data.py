@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import UsageError
+from keras_edge.runtime.errors import UsageError
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.errors import ArtifactError, BackendUnavailableError, DeviceUnavailableError
+from keras_edge.runtime.errors import ArtifactError, BackendUnavailableError, DeviceUnavailableError
 
 logger = logging.getLogger(__name__)
 

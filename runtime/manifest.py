@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from runtime.errors import ManifestError
+from keras_edge.runtime.errors import ManifestError
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from runtime.manifest import FORMATS, PRECISIONS, Manifest, Variant
+from keras_edge.runtime.manifest import FORMATS, PRECISIONS, Manifest, Variant
 
 REPORT_NAME = "parity.json"
 

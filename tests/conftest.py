@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def seed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled example: seed.keras trained on generated two moons, plus its data files."""
-    from exporter.example import train_seed_model
+    from keras_edge.exporter.example import train_seed_model
 
     folder = tmp_path_factory.mktemp("seed")
     train_seed_model(folder)
@@ -45,7 +45,7 @@ def seed_val(seed_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def fp32_export(seed_dir: Path, seed_val: tuple[np.ndarray, np.ndarray], tmp_path_factory) -> Path:
     """tflite-fp32 and onnx-fp32 of the seed model, checked on its validation split."""
-    import exporter
+    from keras_edge import exporter
 
     out = tmp_path_factory.mktemp("export") / "dist"
     exporter.export(seed_dir / "seed.keras", out, validation=seed_val)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import runtime
+from keras_edge import runtime
 
-CLI = [sys.executable, "-m", "exporter.cli"]
+CLI = [sys.executable, "-m", "keras_edge"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 

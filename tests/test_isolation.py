@@ -21,7 +21,7 @@ CHECK = textwrap.dedent(
     """
     import json, subprocess, sys
     import numpy as np
-    import runtime
+    from keras_edge import runtime
 
     folder, data = sys.argv[1], sys.argv[2]
     with np.load(data) as d:

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks import report, timing
+from keras_edge.benchmarks import report, timing
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 RESULT_KEYS = {
@@ -55,7 +55,7 @@ def bench_run(fp32_export, seed_dir, tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "benchmarks",
+            "keras_edge.benchmarks",
             str(fp32_export),
             "--keras",
             str(seed_dir / "seed.keras"),
@@ -137,7 +137,7 @@ def test_bench_bad_usage_exits_2(fp32_export, seed_dir, args, match):
         [
             sys.executable,
             "-m",
-            "exporter.cli",
+            "keras_edge",
             "bench",
             str(fp32_export),
             "--keras",

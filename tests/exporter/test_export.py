@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 
-import exporter
-import runtime
-from exporter.errors import UnsafeModelError, UnsupportedModelError
-from runtime.errors import UsageError
+from keras_edge import exporter, runtime
+from keras_edge.exporter.errors import UnsafeModelError, UnsupportedModelError
+from keras_edge.runtime.errors import UsageError
 
 
 def test_seed_export_agrees_with_keras_on_10000_inputs(seed_dir, seed_model, wide_inputs, tmp_path):

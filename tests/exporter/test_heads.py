@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import exporter
-import runtime
-from exporter.errors import UnsupportedModelError
+from keras_edge import exporter, runtime
+from keras_edge.exporter.errors import UnsupportedModelError
 
 
 def _model(units: int, activation: str | None, seed: int = 7):

@@ -12,10 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-import exporter
-import runtime
-from exporter import artifacts
-from exporter.errors import CalibrationError, ParityError
+from keras_edge import exporter, runtime
+from keras_edge.exporter import artifacts
+from keras_edge.exporter.errors import CalibrationError, ParityError
 
 ALL = [
     "tflite-fp32",
@@ -253,7 +252,7 @@ def test_constant_calibration_fails_the_gate_with_exit_3(seed_dir, tmp_path):
         [
             sys.executable,
             "-m",
-            "exporter.cli",
+            "keras_edge",
             "export",
             str(seed_dir / "seed.keras"),
             "--out",

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-import runtime
-from runtime.errors import ArtifactError, ManifestError
+from keras_edge import runtime
+from keras_edge.runtime.errors import ArtifactError, ManifestError
 
 
 def _edit_manifest(folder, edit):

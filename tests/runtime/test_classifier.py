@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-import runtime
-from runtime.errors import (
+from keras_edge import runtime
+from keras_edge.runtime.errors import (
     BackendUnavailableError,
     DeviceUnavailableError,
     InputError,

@@ -1,0 +1,68 @@
+"""``keras-edge``: the one console script, a dispatcher over the three packages.
+
+It imports a subcommand's package only when that subcommand runs: ``predict``, ``inspect`` and
+``verify`` import the runtime alone (numpy + one engine), ``export`` the exporter (TensorFlow,
+when it runs), ``bench`` the benchmarks. So a device with ``keras-edge[onnx]`` or
+``keras-edge[litert]`` never loads exporter or benchmark code.
+
+Exit codes (a release build relies on them): 0 success; 1 an unexpected failure (a bug to
+report); 2 bad usage or bad input, one line on stderr and nothing half-written; 3 a parity,
+verification or regression gate failed, with the report written and naming what failed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+from keras_edge import __version__
+from keras_edge.runtime.cli import Parser, execute
+
+DESCRIPTION = (
+    "Export a Keras classifier to TFLite and ONNX, prove every variant decides like Keras, and "
+    "run it on a device without TensorFlow."
+)
+
+# Subcommand -> (the module that configures and runs it, one line of help).
+COMMANDS = {
+    "export": (
+        "keras_edge.exporter.cli",
+        "convert a Keras model to TFLite/ONNX variants and prove each one (needs TensorFlow)",
+    ),
+    "predict": ("keras_edge.runtime.cli", "classify inputs with an exported variant"),
+    "inspect": ("keras_edge.runtime.cli", "show an export's variants, sizes, thresholds and parity"),
+    "verify-later": (
+        "keras_edge.runtime.cli",
+        "check that this machine's engines still decide as the export did, on its golden set",
+    ),
+    "bench": (
+        "keras_edge.benchmarks.cli",
+        "time every variant through the runtime and the bare engine (and Keras with --keras)",
+    ),
+}
+
+
+def build_parser(command: str | None) -> Parser:
+    """The parser, with the full arguments of ``command`` only: configuring a subcommand
+    imports its package, and only the one that runs is imported."""
+    parser = Parser(prog="keras-edge", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"keras-edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    for name, (module, text) in COMMANDS.items():
+        p = sub.add_parser(name, help=text, description=text)
+        if name == command:
+            importlib.import_module(module).configure(name, p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
+    return execute(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,7 @@ from keras_edge.runtime.report import REPORT_NAME, calibration_summary, format_t
 
 logger = logging.getLogger(__name__)
 
+
 def configure(name: str, p: argparse.ArgumentParser) -> None:
     """Add the arguments of ``keras-edge export`` to ``p``."""
     p.add_argument("model", type=Path, help=".keras or .h5 model file")

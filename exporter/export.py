@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from keras_edge import runtime
-from keras_edge.exporter import _tf, artifacts, parity, to_onnx, to_tflite
+from keras_edge.exporter import _tf, artifacts, golden, parity, to_onnx, to_tflite
 from keras_edge.exporter import model as model_io
 from keras_edge.exporter.calibration import Calibration, coverage_problems
 from keras_edge.exporter.calibration import coverage as calibration_coverage
@@ -242,6 +242,7 @@ def export(
         manifest.write(staging)  # provisional: lets runtime.load() read the staged variants
 
         checked: dict[str, Variant] = {}
+        answers: dict[str, np.ndarray] = {}  # per-sample answers, for the golden set
         for step, (vid, _, precision) in enumerate(plan, start=len(plan) + 1):
             _report(progress, step, total, f"checking {vid} on {data_name}")
             clf = runtime.load(staging, variant=vid, threads=1)
@@ -249,6 +250,7 @@ def export(
             # One call per sample, as a device calls the model; then one call for the whole
             # set, because some variants answer differently when samples share a batch.
             per_sample = np.concatenate([answer(x_check[i : i + 1]) for i in range(len(x_check))])
+            answers[vid] = per_sample
             result = parity.compare(
                 the_head,
                 reference,
@@ -273,7 +275,8 @@ def export(
             checked[vid] = replace(variants[vid], parity=result)
         passed = [vid for vid, v in checked.items() if v.passed]
         default = passed[0] if passed else None
-        manifest = manifest.with_variants(checked, default, coverage)
+        golden_info = golden.write(staging, the_head, x_check, reference.proba, answers, data_name)
+        manifest = replace(manifest.with_variants(checked, default, coverage), golden=golden_info)
         manifest.write(staging)
         (staging / REPORT_NAME).write_text(report_json(manifest), encoding="utf-8")
         _install(staging, out)

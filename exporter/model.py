@@ -178,9 +178,9 @@ def keras_outputs(model: Any, x: np.ndarray) -> np.ndarray:
 def keras_labels(model: Any, head: Head, x: np.ndarray) -> np.ndarray | None:
     """Keras's decisions on ``x`` by the runtime's rule, as an (n, k) int array (k = 1 for
     binary and multiclass); ``None`` for a regression head, which decides nothing."""
-    from keras_edge.exporter import parity
+    from keras_edge.exporter.parity import to_probability
+    from keras_edge.runtime.gate import decide
 
     if head.kind == "regression":
         return None
-    proba = parity.to_probability(head, keras_outputs(model, x))
-    return parity.decide(head, proba, head.threshold)
+    return decide(head, to_probability(head, keras_outputs(model, x)), head.threshold)

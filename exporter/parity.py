@@ -1,9 +1,7 @@
 """One parity function for every variant: does the artifact decide as the Keras model does?
 
-The gate is decision-first. A variant passes when
-  * its label agreement with Keras (flips at exact ties excused, see ``TIE_BAND``) is at least
-    the precision's minimum agreement, and
-  * its largest probability error is within the precision's tolerance.
+The gate is decision-first; its numbers and its decision rule live in
+:mod:`keras_edge.runtime.gate`, shared with ``keras-edge verify`` on the device.
 """
 
 from __future__ import annotations
@@ -13,35 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_edge.runtime.gate import MIN_AGREEMENT, NEAR_BAND, TIE_BAND, TOLERANCES, decide
 from keras_edge.runtime.manifest import Head, Parity
 
 logger = logging.getLogger(__name__)
-
-# Largest |p_variant - p_keras| allowed, per precision.
-TOLERANCES = {
-    # Same float32 math in another order (XNNPACK, MLAS): ~1e-7 on in-domain data (seed MLP,
-    # breast-cancer MLP). Large activations magnify it: a Normalization layer fed the probe
-    # set's out-of-domain inputs reached 1.9e-5. 1e-4 still flags any real conversion error.
-    "fp32": 1e-4,
-    # float16 keeps 11 significant bits (relative error ~5e-4 per weight); through a few
-    # layers and a sigmoid that stays under 1e-2.
-    "fp16": 1e-2,
-    # int8 weights (255 levels per tensor). ONNX Runtime also quantizes activations to uint8
-    # per call, with a scale from the batch's own range: measured 0.034 (seed MLP) and 0.065
-    # (breast-cancer MLP); TFLite keeps activations float (~2e-3).
-    "dynamic": 1e-1,
-    # Inputs and activations quantized too, output in steps of 1/256: measured 0.026-0.06 on
-    # the seed MLP; a few steps of error is normal, 0.1 is not.
-    "int8": 1e-1,
-}
-# Minimum label agreement with Keras, per precision (overridable with --min-agreement).
-MIN_AGREEMENT = {"fp32": 1.0, "fp16": 0.999, "dynamic": 0.999, "int8": 0.99}
-# A flip whose Keras probability lies within this distance of the threshold is a tie decided
-# by float rounding (within fp32's tolerance), not a different decision: it is not held against
-# any variant.
-TIE_BAND = TOLERANCES["fp32"]
-# Flips within this distance of the threshold are reported as "near": the model is unsure there.
-NEAR_BAND = 0.05
 
 
 @dataclass(frozen=True)
@@ -62,16 +35,6 @@ def to_probability(head: Head, raw: np.ndarray) -> np.ndarray:
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
     return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
-
-
-def decide(head: Head, proba: np.ndarray, threshold: float | tuple[float, ...] | None) -> np.ndarray:
-    """Labels by the runtime's rule, as an (n, k) int array (k = 1 for binary/multiclass)."""
-    if head.kind == "multiclass":
-        return proba.argmax(axis=1).reshape(-1, 1)
-    if head.kind == "regression":
-        return np.zeros((len(proba), 1), dtype=np.int64)
-    t = np.asarray(threshold, dtype=np.float32).reshape(1, -1)
-    return (proba > t).astype(np.int64)
 
 
 def _accuracy(head: Head, labels: np.ndarray, y: np.ndarray) -> float | None:

@@ -32,7 +32,7 @@ COMMANDS = {
     ),
     "predict": ("keras_edge.runtime.cli", "classify inputs with an exported variant"),
     "inspect": ("keras_edge.runtime.cli", "show an export's variants, sizes, thresholds and parity"),
-    "verify-later": (
+    "verify": (
         "keras_edge.runtime.cli",
         "check that this machine's engines still decide as the export did, on its golden set",
     ),

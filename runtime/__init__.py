@@ -14,6 +14,7 @@ from keras_edge.runtime.errors import (
     ManifestError,
     UnknownVariantError,
     UsageError,
+    VerificationError,
 )
 from keras_edge.runtime.manifest import Manifest
 
@@ -29,5 +30,6 @@ __all__ = [
     "ManifestError",
     "UnknownVariantError",
     "UsageError",
+    "VerificationError",
     "load",
 ]

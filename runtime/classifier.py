@@ -312,6 +312,7 @@ def load(
     variant: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
+    verify: bool = False,
 ) -> Classifier:
     """Load a variant from an exported folder.
 
@@ -322,6 +323,9 @@ def load(
         device: ``"cpu"``, or an accelerator ONNX Runtime knows (``"cuda"``, ...). Refused
             with :class:`DeviceUnavailableError` when the engine cannot use it.
         threads: intra-op threads for the engine; ``None`` leaves the engine's default.
+        verify: run the export's golden set through the loaded variant first (a few hundred
+            calls, milliseconds for small models) and raise :class:`VerificationError` if this
+            machine's engine no longer decides as the export did (see ``keras-edge verify``).
     """
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
@@ -333,4 +337,8 @@ def load(
     engine = make_engine(chosen.format, read_artifact(folder, chosen), device, threads)
     clf = Classifier(manifest, chosen, engine, device)
     logger.info("loaded variant %r on %s (%s)", chosen.id, device, ", ".join(clf.providers))
+    if verify:
+        from keras_edge.runtime.verify import check_classifier, raise_on_failure, read_golden
+
+        raise_on_failure([check_classifier(clf, read_golden(folder, manifest))])
     return clf

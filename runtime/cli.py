@@ -21,7 +21,7 @@ from keras_edge.runtime.classifier import load
 from keras_edge.runtime.data import read_data
 from keras_edge.runtime.errors import GateError, KerasEdgeError, UsageError
 from keras_edge.runtime.manifest import Manifest
-from keras_edge.runtime.report import format_table
+from keras_edge.runtime.report import format_table, text_table
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,13 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
+def _one_line(exc: BaseException) -> str:
+    """A message on one line: a multi-line one (a list of failed variants) joined by '; '."""
+    parts = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(p + (";" if i < len(parts) - 1 and not p.endswith(":") else "")
+                    for i, p in enumerate(parts))  # fmt: skip
+
+
 def execute(args: argparse.Namespace) -> int:
     """Run ``args.handler(args)`` and turn every outcome into an exit code, with at most one
     line on stderr: 0 done, 1 unexpected failure, 2 bad usage or input, 3 a gate failed."""
@@ -61,22 +68,21 @@ def execute(args: argparse.Namespace) -> int:
         _quiet_broken_pipe()
         return EXIT_OK
     except GateError as exc:
-        sys.stderr.write(f"keras-edge: gate failed: {exc}\n")
+        sys.stderr.write(f"keras-edge: gate failed: {_one_line(exc)}\n")
         return EXIT_GATE
     except UsageError as exc:
-        sys.stderr.write(f"keras-edge: error: {exc}\n")
+        sys.stderr.write(f"keras-edge: error: {_one_line(exc)}\n")
         return EXIT_USAGE
     except KerasEdgeError as exc:
-        sys.stderr.write(f"keras-edge: failed: {exc}\n")
+        sys.stderr.write(f"keras-edge: failed: {_one_line(exc)}\n")
         return EXIT_FAILURE
     except KeyboardInterrupt:
         sys.stderr.write("keras-edge: interrupted\n")
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug: one line, the traceback with -vv
         logger.debug("unexpected failure", exc_info=True)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         sys.stderr.write(
-            f"keras-edge: unexpected {type(exc).__name__}: {first} (a bug worth reporting; "
+            f"keras-edge: unexpected {type(exc).__name__}: {_one_line(exc)} (a bug worth reporting; "
             f"-vv shows the traceback)\n"
         )
         return EXIT_FAILURE
@@ -84,7 +90,9 @@ def execute(args: argparse.Namespace) -> int:
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``predict``, ``inspect`` or ``verify`` to ``parser``."""
-    {"predict": _predict_arguments, "inspect": _inspect_arguments}[name](parser)
+    {"predict": _predict_arguments, "inspect": _inspect_arguments, "verify": _verify_arguments}[name](
+        parser
+    )
 
 
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -167,6 +175,12 @@ def run_inspect(args: argparse.Namespace) -> int:
         return 0
     head, spec = manifest.head, manifest.input
     data = next((v.parity.data for v in manifest.variants.values() if v.parity), "not checked")
+    info = manifest.golden
+    golden = (
+        "none (exported before keras-edge 0.2: export again to verify on a device)"
+        if info is None
+        else f"{info.file}, {info.n} rows ({info.nearest} nearest the decision) for keras-edge verify"
+    )
     sys.stdout.write(
         f"model     {manifest.model.name} (sha256 {manifest.model.source_sha256[:12]}..., "
         f"keras {manifest.model.keras_version}, tensorflow {manifest.model.tensorflow_version})\n"
@@ -174,7 +188,56 @@ def run_inspect(args: argparse.Namespace) -> int:
         f"head      {head.kind}, {head.output} output, labels {list(head.labels)}\n"
         f"decision  {manifest.decision_rule} with threshold {head.threshold}\n"
         f"parity on {data}\n"
-        f"default   {manifest.default_variant} (marked *)\n\n"
+        f"default   {manifest.default_variant} (marked *)\n"
+        f"golden    {golden}\n\n"
     )
     sys.stdout.write(format_table(manifest))
     return 0
+
+
+def _verify_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", type=Path, help="folder holding manifest.json and golden.npz")
+    p.add_argument("--variants", help="comma list of variant ids (default: every one installed here)")
+    p.add_argument("--device", default="cpu", help="cpu, or an ONNX Runtime accelerator (cuda, ...)")
+    p.add_argument("--threads", type=int, help="engine threads (default: the engine's)")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    p.set_defaults(handler=run_verify)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from keras_edge.runtime.verify import raise_on_failure, verify
+
+    names = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+    checks = verify(args.folder, variants=names, device=args.device, threads=args.threads)
+    if args.json:
+        sys.stdout.write(json.dumps([c.to_dict() for c in checks], indent=2, sort_keys=True) + "\n")
+    else:
+        header = ["variant", "n", "vs keras", "tolerance", "vs export", "drift band", "agreement",
+                  "flips (at export)", "ms", "result"]  # fmt: skip
+        rows = [
+            [
+                c.variant,
+                str(c.n) if c.n else "-",
+                _fmt(c.max_abs_diff, ".2e"),
+                _fmt(c.tolerance, ".0e"),
+                _fmt(c.drift, ".2e"),
+                _fmt(c.drift_band, ".1e"),
+                _fmt(c.label_agreement, ".2%"),
+                "-" if c.flips is None else f"{c.flips} ({c.flips_at_export})",
+                _fmt(None if c.seconds is None else c.seconds * 1e3, ".1f"),
+                c.status,
+            ]
+            for c in checks
+        ]
+        sys.stdout.write(text_table(header, rows))
+        ran = [c for c in checks if c.seconds is not None]
+        sys.stdout.write(
+            f"verified {len(ran)} variant(s) on the golden set ({ran[0].n} samples, one call "
+            f"each) in {sum(c.seconds for c in ran) * 1e3:.1f} ms\n"  # type: ignore[misc]
+        )
+    raise_on_failure(checks)
+    return EXIT_OK

@@ -41,3 +41,12 @@ class DeviceUnavailableError(UsageError):
 
 class GateError(KerasEdgeError):
     """A parity or quality gate failed (exit code 3); artifacts and manifest were written."""
+
+
+class VerificationError(GateError):
+    """A variant that passed at export no longer decides as it did, on this machine
+    (``keras-edge verify``, ``load(..., verify=True)``); ``failed`` names the variants."""
+
+    def __init__(self, message: str, failed: list[str]) -> None:
+        super().__init__(message)
+        self.failed = failed

@@ -51,6 +51,14 @@ def _check_threshold(value: float, where: str) -> float:
     return float(value)
 
 
+def _check_file_name(name: str, what: str) -> None:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or "\\" in name or len(path.parts) != 1:
+        raise ManifestError(
+            f"Expected a plain file name inside the manifest's folder for {what}, got {name!r}"
+        )
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """One model input: its name, shape (``None`` for the batch) and dtype."""
@@ -187,12 +195,7 @@ class Variant:
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ManifestError(f"Expected variant format in {FORMATS}, got {self.format!r}")
-        path = PurePosixPath(self.file)
-        if path.is_absolute() or ".." in path.parts or "\\" in self.file or len(path.parts) != 1:
-            raise ManifestError(
-                f"Expected a plain file name inside the manifest's folder for variant "
-                f"{self.id!r}, got {self.file!r}"
-            )
+        _check_file_name(self.file, f"variant {self.id!r}")
 
     @property
     def passed(self) -> bool:
@@ -268,6 +271,32 @@ class CalibrationInfo:
 
 
 @dataclass(frozen=True)
+class GoldenInfo:
+    """The golden set beside the artifacts: a few hundred parity inputs (those nearest the
+    threshold among them) with Keras's outputs and labels and each variant's answers at export,
+    so that ``keras-edge verify`` can check a device's engines without TensorFlow."""
+
+    file: str
+    sha256: str
+    n: int
+    nearest: int
+    data: str
+
+    def __post_init__(self) -> None:
+        _check_file_name(self.file, "the golden set")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GoldenInfo:
+        try:
+            return cls(**{f.name: _require(data, f.name, "golden") for f in fields(cls)})
+        except TypeError as exc:
+            raise ManifestError(f"Malformed golden record {data!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Where the artifacts came from."""
 
@@ -295,6 +324,7 @@ class Manifest:
     default_variant: str | None
     tools: dict[str, str] = field(default_factory=dict)
     calibration: CalibrationInfo | None = None
+    golden: GoldenInfo | None = None
     format_version: int = FORMAT_VERSION
     decision_rule: str = DECISION_RULE
 
@@ -336,6 +366,7 @@ class Manifest:
             "decision_rule": self.decision_rule,
             "default_variant": self.default_variant,
             "format_version": self.format_version,
+            "golden": None if self.golden is None else self.golden.to_dict(),
             "head": self.head.to_dict(),
             "inputs": [spec.to_dict() for spec in self.inputs],
             "model": self.model.to_dict(),
@@ -370,6 +401,7 @@ class Manifest:
             calibration=(
                 CalibrationInfo.from_dict(data["calibration"]) if data.get("calibration") else None
             ),
+            golden=GoldenInfo.from_dict(data["golden"]) if data.get("golden") else None,
         )
 
     @classmethod

@@ -10,7 +10,7 @@ from keras_edge.runtime.manifest import FORMATS, PRECISIONS, Manifest, Variant
 REPORT_NAME = "parity.json"
 
 
-def _order(v: Variant) -> tuple[int, int, str]:
+def export_order(v: Variant) -> tuple[int, int, str]:
     """tflite before onnx, fp32 first: the order of the export plan."""
     return (
         FORMATS.index(v.format),
@@ -29,7 +29,7 @@ PARITY_COLUMNS = (
 def variant_rows(manifest: Manifest) -> list[dict[str, Any]]:
     """One row per variant: size, ratio to the fp32 file of its format, parity, gate."""
     rows = []
-    for v in sorted(manifest.variants.values(), key=_order):
+    for v in sorted(manifest.variants.values(), key=export_order):
         fp32 = manifest.variants.get(f"{v.format}-fp32")
         row: dict[str, Any] = {
             "variant": v.id,
@@ -95,20 +95,24 @@ COLUMNS = [
 ]
 
 
-def format_table(manifest: Manifest) -> str:
-    """The rows as a plain-text table; the default variant is marked with ``*``."""
-    header = [title for title, _, _ in COLUMNS]
-    rows = []
-    for row in variant_rows(manifest):
-        cells = [_cell(row[key], kind) for _, key, kind in COLUMNS]
-        cells[0] += "*" if row["default"] else ""
-        rows.append(cells)
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns two spaces apart, a rule under the header."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines) + "\n"
+
+
+def format_table(manifest: Manifest) -> str:
+    """The rows as a plain-text table; the default variant is marked with ``*``."""
+    rows = []
+    for row in variant_rows(manifest):
+        cells = [_cell(row[key], kind) for _, key, kind in COLUMNS]
+        cells[0] += "*" if row["default"] else ""
+        rows.append(cells)
+    return text_table([title for title, _, _ in COLUMNS], rows)
 
 
 def calibration_summary(manifest: Manifest) -> str:

@@ -52,6 +52,20 @@ def fp32_export(seed_dir: Path, seed_val: tuple[np.ndarray, np.ndarray], tmp_pat
     return out
 
 
+@pytest.fixture(scope="session")
+def seed_all(seed_dir: Path, seed_val: tuple[np.ndarray, np.ndarray], tmp_path_factory) -> Any:
+    """All eight variants of the seed model: (folder, manifest, calibration inputs)."""
+    from keras_edge import exporter
+
+    with np.load(seed_dir / "calib.npz") as data:
+        calib = data["x"]
+    out = tmp_path_factory.mktemp("seed_all") / "dist"
+    manifest = exporter.export(
+        seed_dir / "seed.keras", out, quantize="all", calibration=calib, validation=seed_val
+    )
+    return out, manifest, calib
+
+
 @pytest.fixture
 def export_copy(fp32_export: Path, tmp_path: Path) -> Path:
     """A private copy of the fp32 export that a test may damage."""

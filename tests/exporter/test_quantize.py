@@ -29,17 +29,6 @@ ALL = [
 
 
 @pytest.fixture(scope="module")
-def seed_all(seed_dir, seed_val, tmp_path_factory):
-    with np.load(seed_dir / "calib.npz") as data:
-        calib = data["x"]
-    out = tmp_path_factory.mktemp("seed_all") / "dist"
-    manifest = exporter.export(
-        seed_dir / "seed.keras", out, quantize="all", calibration=calib, validation=seed_val
-    )
-    return out, manifest, calib
-
-
-@pytest.fixture(scope="module")
 def tabular(tmp_path_factory):
     """An MLP on scikit-learn's breast-cancer data (it ships with the package), features
     standardized with the training split's statistics before the model, as int8 deployment

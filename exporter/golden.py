@@ -1,0 +1,85 @@
+"""The golden set: a few hundred parity inputs kept beside the artifacts, with Keras's outputs
+and labels and every variant's answers at export, so that a device can check its own engine
+build, CPU kernels and thread count (``keras-edge verify``) without TensorFlow.
+
+The rows are the ``NEAREST`` inputs closest to the threshold (where a small numerical change
+flips a decision) plus evenly spaced ones, in their original order. The file is an ``.npz``
+written with fixed zip timestamps, so the same export gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from keras_edge.runtime.gate import decide
+from keras_edge.runtime.manifest import GoldenInfo, Head, sha256_file
+from keras_edge.runtime.verify import GOLDEN_NAME, KERAS_KEY, LABELS_KEY, X_KEY, variant_key
+
+logger = logging.getLogger(__name__)
+
+SIZE = 256  # rows at most: a few milliseconds to verify on a device
+NEAREST = 64  # of them, the rows nearest a decision boundary
+
+
+def distance_to_decision(head: Head, proba: np.ndarray) -> np.ndarray | None:
+    """How far each row's Keras output is from changing its label: |p - t| (the nearest label's,
+    for multilabel), or the margin between the two best classes; ``None`` for regression."""
+    if head.kind in ("binary", "multilabel"):
+        t = np.asarray(head.threshold, dtype=np.float64).reshape(1, -1)
+        return np.abs(proba.astype(np.float64) - t).min(axis=1)
+    if head.kind == "multiclass" and proba.shape[1] > 1:
+        top2 = np.sort(proba.astype(np.float64), axis=1)[:, -2:]
+        return top2[:, 1] - top2[:, 0]
+    return None
+
+
+def select(head: Head, proba: np.ndarray) -> tuple[np.ndarray, int]:
+    """Row indices of the golden set (sorted), and how many were picked as nearest."""
+    n = len(proba)
+    if n <= SIZE:
+        return np.arange(n), 0
+    distance = distance_to_decision(head, proba)
+    nearest = np.argsort(distance, kind="stable")[:NEAREST] if distance is not None else []
+    spread = np.linspace(0, n - 1, SIZE - len(nearest)).round().astype(np.int64)
+    rows = np.union1d(nearest, spread).astype(np.int64)
+    return rows, len(nearest)
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` with a fixed timestamp on every member: byte-identical on every run."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in sorted(arrays):
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, buffer.getvalue())
+
+
+def write(
+    folder: Path,
+    head: Head,
+    x: np.ndarray,
+    keras_proba: np.ndarray,
+    variant_outputs: dict[str, np.ndarray],
+    data: str,
+) -> GoldenInfo:
+    """Write ``golden.npz`` into ``folder`` from the parity data and every variant's per-sample
+    answers on it (probabilities; values for regression); return its manifest record."""
+    rows, nearest = select(head, keras_proba)
+    arrays = {X_KEY: x[rows], KERAS_KEY: keras_proba[rows].astype(np.float32)}
+    if head.kind != "regression":
+        arrays[LABELS_KEY] = decide(head, keras_proba[rows], head.threshold)
+    for vid, outputs in variant_outputs.items():
+        arrays[variant_key(vid)] = outputs[rows].astype(np.float32)
+    path = folder / GOLDEN_NAME
+    _write_npz(path, arrays)
+    logger.info("golden set: %d rows (%d nearest the decision) of %s", len(rows), nearest, data)
+    return GoldenInfo(
+        file=GOLDEN_NAME, sha256=sha256_file(path), n=len(rows), nearest=nearest, data=data
+    )

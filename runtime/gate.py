@@ -1,0 +1,63 @@
+"""The decision-fidelity gate's numbers and rule, shared by the export (which checks every
+variant against Keras) and ``keras-edge verify`` (which checks them again on a device).
+
+A variant passes at export when its label agreement with Keras (flips at exact ties excused,
+see ``TIE_BAND``) reaches its precision's minimum and its largest probability error is within
+its precision's tolerance. On a device, it must stay within the same tolerance of Keras and
+within ``DRIFT`` of what it answered at export.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keras_edge.runtime.manifest import Head
+
+# Largest |p_variant - p_keras| allowed, per precision.
+TOLERANCES = {
+    # Same float32 math in another order (XNNPACK, MLAS): ~1e-7 on in-domain data (seed MLP,
+    # breast-cancer MLP). Large activations magnify it: a Normalization layer fed the probe
+    # set's out-of-domain inputs reached 1.9e-5. 1e-4 still flags any real conversion error.
+    "fp32": 1e-4,
+    # float16 keeps 11 significant bits (relative error ~5e-4 per weight); through a few
+    # layers and a sigmoid that stays under 1e-2.
+    "fp16": 1e-2,
+    # int8 weights (255 levels per tensor). ONNX Runtime also quantizes activations to uint8
+    # per call, with a scale from the batch's own range: measured 0.034 (seed MLP) and 0.065
+    # (breast-cancer MLP); TFLite keeps activations float (~2e-3).
+    "dynamic": 1e-1,
+    # Inputs and activations quantized too, output in steps of 1/256: measured 0.026-0.06 on
+    # the seed MLP; a few steps of error is normal, 0.1 is not.
+    "int8": 1e-1,
+}
+# Minimum label agreement with Keras, per precision (overridable with --min-agreement).
+MIN_AGREEMENT = {"fp32": 1.0, "fp16": 0.999, "dynamic": 0.999, "int8": 0.99}
+# A flip whose Keras probability lies within this distance of the threshold is a tie decided
+# by float rounding (within fp32's tolerance), not a different decision: it is not held against
+# any variant.
+TIE_BAND = TOLERANCES["fp32"]
+# Flips within this distance of the threshold are reported as "near": the model is unsure there.
+NEAR_BAND = 0.05
+# Largest |p_device - p_at_export| that another machine's engine build, CPU kernels (ARM NEON
+# against x86 AVX) and thread count can explain, per precision. The same artifact on the same
+# machine answers bit for bit; anything beyond these is a different artifact or a broken engine.
+DRIFT = {
+    # Reordered float32 sums: ~1e-6 after a sigmoid; 1e-4 is the export's own fp32 tolerance.
+    "fp32": 1e-4,
+    # Kernels that keep float16 activations (ARM's native fp16) round each layer to 11 bits.
+    "fp16": 5e-3,
+    # ONNX Runtime's integer matmul differs by platform (u8s8 on ARM and AVX-VNNI, u8u8 else).
+    "dynamic": 2e-2,
+    # Integer kernels may round one requantization differently: two output steps of 1/256.
+    "int8": 2 / 256,
+}
+
+
+def decide(head: Head, proba: np.ndarray, threshold: float | tuple[float, ...] | None) -> np.ndarray:
+    """Labels by the runtime's rule, as an (n, k) int array (k = 1 for binary/multiclass)."""
+    if head.kind == "multiclass":
+        return proba.argmax(axis=1).reshape(-1, 1)
+    if head.kind == "regression":
+        return np.zeros((len(proba), 1), dtype=np.int64)
+    t = np.asarray(threshold, dtype=np.float32).reshape(1, -1)
+    return (proba > t).astype(np.int64)

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from keras_edge.runtime.gate import decide
+from keras_edge.runtime.golden import GOLDEN_NAME, KERAS_KEY, LABELS_KEY, X_KEY, variant_key
 from keras_edge.runtime.manifest import GoldenInfo, Head, sha256_file
-from keras_edge.runtime.verify import GOLDEN_NAME, KERAS_KEY, LABELS_KEY, X_KEY, variant_key
 
 logger = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from keras_edge.runtime.engines import (
     make_engine,
 )
 from keras_edge.runtime.errors import ArtifactError, InputError, UnknownVariantError
+from keras_edge.runtime.golden import check_classifier, raise_on_failure, read_golden
 from keras_edge.runtime.manifest import Head, Manifest, Variant
 
 logger = logging.getLogger(__name__)
@@ -338,7 +339,5 @@ def load(
     clf = Classifier(manifest, chosen, engine, device)
     logger.info("loaded variant %r on %s (%s)", chosen.id, device, ", ".join(clf.providers))
     if verify:
-        from keras_edge.runtime.verify import check_classifier, raise_on_failure, read_golden
-
         raise_on_failure([check_classifier(clf, read_golden(folder, manifest))])
     return clf

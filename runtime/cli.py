@@ -209,7 +209,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from keras_edge.runtime.verify import raise_on_failure, verify
+    from keras_edge.runtime.golden import raise_on_failure
+    from keras_edge.runtime.verify import verify
 
     names = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
     checks = verify(args.folder, variants=names, device=args.device, threads=args.threads)

@@ -1,0 +1,181 @@
+"""The golden set on the device, and the check behind ``keras-edge verify``: does this
+device's engine still decide as the export did?
+
+ONNX Runtime and LiteRT versions, ARM NEON against x86 kernels and thread counts all move float
+results a little, and integer kernels more. The export keeps a golden set beside the artifacts
+(see ``keras_edge.exporter.golden``): inputs, Keras's outputs and labels, and each variant's
+answers at export. Here each installed variant answers the golden set one sample per call, as a
+device calls it, through the runtime's own ``predict_proba`` and ``predict``. A variant that
+passed at export fails here when
+
+  * its largest difference from Keras exceeds its precision's export tolerance, or
+  * its largest difference from its own answers at export exceeds its precision's ``DRIFT``:
+    more than another engine build or CPU can explain, so a different artifact or a broken
+    engine.
+
+Label agreement and flips against Keras are reported beside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keras_edge.runtime.errors import UsageError, VerificationError
+from keras_edge.runtime.gate import DRIFT, TOLERANCES, decide
+from keras_edge.runtime.manifest import Manifest
+
+logger = logging.getLogger(__name__)
+
+GOLDEN_NAME = "golden.npz"
+X_KEY, KERAS_KEY, LABELS_KEY = "x", "keras", "keras_labels"
+
+
+def variant_key(variant: str) -> str:
+    """The golden-set array holding ``variant``'s answers at export."""
+    return f"variant.{variant}"
+
+
+@dataclass(frozen=True)
+class Golden:
+    x: np.ndarray
+    keras: np.ndarray
+    keras_labels: np.ndarray | None
+    at_export: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One variant's verification on this machine."""
+
+    variant: str
+    precision: str
+    status: str  # "passed", "FAILED", "skipped" (engine not installed), "failed at export"
+    n: int = 0
+    max_abs_diff: float | None = None  # against Keras
+    tolerance: float | None = None
+    drift: float | None = None  # against this variant's own answers at export
+    drift_band: float | None = None
+    label_agreement: float | None = None  # against Keras
+    flips: int | None = None
+    flips_at_export: int | None = None
+    seconds: float | None = None
+    failures: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "FAILED"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "failures": list(self.failures)}
+
+
+def read_golden(folder: str | Path, manifest: Manifest) -> Golden:
+    """The golden set, after checking its bytes against the manifest's sha256."""
+    info = manifest.golden
+    if info is None:
+        raise UsageError(
+            f"Expected a golden set in the manifest of {str(folder)!r}, found none: the export "
+            f"predates keras-edge 0.2; export again to verify it on a device"
+        )
+    path = Path(folder) / info.file
+    if not path.is_file():
+        raise VerificationError(
+            f"Expected the golden set at {str(path)!r}, found none; no variant can be verified",
+            failed=sorted(manifest.variants),
+        )
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != info.sha256:
+        raise VerificationError(
+            f"The golden set {info.file!r} has sha256 {digest}, the manifest expects "
+            f"{info.sha256}: it changed after the export, so no variant "
+            f"({', '.join(sorted(manifest.variants))}) can be verified against it",
+            failed=sorted(manifest.variants),
+        )
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    prefix = variant_key("")
+    return Golden(
+        x=arrays[X_KEY],
+        keras=arrays[KERAS_KEY],
+        keras_labels=arrays.get(LABELS_KEY),
+        at_export={k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)},
+    )
+
+
+def check_classifier(clf: Any, golden: Golden) -> Check:
+    """Run one loaded classifier over the golden set, one sample per call, and judge it."""
+    vid, precision = clf.variant, clf.variant_info.precision
+    head = clf.head
+    regression = head.kind == "regression"
+    x = golden.x
+    started = time.perf_counter()
+    answer = clf.predict if regression else clf.predict_proba
+    outputs = np.concatenate([answer(x[i : i + 1]) for i in range(len(x))])
+    labels = (
+        None
+        if regression
+        else np.concatenate([np.reshape(clf.predict(x[i : i + 1]), (1, -1)) for i in range(len(x))])
+    )
+    seconds = time.perf_counter() - started
+    tolerance, band = TOLERANCES[precision], DRIFT[precision]
+    max_diff = float(np.abs(outputs.astype(np.float64) - golden.keras).max()) if len(x) else 0.0
+    failures = []
+    if max_diff > tolerance:
+        failures.append(
+            f"max abs difference from Keras {max_diff:.3g} exceeds tolerance {tolerance:.3g}"
+        )
+    drift = None
+    at_export = golden.at_export.get(vid)
+    if at_export is None:
+        failures.append("the golden set holds no answers of this variant at export")
+    else:
+        drift = float(np.abs(outputs.astype(np.float64) - at_export).max()) if len(x) else 0.0
+        if drift > band:
+            failures.append(
+                f"answers moved {drift:.3g} from this variant's own answers at export, more than "
+                f"the {band:.3g} another engine build or CPU can explain: a different artifact "
+                f"or a broken engine"
+            )
+    agreement = flips = flips_at_export = None
+    if labels is not None and golden.keras_labels is not None:
+        flipped = (labels != golden.keras_labels).any(axis=1)
+        flips = int(flipped.sum())
+        agreement = 1.0 - flips / len(x) if len(x) else 1.0
+        if at_export is not None:
+            before = decide(head, at_export, clf.variant_info.threshold)
+            flips_at_export = int((before != golden.keras_labels).any(axis=1).sum())
+    return Check(
+        variant=vid,
+        precision=precision,
+        status="FAILED" if failures else "passed",
+        n=len(x),
+        max_abs_diff=max_diff,
+        tolerance=tolerance,
+        drift=drift,
+        drift_band=band,
+        label_agreement=agreement,
+        flips=flips,
+        flips_at_export=flips_at_export,
+        seconds=seconds,
+        failures=tuple(failures),
+    )
+
+
+def raise_on_failure(checks: list[Check]) -> None:
+    """Raise :class:`VerificationError` naming every check that failed, if any did."""
+    failed = [c for c in checks if c.failed]
+    if failed:
+        details = "; ".join(f"{c.variant}: {', '.join(c.failures)}" for c in failed)
+        raise VerificationError(
+            f"{len(failed)} variant(s) that passed at export fail on this machine: {details}",
+            failed=[c.variant for c in failed],
+        )

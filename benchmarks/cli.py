@@ -1,14 +1,17 @@
-"""``keras-edge bench DIR --keras MODEL`` (also ``python -m benchmarks``): every exported
-variant against the original Keras model: latency, throughput, start-up, memory, size and
-decision agreement."""
+"""``keras-edge bench DIR`` (also ``python -m keras_edge.benchmarks``): every exported variant
+whose engine is installed, through the runtime and through the bare engine call, at one or more
+thread counts: latency, throughput, start-up, memory and size; with ``--keras MODEL``, against
+the original Keras model too (and decision agreement); with ``--baseline OLD.json``, beside an
+earlier run, from this machine or another.
+
+Without ``--keras`` it needs numpy and one engine: no TensorFlow, no exporter code, no
+matplotlib (unless ``--plot``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -17,10 +20,18 @@ from typing import Any
 import numpy as np
 
 from keras_edge import runtime
-from keras_edge.benchmarks import report, timing
+from keras_edge.benchmarks import baseline, machine, report, timing
 from keras_edge.benchmarks.startup import measure_startup
-from keras_edge.benchmarks.targets import keras_targets, variant_targets
-from keras_edge.runtime.errors import UsageError
+from keras_edge.benchmarks.targets import (
+    KERAS_TARGETS,
+    Target,
+    keras_targets,
+    limit_tensorflow_threads,
+    variant_targets,
+)
+from keras_edge.runtime.engines import ENGINE_EXTRAS, ENGINE_MODULES, engine_installed
+from keras_edge.runtime.errors import GateError, UsageError
+from keras_edge.runtime.golden import read_golden
 from keras_edge.runtime.manifest import Manifest
 
 logger = logging.getLogger(__name__)
@@ -32,35 +43,68 @@ DATA_SEED = 0
 def configure(name: str, p: argparse.ArgumentParser) -> None:
     """Add the arguments of ``keras-edge bench`` to ``p``."""
     p.add_argument("folder", type=Path, help="exported folder (manifest.json)")
-    p.add_argument("--keras", type=Path, required=True, help="the original .keras/.h5 model")
-    p.add_argument("--batch-sizes", default="1,32,1024", help="comma list (default 1,32,1024)")
+    p.add_argument(
+        "--keras",
+        type=Path,
+        metavar="MODEL",
+        help="the original .keras/.h5 model, timed too (needs TensorFlow)",
+    )
+    p.add_argument(
+        "--batch-sizes", default="1,32,1024", metavar="B,...", help="comma list (default 1,32,1024)"
+    )
     p.add_argument("--seconds", type=float, default=1.0, help="time budget per target and batch size")
     p.add_argument(
         "--min-samples", type=int, default=30, help="floor on calls per target and batch size"
     )
     p.add_argument("--warmup", type=int, default=5, help="untimed calls per target first")
     p.add_argument(
-        "--threads", type=int, default=1, help="threads for every target, TensorFlow too (default 1)"
+        "--threads",
+        default="1",
+        metavar="N,...",
+        help="comma list of engine thread counts, e.g. 1,2,4 (default 1); Keras and the "
+        "start-up runs use the first",
     )
-    p.add_argument("--variants", help="comma list of variant ids (default: all)")
+    p.add_argument(
+        "--variants",
+        metavar="ID,...",
+        help="comma list of variant ids (default: all whose engine is here)",
+    )
     p.add_argument(
         "--data", type=Path, help="inputs to draw from (.npy/.npz/.csv); default seeded N(0,1)"
     )
     p.add_argument("--label-column", help="label column of a CSV --data file")
     p.add_argument("--no-startup", action="store_true", help="skip the fresh-process start-up runs")
-    p.add_argument("--json", type=Path, help="write every figure as JSON here")
-    p.add_argument("--markdown", type=Path, help="write the tables as Markdown here")
-    p.add_argument("--plot", type=Path, help="write latency and speed-up plots (PNG) here")
+    p.add_argument("--json", type=Path, metavar="F.json", help="write every figure as JSON here")
+    p.add_argument("--markdown", type=Path, metavar="F.md", help="write the tables as Markdown here")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        metavar="F.png",
+        help="write latency and speed-up plots (PNG; needs matplotlib)",
+    )
+    p.add_argument(
+        "--baseline", type=Path, metavar="OLD.json", help="an earlier run's --json file, to compare with"
+    )
+    p.add_argument(
+        "--fail-above",
+        metavar="R",
+        help="with --baseline: exit 3 if a row of both runs has p50 > R x the baseline's",
+    )
     p.add_argument("--unsafe", action="store_true", help="load the Keras model with safe mode off")
     p.set_defaults(handler=run)
 
 
-def limit_tensorflow_threads(tf: Any, threads: int | None) -> None:
-    """Give TensorFlow the thread count the engines get: the same resources for every target,
-    and no TensorFlow pool spinning on the other core while an engine is timed."""
-    if threads is not None:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+def _positive_ints(text: str, option: str, example: str) -> list[int]:
+    """A comma list of positive integers, duplicates dropped, order kept."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(
+            f"Expected {option} as a comma list of integers (e.g. {example}), got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise UsageError(f"Expected {option} to list positive integers (e.g. {example}), got {text!r}")
+    return list(dict.fromkeys(values))
 
 
 def _batch_sizes(text: str) -> list[int]:
@@ -73,129 +117,201 @@ def _batch_sizes(text: str) -> list[int]:
     return sorted(set(sizes))
 
 
-def _machine() -> dict[str, Any]:
-    from keras_edge.exporter._tf import version
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {
-            name: version(name)
-            for name in ("keras-edge", "numpy", "tensorflow", "keras", "onnxruntime", "ai-edge-litert")
-        },
-    }
-
-
 def _progress(message: str) -> None:
     sys.stderr.write(f"{time.strftime('%H:%M:%S')} {message}\n")
     sys.stderr.flush()
 
 
+def _choose_variants(
+    manifest: Manifest, folder: Path, named: str | None, keras: bool
+) -> tuple[list[str], dict[str, str]]:
+    """The variants to time and those skipped (id -> why). Named variants are all kept: one
+    whose engine is missing fails in ``runtime.load`` with the runtime's own error."""
+    if named:
+        ids = list(dict.fromkeys(v.strip() for v in named.split(",") if v.strip()))
+        unknown = [v for v in ids if v not in manifest.variants]
+        if unknown or not ids:
+            raise UsageError(
+                f"Unknown variant(s) {unknown or [named]}; this manifest has {sorted(manifest.variants)}"
+            )
+        return ids, {}
+    ids, skipped = [], {}
+    for vid, v in manifest.variants.items():
+        if engine_installed(v.format):
+            ids.append(vid)
+        else:
+            module, extra = ENGINE_MODULES[v.format], ENGINE_EXTRAS[v.format]
+            skipped[vid] = f"needs {module}: pip install 'keras-edge[{extra}]'"
+    if skipped:
+        sys.stderr.write(
+            f"keras-edge bench: skipping, engine not installed: {report.skipped(skipped)}\n"
+        )
+    if not ids and not keras:
+        raise UsageError(
+            f"Expected at least one variant of {folder} whose engine is installed here, got "
+            f"none: {report.skipped(skipped)}"
+        )
+    return ids, skipped
+
+
+def _input_pool(args: argparse.Namespace, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
+    if args.data is None:
+        rng = np.random.default_rng(DATA_SEED)
+        return rng.standard_normal((10_000, *shape)).astype(np.float32), f"N(0, 1), seed {DATA_SEED}"
+    from keras_edge.runtime.data import read_data
+
+    source, _ = read_data(args.data, label_column=args.label_column)
+    source = np.asarray(source, dtype=np.float32)
+    if source.shape[1:] != shape:
+        raise UsageError(
+            f"Expected --data of shape (None, {', '.join(map(str, shape))}), got {source.shape}"
+        )
+    return source, f"{args.data.name} ({len(source)} rows, drawn with seed {DATA_SEED})"
+
+
+def _measure(
+    targets: list[Target], batches: list[int], threads: list[int], source: np.ndarray, args: Any
+) -> list[dict[str, Any]]:
+    """Every target at every batch size, interleaved within one thread count at a time (an
+    engine's pool spinning after its call must not land on a target of another count)."""
+    rng = np.random.default_rng(DATA_SEED)
+    results = []
+    step, steps = 0, len(batches) * len(threads)
+    for batch in batches:
+        pool = [source[rng.integers(0, len(source), batch)] for _ in range(POOL)]
+        for count in threads:
+            step += 1
+            timed = []
+            for target in (t for t in targets if t.threads == count):
+                call, convert = target.prepare(batch)
+                inputs = [np.ascontiguousarray(convert(x)) for x in pool]
+                timed.append(timing.Timed(target.name, call, inputs))
+            _progress(
+                f"[{step}/{steps}] batch {batch}, threads {count}: {len(timed)} targets, interleaved"
+            )
+            samples = timing.measure(timed, args.seconds, args.min_samples, warmup=args.warmup)
+            for target in timed:
+                stats = timing.Stats.of(samples[target.name], batch)
+                results.append(
+                    {"target": target.name, "batch_size": batch, "threads": count, **stats.__dict__}
+                )
+    return results
+
+
 def run(args: argparse.Namespace) -> int:
+    # Every check that can fail comes before the first measurement.
     batches = _batch_sizes(args.batch_sizes)
+    threads = _positive_ints(args.threads, "--threads", "1,2,4")
     if args.seconds <= 0 or args.min_samples < 1:
         raise UsageError(
             f"Expected --seconds > 0 and --min-samples >= 1, got {args.seconds}, {args.min_samples}"
         )
+    limit = baseline.fail_above(args.fail_above, args.baseline is not None)
+    if args.plot and not report.matplotlib_available():
+        raise UsageError(
+            f"--plot needs matplotlib: pip install matplotlib (or keras-edge[bench]); got --plot "
+            f"{str(args.plot)!r} on a Python without it"
+        )
+    old = baseline.read(args.baseline) if args.baseline is not None else None
     manifest = Manifest.read(args.folder)
-    ids = list(manifest.variants) if not args.variants else [v.strip() for v in args.variants.split(",")]
-    unknown = [v for v in ids if v not in manifest.variants]
-    if unknown:
-        raise UsageError(f"Unknown variant(s) {unknown}; this manifest has {sorted(manifest.variants)}")
-    shape = manifest.input.feature_shape
-    if args.data is not None:
-        from keras_edge.runtime.data import read_data
+    ids, skipped = _choose_variants(manifest, args.folder, args.variants, args.keras is not None)
+    source, data_name = _input_pool(args, manifest.input.feature_shape)
 
-        pool_source, _ = read_data(args.data, label_column=args.label_column)
-        pool_source = np.asarray(pool_source, dtype=np.float32)
-        if pool_source.shape[1:] != shape:
-            raise UsageError(
-                f"Expected --data of shape (None, {', '.join(map(str, shape))}), got {pool_source.shape}"
-            )
-        data_name = f"{args.data.name} ({len(pool_source)} rows, drawn with seed {DATA_SEED})"
-    else:
-        pool_source = (
-            np.random.default_rng(DATA_SEED).standard_normal((10_000, *shape)).astype(np.float32)
-        )
-        data_name = f"N(0, 1), seed {DATA_SEED}"
+    _progress(
+        f"loading {len(ids)} variant(s) from {args.folder} at threads {args.threads}"
+        + (f", and {args.keras}" if args.keras else "")
+    )
+    tf = None
+    if args.keras is not None:
+        from keras_edge.exporter import import_tensorflow
 
-    from keras_edge.exporter import _tf
-    from keras_edge.exporter.model import load_model
+        tf = import_tensorflow()  # BackendUnavailableError, naming the extra, where missing
+        limit_tensorflow_threads(tf, threads[0])  # before TensorFlow builds its pools
+    targets = variant_targets(args.folder, ids, threads)
+    model = None
+    if tf is not None:
+        from keras_edge.exporter import load_model
 
-    _progress(f"loading {args.keras} and {len(ids)} variant(s) from {args.folder}")
-    limit_tensorflow_threads(_tf.tensorflow(), args.threads)
-    model = load_model(args.keras, safe_mode=not args.unsafe)
-    targets = keras_targets(model) + variant_targets(args.folder, manifest, ids, args.threads)
-    rng = np.random.default_rng(DATA_SEED)
+        model = load_model(args.keras, safe_mode=not args.unsafe)
+        targets = keras_targets(model, tf, threads[0]) + targets
 
-    results = []
-    for step, batch in enumerate(batches, start=1):
-        pool = [pool_source[rng.integers(0, len(pool_source), batch)] for _ in range(POOL)]
-        timed = []
-        for target in targets:
-            call, convert = target.prepare(batch)
-            timed.append(
-                timing.Timed(target.name, call, [np.ascontiguousarray(convert(x)) for x in pool])
-            )
-        _progress(f"[{step}/{len(batches)}] batch {batch}: {len(timed)} targets, interleaved")
-        samples = timing.measure(timed, args.seconds, args.min_samples, warmup=args.warmup)
-        for target in timed:
-            stats = timing.Stats.of(samples[target.name], batch)
-            results.append({"target": target.name, "batch_size": batch, **stats.__dict__})
-
-    keras_labels = _keras_labels(model, manifest, pool_source)
-    variants = []
-    for vid in ids:
-        v = manifest.variants[vid]
-        agreement = None
-        if keras_labels is not None:
-            got = (
-                runtime.load(args.folder, variant=vid).predict(pool_source).reshape(len(pool_source), -1)
-            )
-            agreement = float((got == keras_labels).all(axis=1).mean())
-        variants.append(
-            {"id": vid, "bytes": v.bytes, "label_agreement": agreement, "n": len(pool_source)}
-        )
+    results = _measure(targets, batches, threads, source, args)
+    variants = _variants(args.folder, manifest, ids, model, source, threads[0])
 
     startup = []
     if not args.no_startup:
-        names = [
-            *("keras-predict", "keras-predict-on-batch", "keras-tf-function"),
-            *[n for vid in ids for n in (vid, f"{vid}:raw")],
-        ]
+        keras = KERAS_TARGETS if model is not None else ()
+        names = [*keras, *(n for v in ids for n in (v, f"{v}:raw"))]
         for i, name in enumerate(names, start=1):
             _progress(f"[{i}/{len(names)}] start-up of {name} in a fresh process")
-            startup.append(measure_startup(name, args.folder, args.keras, args.threads))
+            startup.append(measure_startup(name, args.folder, args.keras, threads[0]))
 
-    data = {
-        "machine": _machine(),
+    data: dict[str, Any] = {
+        "machine": machine.describe(),
         "config": {
             "folder": str(args.folder),
-            "keras": str(args.keras),
+            "keras": None if args.keras is None else str(args.keras),
             "batch_sizes": batches,
             "seconds": args.seconds,
             "min_samples": args.min_samples,
             "warmup": args.warmup,
-            "threads": args.threads,
+            "threads": threads,
             "data": data_name,
             "pool_per_batch_size": POOL,
-            "targets": [t.name for t in targets],
+            "targets": list(dict.fromkeys(t.name for t in targets)),
+            "variants": ids,
+            "skipped_variants": skipped,
         },
         "results": results,
         "startup": startup,
         "variants": variants,
     }
     data["ratios"] = report.ratios(data)
+    if old is not None:
+        data["baseline"] = {
+            **baseline.compare(data, old, str(args.baseline)),
+            "fail_above": limit,
+        }
+    _write(data, args)
+    if limit is not None:
+        regressed = baseline.regressions(data["baseline"], limit)
+        if regressed:
+            raise GateError(baseline.gate_message(regressed, limit, str(args.baseline)))
+    return 0
+
+
+def _variants(
+    folder: Path, manifest: Manifest, ids: list[str], model: Any, x: np.ndarray, threads: int
+) -> list[dict[str, Any]]:
+    """Size of each variant, and how often it decides as Keras does: on the benchmark inputs
+    with a Keras model, else on the export's golden set (Keras's labels kept at export)."""
+    expected, reference = None, None
+    if model is not None:
+        from keras_edge.exporter import keras_labels
+
+        expected, reference = keras_labels(model, manifest.head, x), "keras"
+    elif manifest.golden is not None:
+        golden = read_golden(folder, manifest)
+        x, expected, reference = golden.x, golden.keras_labels, "golden set"
+    out = []
+    for vid in ids:
+        agreement = None
+        if expected is not None:
+            got = runtime.load(folder, variant=vid, threads=threads).predict(x).reshape(len(x), -1)
+            agreement = float((got == expected).all(axis=1).mean())
+        out.append(
+            {
+                "id": vid,
+                "bytes": manifest.variants[vid].bytes,
+                "label_agreement": agreement,
+                "agreement_on": reference if agreement is not None else None,
+                "n": len(x),
+            }
+        )
+    return out
+
+
+def _write(data: dict[str, Any], args: argparse.Namespace) -> None:
     sys.stdout.write(report.render(data))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -206,18 +322,6 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         report.plot(data, args.plot)
-    return 0
-
-
-def _keras_labels(model: Any, manifest: Manifest, x: np.ndarray) -> np.ndarray | None:
-    from keras_edge.exporter import parity
-    from keras_edge.exporter.model import keras_outputs
-
-    head = manifest.head
-    if head.kind == "regression":
-        return None
-    proba = parity.to_probability(head, keras_outputs(model, x))
-    return parity.decide(head, proba, head.threshold)
 
 
 def main(argv: list[str] | None = None) -> int:

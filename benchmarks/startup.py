@@ -1,9 +1,10 @@
 """Start-up of one target, measured in a fresh process: import + load, first call, peak RSS.
 
-    python -m benchmarks.startup TARGET FOLDER KERAS_MODEL [--threads N]
+    python -m keras_edge.benchmarks.startup TARGET FOLDER [--keras MODEL] [--threads N]
 
-prints one JSON line. The clock starts before numpy is imported, so every target pays for
-its own imports: TensorFlow for the Keras targets, numpy and one engine for the others.
+prints one JSON line (``--keras`` is for the Keras targets only). The clock starts before numpy
+is imported, so every target pays for its own imports: TensorFlow for the Keras targets, numpy
+and one engine for the others.
 """
 
 from __future__ import annotations
@@ -35,12 +36,20 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _child(target: str, folder: str, keras_model: str, threads: int | None) -> dict[str, Any]:
+# Modules a runtime target must not load: the converter stack and the exporter.
+HEAVY = ("tensorflow", "keras", "tf2onnx", "onnx", "keras_edge.exporter")
+
+
+def _child(target: str, folder: str, keras_model: str | None, threads: int | None) -> dict[str, Any]:
     if target.startswith("keras-"):
+        if keras_model is None:
+            raise SystemExit(f"start-up of {target} needs --keras MODEL")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # TensorFlow and Keras directly, as a user of the Keras model would load them: the
+        # figure is what TensorFlow + Keras cost, not the exporter's wrappers.
         import tensorflow as tf
 
-        from keras_edge.benchmarks.cli import limit_tensorflow_threads
+        from keras_edge.benchmarks.targets import limit_tensorflow_threads
 
         limit_tensorflow_threads(tf, threads)
         import keras
@@ -81,7 +90,7 @@ def _child(target: str, folder: str, keras_model: str, threads: int | None) -> d
     t0 = time.perf_counter_ns()
     call(x)
     first_ns = time.perf_counter_ns() - t0
-    heavy = sorted(m for m in ("tensorflow", "keras", "tf2onnx", "onnx") if m in sys.modules)
+    heavy = sorted(m for m in HEAVY if m in sys.modules)
     return {
         "target": target,
         "load_s": loaded - T0,
@@ -92,10 +101,12 @@ def _child(target: str, folder: str, keras_model: str, threads: int | None) -> d
 
 
 def measure_startup(
-    target: str, folder: Path, keras_model: Path, threads: int | None, timeout: float = 600
+    target: str, folder: Path, keras_model: Path | None, threads: int | None, timeout: float = 600
 ) -> dict[str, Any]:
     """Run one target's start-up in a fresh interpreter and return its figures."""
-    cmd = [sys.executable, "-m", "keras_edge.benchmarks.startup", target, str(folder), str(keras_model)]
+    cmd = [sys.executable, "-m", "keras_edge.benchmarks.startup", target, str(folder)]
+    if keras_model is not None:
+        cmd += ["--keras", str(keras_model)]
     if threads is not None:
         cmd += ["--threads", str(threads)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -106,17 +117,18 @@ def measure_startup(
         raise RuntimeError(f"start-up of {target} failed: {proc.stderr.strip()[-500:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["process_s"] = wall  # interpreter start included
+    result["threads"] = threads
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.startup")
+    parser = argparse.ArgumentParser(prog="python -m keras_edge.benchmarks.startup")
     parser.add_argument("target")
     parser.add_argument("folder")
-    parser.add_argument("keras_model")
+    parser.add_argument("--keras", help="the Keras model (the keras-* targets only)")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
-    print(json.dumps(_child(args.target, args.folder, args.keras_model, args.threads)))
+    print(json.dumps(_child(args.target, args.folder, args.keras, args.threads)))
     return 0
 
 

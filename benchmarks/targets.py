@@ -5,6 +5,9 @@ and each variant through the bare engine call (``<variant>:raw``).
 tf.data pipeline every call), so ``predict_on_batch`` and a ``tf.function`` are measured too.
 The runtime target is ``predict`` (classes, threshold applied, input checks on); the raw target
 is the same artifact with nothing around the engine, so the runtime's own overhead shows.
+
+Every variant is loaded once per thread count; the Keras model runs at the one thread count
+TensorFlow was given at start-up. Nothing here imports TensorFlow: the caller passes it in.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import numpy as np
 
 from keras_edge import runtime
 from keras_edge.runtime.engines import LiteRTEngine, OnnxEngine, Quantization
-from keras_edge.runtime.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class Target:
     name: str
     kind: str  # "keras", "runtime" or "raw"
     variant: str | None
+    threads: int | None
     prepare: Callable[[int], tuple[Call, Convert]]
 
 
@@ -45,10 +48,18 @@ def _same(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def keras_targets(model: Any) -> list[Target]:
-    from keras_edge.exporter import _tf
+def limit_tensorflow_threads(tf: Any, threads: int | None) -> None:
+    """Give TensorFlow the thread count the engines get: the same resources for every target,
+    and no TensorFlow pool spinning on another core while an engine is timed. TensorFlow
+    fixes its pools at start-up, so this holds for the whole process."""
+    if threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
 
-    tf = _tf.tensorflow()
+
+def keras_targets(model: Any, tf: Any, threads: int | None) -> list[Target]:
+    """``model.predict``, ``predict_on_batch`` and a ``tf.function`` of the model; ``tf`` is
+    the TensorFlow module, already limited to ``threads``."""
     spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
     fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
@@ -62,9 +73,9 @@ def keras_targets(model: Any) -> list[Target]:
         return (lambda x: fn(x).numpy()), _same
 
     return [
-        Target("keras-predict", "keras", None, predict),
-        Target("keras-predict-on-batch", "keras", None, on_batch),
-        Target("keras-tf-function", "keras", None, tf_function),
+        Target("keras-predict", "keras", None, threads, predict),
+        Target("keras-predict-on-batch", "keras", None, threads, on_batch),
+        Target("keras-tf-function", "keras", None, threads, tf_function),
     ]
 
 
@@ -91,21 +102,22 @@ def bare_call(engine: OnnxEngine | LiteRTEngine, batch: int) -> tuple[Call, Conv
     return call, (quant.quantize if quant is not None else _same)
 
 
-def variant_targets(
-    folder: Path, manifest: Manifest, ids: list[str], threads: int | None
-) -> list[Target]:
-    """For each variant: ``runtime.load(...).predict`` and the bare call of the same engine
-    (the same session or interpreter, so only the runtime's own work differs)."""
+def variant_targets(folder: Path, ids: list[str], threads: list[int]) -> list[Target]:
+    """For each variant and thread count: ``runtime.load(...).predict`` and the bare call of
+    the same engine (the same session or interpreter, so only the runtime's own work differs).
+    ``load`` raises the runtime's error, naming the extra, for a variant whose engine is not
+    installed."""
     out = []
     for vid in ids:
-        clf = runtime.load(folder, variant=vid, threads=threads)
+        for count in threads:
+            clf = runtime.load(folder, variant=vid, threads=count)
 
-        def prepare_runtime(b: int, clf: runtime.Classifier = clf) -> tuple[Call, Convert]:
-            return clf.predict, _same
+            def prepare_runtime(b: int, clf: runtime.Classifier = clf) -> tuple[Call, Convert]:
+                return clf.predict, _same
 
-        def prepare_raw(b: int, clf: runtime.Classifier = clf) -> tuple[Call, Convert]:
-            return bare_call(clf.engine, b)
+            def prepare_raw(b: int, clf: runtime.Classifier = clf) -> tuple[Call, Convert]:
+                return bare_call(clf.engine, b)
 
-        out.append(Target(vid, "runtime", vid, prepare_runtime))
-        out.append(Target(f"{vid}:raw", "raw", vid, prepare_raw))
+            out.append(Target(vid, "runtime", vid, count, prepare_runtime))
+            out.append(Target(f"{vid}:raw", "raw", vid, count, prepare_raw))
     return out

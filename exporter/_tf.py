@@ -35,8 +35,9 @@ def _import(name: str) -> ModuleType:
 
 
 def tensorflow() -> ModuleType:
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
+    loaded = sys.modules.get("tensorflow")  # None when an import of it was blocked
+    if loaded is not None:
+        return loaded
     with captured_output():  # its C++ start-up notices (oneDNN, absl) go to the debug log
         return _import("tensorflow")
 

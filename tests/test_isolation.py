@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.test_layers import foreign, run_cli_child
+
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("tensorflow", "keras", "tf2onnx", "onnx")
 
@@ -66,34 +68,82 @@ def test_import_runtime_loads_no_heavy_module(fp32_export, labelled, tmp_path):
     assert all(v == 0 for v in report.values()), report
 
 
-def test_fresh_venv_without_tensorflow(fp32_export, labelled, tmp_path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The keras-edge wheel, built once from this checkout."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
+         "-w", str(out), str(REPO)],
+        check=True,
+        timeout=900,
+    )  # fmt: skip
+    return next(out.glob("keras_edge-*.whl"))
+
+
+ENGINE = {"onnx": ("onnx-fp32", "onnxruntime"), "litert": ("tflite-fp32", "ai-edge-litert")}
+
+
+@pytest.mark.parametrize("extra", ["onnx", "litert"])
+def test_device_venv_with_one_engine(extra, wheel, seed_all, labelled, tmp_path):
+    """numpy, one engine and the wheel: predict, inspect, verify and bench all work, and none
+    of them imports TensorFlow, exporter code or (but bench) benchmarks code."""
+    folder = seed_all[0]
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
-    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     subprocess.run(
-        [*pip, f"{REPO}[onnx,litert]"], check=True, timeout=900, env={**os.environ, "PIP_NO_INPUT": "1"}
+        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{wheel}[{extra}]"],
+        check=True,
+        timeout=900,
+        env={**os.environ, "PIP_NO_INPUT": "1"},
     )
-    freeze = subprocess.run(
-        [python, "-m", "pip", "freeze"], capture_output=True, text=True
-    ).stdout.lower()
-    assert "tensorflow" not in freeze and "tf2onnx" not in freeze and "\nonnx==" not in freeze
-    # cwd outside the repository: the installed wheel, not the source tree, is under test.
-    report = _check(python, fp32_export, labelled, cwd=tmp_path)
-    assert report.pop("heavy") == []
-    assert all(v == 0 for v in report.values()), report
-    cli = env_dir / "bin" / "keras-edge"
-    proc = subprocess.run([str(cli), "inspect", str(fp32_export)], capture_output=True, text=True)
-    assert proc.returncode == 0 and "onnx-fp32" in proc.stdout, proc.stderr
+    freeze = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True).stdout
+    installed = {line.split("==")[0].lower() for line in freeze.splitlines()}
+    variant, engine = ENGINE[extra]
+    unwanted = {"tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "matplotlib", "psutil"}
+    other_engine = "onnxruntime" if extra == "litert" else "ai-edge-litert"
+    assert engine in installed and not installed & (unwanted | {other_engine}), installed
+    # The installed wheel under test, from outside the source tree; labels equal Keras's.
+    check = CHECK.replace('("tflite-fp32", "onnx-fp32")', f"({variant!r},)")
+    proc = subprocess.run([python, "-c", check, str(folder), str(labelled)], capture_output=True,
+                          text=True, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report.pop("heavy") == [] and all(v == 0 for v in report.values()), report
+
     samples = tmp_path / "s.npy"
     np.save(samples, np.array([[2.0, 0.0], [-1.0, 0.5]], np.float32))
-    proc = subprocess.run(
-        [str(cli), "predict", str(fp32_export), str(samples)], capture_output=True, text=True
-    )
+    bench_json = tmp_path / "bench.json"
+    commands = {
+        "predict": ["predict", str(folder), str(samples)],
+        "inspect": ["inspect", str(folder)],
+        "verify": ["verify", str(folder)],
+        "bench": ["bench", str(folder), "--batch-sizes", "1,32", "--seconds", "0.2",
+                  "--json", str(bench_json)],
+    }  # fmt: skip
+    outputs = {}
+    for name, args in commands.items():
+        code, out, err, modules = run_cli_child(*args, cwd=tmp_path, python=python)
+        assert code == 0, (name, err)
+        assert modules and foreign(modules, "keras_edge.exporter") == [], name
+        if name != "bench":
+            assert not [m for m in modules if m.startswith("keras_edge.benchmarks")], name
+        outputs[name] = out
+    assert outputs["predict"].splitlines()[0] == "probability,class"
+    assert "passed" in outputs["verify"] and "skipped" in outputs["verify"]
+    bench = json.loads(bench_json.read_text())
+    timed = {r["target"] for r in bench["results"]}
+    fmt = variant.split("-")[0]
+    assert {v for v in seed_all[1].variants if v.startswith(fmt)} <= timed
+    assert not [t for t in timed if t.startswith("keras-") or not t.startswith(fmt)], timed
+    # The console script itself, and an export where the converters are missing: exit 2.
+    cli = env_dir / "bin" / "keras-edge"
+    proc = subprocess.run([str(cli), "verify", str(folder)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == "probability,class"
     (tmp_path / "m.keras").write_bytes(b"")  # the file exists; the converter does not
     proc = subprocess.run(
         [str(cli), "export", "m.keras", "--out", "d"], capture_output=True, text=True, cwd=tmp_path
     )
     assert proc.returncode == 2 and "pip install 'keras-edge[export]'" in proc.stderr, proc.stderr
+    assert not (tmp_path / "d").exists()

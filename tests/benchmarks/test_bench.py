@@ -11,12 +11,14 @@ import sys
 import numpy as np
 import pytest
 
+from keras_edge import cli
 from keras_edge.benchmarks import report, timing
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 RESULT_KEYS = {
     "target",
     "batch_size",
+    "threads",
     "p50_us",
     "p90_us",
     "p99_us",
@@ -25,7 +27,7 @@ RESULT_KEYS = {
     "n",
     "throughput_per_s",
 }
-STARTUP_KEYS = {"target", "load_s", "first_call_us", "peak_rss_mb"}
+STARTUP_KEYS = {"target", "load_s", "first_call_us", "peak_rss_mb", "threads"}
 
 
 def test_timing_loop_interleaves_and_counts_every_call():
@@ -48,39 +50,76 @@ def test_timing_loop_interleaves_and_counts_every_call():
     assert stats.n == len(samples["a"]) and stats.p50_us <= stats.p99_us
 
 
-@pytest.fixture(scope="module")
-def bench_run(fp32_export, seed_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench")
+def bench(folder, *args, cwd=None, prelude=""):
+    """``keras_edge.benchmarks.cli.main`` in a child ``python -c``, after ``prelude`` (which may
+    block imports); the child's last stdout line is the JSON list of its loaded modules."""
+    code = (
+        f"import json, sys\n{prelude}\n"
+        "from keras_edge.benchmarks.cli import main\n"
+        f"rc = main({[str(folder), *map(str, args)]!r})\n"
+        "print('\\n' + json.dumps(sorted(sys.modules)))\n"
+        "sys.exit(rc)\n"
+    )
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "keras_edge.benchmarks",
-            str(fp32_export),
-            "--keras",
-            str(seed_dir / "seed.keras"),
-            "--batch-sizes",
-            "1,4",
-            "--seconds",
-            "0.01",
-            "--min-samples",
-            "3",
-            "--warmup",
-            "1",
-            "--data",
-            str(seed_dir / "val.npz"),
-            "--json",
-            str(out / "b.json"),
-            "--markdown",
-            str(out / "b.md"),
-            "--plot",
-            str(out / "b.png"),
-        ],
+        [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600
+    )
+    last = proc.stdout.strip().splitlines()[-1:] or [""]
+    modules = json.loads(last[0]) if last[0].startswith("[") else []
+    return proc, modules
+
+
+def bench_module(folder, *args):
+    """``python -m keras_edge.benchmarks FOLDER ARGS...``."""
+    return subprocess.run(
+        [sys.executable, "-m", "keras_edge.benchmarks", str(folder), *map(str, args)],
         capture_output=True,
         text=True,
         env=ENV,
         timeout=900,
     )
+
+
+TINY = ["--seconds", "0.05", "--min-samples", "3", "--warmup", "1", "--batch-sizes", "1,4"]
+RUNTIME_TARGETS = ["onnx-fp32", "onnx-fp32:raw", "tflite-fp32", "tflite-fp32:raw"]
+KERAS_TARGETS = ["keras-predict", "keras-predict-on-batch", "keras-tf-function"]
+
+
+@pytest.fixture(scope="module")
+def bench_run(fp32_export, seed_dir, tmp_path_factory):
+    """The workstation run: Keras too, start-up, Markdown and plot, two thread counts."""
+    out = tmp_path_factory.mktemp("bench")
+    proc = bench_module(
+        fp32_export,
+        "--keras",
+        seed_dir / "seed.keras",
+        "--batch-sizes",
+        "1,4",
+        "--seconds",
+        "0.01",
+        "--min-samples",
+        "3",
+        "--warmup",
+        "1",
+        "--threads",
+        "1,2",
+        "--data",
+        seed_dir / "val.npz",
+        "--json",
+        out / "b.json",
+        "--markdown",
+        out / "b.md",
+        "--plot",
+        out / "b.png",
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+@pytest.fixture(scope="module")
+def device_run(fp32_export, tmp_path_factory):
+    """The device run: no --keras, start-up on, two thread counts."""
+    out = tmp_path_factory.mktemp("device")
+    proc = bench_module(fp32_export, *TINY, "--threads", "1,2", "--json", out / "d.json")
     assert proc.returncode == 0, proc.stderr
     return out, proc
 
@@ -88,24 +127,19 @@ def bench_run(fp32_export, seed_dir, tmp_path_factory):
 def test_bench_json_has_every_key(bench_run):
     out, proc = bench_run
     data = json.loads((out / "b.json").read_text())
-    assert {"machine", "config", "results", "startup", "variants"} <= set(data)
-    assert {"cpu", "cores", "python", "versions"} <= set(data["machine"])
-    targets = [
-        "keras-predict",
-        "keras-predict-on-batch",
-        "keras-tf-function",
-        "onnx-fp32",
-        "onnx-fp32:raw",
-        "tflite-fp32",
-        "tflite-fp32:raw",
-    ]
+    assert {"machine", "config", "results", "startup", "variants", "ratios"} <= set(data)
+    assert {"cpu", "cores", "os", "platform", "python", "versions"} <= set(data["machine"])
+    assert data["config"]["threads"] == [1, 2]
+    targets = KERAS_TARGETS + RUNTIME_TARGETS
     assert sorted(data["config"]["targets"]) == sorted(targets)
-    assert len(data["results"]) == len(targets) * 2
+    # Keras at the first thread count only; the runtime and bare targets at both.
+    assert len(data["results"]) == (len(KERAS_TARGETS) + 2 * len(RUNTIME_TARGETS)) * 2
     for r in data["results"]:
         assert set(r) == RESULT_KEYS and r["n"] >= 3 and r["batch_size"] in (1, 4)
+        assert r["threads"] == 1 if r["target"].startswith("keras-") else r["threads"] in (1, 2)
     assert sorted(s["target"] for s in data["startup"]) == sorted(targets)
     for s in data["startup"]:
-        assert STARTUP_KEYS <= set(s)
+        assert STARTUP_KEYS <= set(s) and s["threads"] == 1
         if not s["target"].startswith("keras-"):
             assert s["heavy_modules"] == []  # the runtime's start-up imports no TensorFlow
     assert {v["id"] for v in data["variants"]} == {"onnx-fp32", "tflite-fp32"}
@@ -113,14 +147,185 @@ def test_bench_json_has_every_key(bench_run):
         assert v["label_agreement"] == 1.0 and v["bytes"] > 0
     assert any(c["check"].startswith("batch 1:") for c in data["ratios"])
     assert "Batch size 1 " in proc.stdout and "Start-up" in proc.stdout
+    assert "Keras targets at 1 only" in proc.stdout
 
 
 def test_bench_markdown_and_plot(bench_run):
     out, _ = bench_run
     markdown = (out / "b.md").read_text()
-    assert "| target | p50 |" in markdown and "| tflite-fp32:raw |" in markdown
+    assert "| target | threads | p50 |" in markdown and "| tflite-fp32:raw | 2 |" in markdown
     png = (out / "b.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_device_run_without_keras(device_run):
+    out, proc = device_run
+    data = json.loads((out / "d.json").read_text())
+    assert {"machine", "config", "results", "startup", "variants", "ratios"} <= set(data)
+    assert "baseline" not in data
+    versions = data["machine"]["versions"]
+    assert {"keras-edge", "numpy", "onnxruntime", "ai-edge-litert"} <= set(versions)
+    assert data["config"]["keras"] is None and data["config"]["threads"] == [1, 2]
+    assert sorted(data["config"]["targets"]) == sorted(RUNTIME_TARGETS)
+    got = sorted((r["target"], r["batch_size"], r["threads"]) for r in data["results"])
+    assert got == sorted((t, b, n) for t in RUNTIME_TARGETS for b in (1, 4) for n in (1, 2))
+    for r in data["results"]:
+        assert set(r) == RESULT_KEYS
+    assert sorted(s["target"] for s in data["startup"]) == sorted(RUNTIME_TARGETS)
+    for s in data["startup"]:
+        assert s["heavy_modules"] == [] and s["threads"] == 1  # no TF, no exporter
+    # Without Keras, agreement is measured on the export's golden set (Keras's labels at export).
+    for v in data["variants"]:
+        assert v["agreement_on"] == "golden set" and v["label_agreement"] == 1.0, v
+    assert data["ratios"] and all("keras" not in c["check"] for c in data["ratios"])
+    assert not any(line.startswith("keras-") for line in proc.stdout.splitlines())
+    assert "Keras targets at" not in proc.stdout and "vs 1 thread" in proc.stdout
+
+
+def test_device_run_loads_no_tensorflow_nor_exporter(fp32_export, tmp_path):
+    proc, modules = bench(
+        fp32_export,
+        *TINY,
+        "--no-startup",
+        "--threads",
+        "1,2",
+        "--json",
+        tmp_path / "d.json",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "d.json").read_text())["results"]
+    loaded = [
+        m
+        for m in modules
+        if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "onnx", "matplotlib", "psutil")
+        or m.startswith("keras_edge.exporter")
+    ]
+    assert loaded == []
+    assert "onnxruntime" in modules and "ai_edge_litert" in modules
+
+
+@pytest.mark.parametrize(
+    ("blocked", "args", "code", "match"),
+    [
+        # Not named: the onnx variant is skipped with one line naming the extra.
+        (
+            ["onnxruntime"],
+            [],
+            0,
+            "skipping, engine not installed: onnx-fp32 (needs onnxruntime: "
+            "pip install 'keras-edge[onnx]')",
+        ),
+        # Named: the runtime's own error.
+        (["onnxruntime"], ["--variants", "onnx-fp32"], 2, "pip install 'keras-edge[onnx]'"),
+        # Nothing can run.
+        (["onnxruntime", "ai_edge_litert"], [], 2, "Expected at least one variant"),
+    ],
+)
+def test_variants_whose_engine_is_missing(fp32_export, tmp_path, blocked, args, code, match):
+    prelude = "".join(f"sys.modules[{m!r}] = None\n" for m in blocked)
+    out = tmp_path / "d.json"
+    proc, _ = bench(
+        fp32_export, *TINY, "--no-startup", "--json", out, *args, prelude=prelude, cwd=tmp_path
+    )
+    assert proc.returncode == code, proc.stderr
+    assert match in proc.stderr and "Traceback" not in proc.stderr
+    if code == 0:
+        assert sorted(json.loads(out.read_text())["config"]["targets"]) == [
+            "tflite-fp32",
+            "tflite-fp32:raw",
+        ]
+        assert len([line for line in proc.stderr.splitlines() if "skipping" in line]) == 1
+    else:
+        assert "interleaved" not in proc.stderr and not out.exists()  # refused before measuring
+
+
+def test_keras_without_tensorflow_exits_2_naming_the_extra(fp32_export, seed_dir, tmp_path):
+    proc, _ = bench(
+        fp32_export,
+        *TINY,
+        "--keras",
+        seed_dir / "seed.keras",
+        "--json",
+        tmp_path / "k.json",
+        prelude="sys.modules['tensorflow'] = None",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'keras-edge[export]'" in proc.stderr
+    assert "interleaved" not in proc.stderr and not (tmp_path / "k.json").exists()
+
+
+def test_plot_without_matplotlib_exits_2(fp32_export, tmp_path):
+    proc, _ = bench(
+        fp32_export,
+        *TINY,
+        "--plot",
+        tmp_path / "p.png",
+        prelude="sys.modules['matplotlib'] = None",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--plot needs matplotlib: pip install matplotlib (or keras-edge[bench])" in proc.stderr
+    assert "interleaved" not in proc.stderr and not (tmp_path / "p.png").exists()
+
+
+def test_baseline_and_fail_above(device_run, bench_run, fp32_export, tmp_path):
+    run1 = device_run[0] / "d.json"
+    # Run 2: compared with run 1, a generous gate.
+    proc = bench_module(
+        fp32_export,
+        *TINY,
+        "--no-startup",
+        "--baseline",
+        run1,
+        "--fail-above",
+        "1000",
+        "--json",
+        tmp_path / "r2.json",
+        "--markdown",
+        tmp_path / "r2.md",
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "r2.json").read_text())
+    cmp = data["baseline"]
+    assert cmp["file"] == str(run1) and cmp["machine"] == json.loads(run1.read_text())["machine"]
+    rows = {(r["target"], r["batch_size"], r["threads"]): r for r in cmp["rows"]}
+    for target in RUNTIME_TARGETS:
+        for batch in (1, 4):
+            shared = rows[target, batch, 1]  # in both runs
+            assert shared["ratio"] == shared["p50_us"] / shared["baseline_p50_us"]
+            assert rows[target, batch, 2]["p50_us"] is None  # threads 2: only in run 1
+    assert "Compared with baseline" in proc.stdout
+    assert "### Compared with baseline" in (tmp_path / "r2.md").read_text()
+
+    # Run 3: compared with the workstation run (Keras included), a gate nothing passes. The
+    # JSON is written before the gate fails.
+    workstation = bench_run[0] / "b.json"
+    proc = bench_module(
+        fp32_export,
+        *TINY,
+        "--no-startup",
+        "--baseline",
+        workstation,
+        "--fail-above",
+        "0.000001",
+        "--json",
+        tmp_path / "r3.json",
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "gate failed" in proc.stderr and "onnx-fp32 batch 1 threads 1:" in proc.stderr
+    cmp = json.loads((tmp_path / "r3.json").read_text())["baseline"]
+    keras_rows = [r for r in cmp["rows"] if r["target"].startswith("keras-")]
+    assert keras_rows and all(r["p50_us"] is None and r["ratio"] is None for r in keras_rows)
+    overs = {(s["target"], s["batch_size"], s["over"]) for s in cmp["speedups"]}
+    assert overs == {
+        (t, b, k)
+        for t in ("onnx-fp32", "tflite-fp32")
+        for b in (1, 4)
+        for k in ("keras-predict", "keras-tf-function")
+    }
+    assert "vs baseline keras-predict" in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -130,27 +335,26 @@ def test_bench_markdown_and_plot(bench_run):
         (["--batch-sizes", "a"], "comma list of integers"),
         (["--variants", "onnx-int9"], "Unknown variant"),
         (["--seconds", "0"], "--seconds > 0"),
+        (["--threads", "0"], "Expected --threads to list positive integers (e.g. 1,2,4), got '0'"),
+        (
+            ["--threads", "1,two"],
+            "Expected --threads as a comma list of integers (e.g. 1,2,4), got '1,two'",
+        ),
+        (["--fail-above", "2"], "expected --baseline OLD.json too"),
+        (["--baseline", "{bench}", "--fail-above", "0"], "Expected --fail-above to be a number > 0"),
+        (["--baseline", "{bench}", "--fail-above", "x"], "got 'x'"),
+        (["--baseline", "{tmp}/missing.json"], "missing.json' to be a JSON object written by"),
+        (["--baseline", "{tmp}/other.json"], "other.json' to be a JSON object written by"),
     ],
 )
-def test_bench_bad_usage_exits_2(fp32_export, seed_dir, args, match):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "keras_edge",
-            "bench",
-            str(fp32_export),
-            "--keras",
-            str(seed_dir / "seed.keras"),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert match in proc.stderr and "Traceback" not in proc.stderr
+def test_bench_bad_usage_exits_2(fp32_export, tmp_path, capsys, args, match):
+    (tmp_path / "bench.json").write_text(json.dumps({"machine": {}, "config": {}, "results": []}))
+    (tmp_path / "other.json").write_text(json.dumps({"variants": ["onnx-fp32"]}))
+    args = [a.format(tmp=tmp_path, bench=tmp_path / "bench.json") for a in args]
+    code = cli.main(["bench", str(fp32_export), *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_ratios_state_met_and_missed():

@@ -1,8 +1,9 @@
 """``keras-edge bench DIR`` (also ``python -m keras_edge.benchmarks``): every exported variant
 whose engine is installed, through the runtime and through the bare engine call, at one or more
 thread counts: latency, throughput, start-up, memory and size; with ``--keras MODEL``, against
-the original Keras model too (and decision agreement); with ``--baseline OLD.json``, beside an
-earlier run, from this machine or another.
+the original Keras model too (and decision agreement), and against Keras 3's own ONNX and LiteRT
+exports of it on bare engines; with ``--baseline OLD.json``, beside an earlier run, from this
+machine or another.
 
 Without ``--keras`` it needs numpy and one engine: no TensorFlow, no exporter code, no
 matplotlib (unless ``--plot``)."""
@@ -25,6 +26,7 @@ from keras_edge.benchmarks.startup import measure_startup
 from keras_edge.benchmarks.targets import (
     KERAS_TARGETS,
     Target,
+    keras_export_targets,
     keras_targets,
     limit_tensorflow_threads,
     variant_targets,
@@ -214,6 +216,11 @@ def run(args: argparse.Namespace) -> int:
         )
     old = baseline.read(args.baseline) if args.baseline is not None else None
     manifest = Manifest.read(args.folder)
+    if len(manifest.inputs) != 1:
+        raise UsageError(
+            f"Expected a model with one input for keras-edge bench, got {len(manifest.inputs)}: "
+            f"{[spec.name for spec in manifest.inputs]}"
+        )
     ids, skipped = _choose_variants(manifest, args.folder, args.variants, args.keras is not None)
     source, data_name = _input_pool(args, manifest.input.feature_shape)
 
@@ -221,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         f"loading {len(ids)} variant(s) from {args.folder} at threads {args.threads}"
         + (f", and {args.keras}" if args.keras else "")
     )
-    tf = None
+    tf, keras_exports = None, None
     if args.keras is not None:
         from keras_edge.exporter import import_tensorflow
 
@@ -233,7 +240,15 @@ def run(args: argparse.Namespace) -> int:
         from keras_edge.exporter import load_model
 
         model = load_model(args.keras, safe_mode=not args.unsafe)
-        targets = keras_targets(model, tf, threads[0]) + targets
+        _progress("exporting it with Keras's own exporters (onnx, litert), to compare with")
+        exported, keras_exports = keras_export_targets(model, manifest.input.feature_shape, threads)
+        for fmt, got in keras_exports.items():
+            if "error" in got:
+                sys.stderr.write(
+                    f"keras-edge bench: not timing keras-export-{fmt}:raw (Keras 3's "
+                    f'model.export(format="{fmt}")): {got["error"]}\n'
+                )
+        targets = keras_targets(model, tf, threads[0]) + targets + exported
 
     results = _measure(targets, batches, threads, source, args)
     variants = _variants(args.folder, manifest, ids, model, source, threads[0])
@@ -261,6 +276,7 @@ def run(args: argparse.Namespace) -> int:
             "targets": list(dict.fromkeys(t.name for t in targets)),
             "variants": ids,
             "skipped_variants": skipped,
+            **({} if keras_exports is None else {"keras_exports": keras_exports}),
         },
         "results": results,
         "startup": startup,
@@ -292,7 +308,7 @@ def _variants(
         expected, reference = keras_labels(model, manifest.head, x), "keras"
     elif manifest.golden is not None:
         golden = read_golden(folder, manifest)
-        x, expected, reference = golden.x, golden.keras_labels, "golden set"
+        x, expected, reference = golden.xs[0], golden.keras_labels, "golden set"
     out = []
     for vid in ids:
         agreement = None

@@ -6,14 +6,24 @@ tf.data pipeline every call), so ``predict_on_batch`` and a ``tf.function`` are 
 The runtime target is ``predict`` (classes, threshold applied, input checks on); the raw target
 is the same artifact with nothing around the engine, so the runtime's own overhead shows.
 
+Beside them, what a user would do instead of keras-edge: Keras 3's own ``model.export`` to ONNX
+and to LiteRT, each run on a bare engine (``keras-export-onnx:raw``, ``keras-export-litert:raw``)
+with the engine settings the runtime uses, so that our graphs are compared with Keras's.
+
 Every variant is loaded once per thread count; the Keras model runs at the one thread count
 TensorFlow was given at start-up. Nothing here imports TensorFlow: the caller passes it in.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
-from collections.abc import Callable
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +31,20 @@ from typing import Any
 import numpy as np
 
 from keras_edge import runtime
-from keras_edge.runtime.engines import LiteRTEngine, OnnxEngine, Quantization
+from keras_edge.runtime.engines import (
+    ENGINE_EXTRAS,
+    ENGINE_MODULES,
+    LiteRTEngine,
+    OnnxEngine,
+    Quantization,
+    engine_installed,
+)
 
 logger = logging.getLogger(__name__)
 
 KERAS_TARGETS = ("keras-predict", "keras-predict-on-batch", "keras-tf-function")
+# Keras 3's ``model.export`` format -> (the engine format that runs it, the file it is written to).
+KERAS_EXPORTS = {"onnx": ("onnx", "model.onnx"), "litert": ("tflite", "model.tflite")}
 
 
 Call = Callable[[np.ndarray], Any]
@@ -88,9 +107,15 @@ def bare_call(engine: OnnxEngine | LiteRTEngine, batch: int) -> tuple[Call, Conv
         return (lambda x: run(out, {name: x})[0]), _same
     interpreter = engine.interpreter
     detail = interpreter.get_input_details()[0]
-    shape = (batch, *(int(d) for d in detail["shape"][1:]))
-    engine.resize(shape)
-    i_in, i_out = detail["index"], interpreter.get_output_details()[0]["index"]
+    engine.resize((batch, *(int(d) for d in detail["shape"][1:])))
+    quant: Quantization | None = engine.input_quantization
+    return _invoke(interpreter), (quant.quantize if quant is not None else _same)
+
+
+def _invoke(interpreter: Any) -> Call:
+    """``set_tensor``/``invoke``/``get_tensor`` on an interpreter already sized for the batch."""
+    i_in = interpreter.get_input_details()[0]["index"]
+    i_out = interpreter.get_output_details()[0]["index"]
     set_tensor, invoke, get_tensor = interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor
 
     def call(x: np.ndarray) -> np.ndarray:
@@ -98,8 +123,7 @@ def bare_call(engine: OnnxEngine | LiteRTEngine, batch: int) -> tuple[Call, Conv
         invoke()
         return get_tensor(i_out)
 
-    quant: Quantization | None = engine.input_quantization
-    return call, (quant.quantize if quant is not None else _same)
+    return call
 
 
 def variant_targets(folder: Path, ids: list[str], threads: list[int]) -> list[Target]:
@@ -121,3 +145,125 @@ def variant_targets(folder: Path, ids: list[str], threads: list[int]) -> list[Ta
             out.append(Target(vid, "runtime", vid, count, prepare_runtime))
             out.append(Target(f"{vid}:raw", "raw", vid, count, prepare_raw))
     return out
+
+
+def keras_export_targets(
+    model: Any, shape: tuple[int, ...], threads: list[int]
+) -> tuple[list[Target], dict[str, dict[str, Any]]]:
+    """Export ``model`` with Keras 3's own exporters into a temporary folder (removed before
+    this returns) and time each export on a bare engine at every thread count:
+    ``keras-export-onnx:raw`` and ``keras-export-litert:raw``.
+
+    Returns the targets and, per Keras format, ``{"bytes": N}`` or ``{"error": why}``: an export
+    that fails (a Keras without ``format="litert"``, a converter error, its engine not installed
+    here) gives no target, and the caller says why."""
+    try:
+        # A freshly loaded functional model must have been called before ``model.export``
+        # ("The model provided has never called").
+        model(np.zeros((1, *shape), dtype=np.float32), training=False)
+    except Exception as exc:  # any failure is recorded; the run goes on
+        why = f"calling the model on a zero batch failed: {_reason(exc)}"
+        return [], {fmt: {"error": why} for fmt in KERAS_EXPORTS}
+    record: dict[str, dict[str, Any]] = {}
+    out: list[Target] = []
+    with tempfile.TemporaryDirectory(prefix="keras-edge-bench-") as tmp:
+        for fmt, (engine, filename) in KERAS_EXPORTS.items():
+            if not engine_installed(engine):
+                record[fmt] = {
+                    "error": f"needs {ENGINE_MODULES[engine]}: pip install "
+                    f"'keras-edge[{ENGINE_EXTRAS[engine]}]'"
+                }
+                continue
+            path = Path(tmp) / filename
+            step = "model.export failed"
+            try:
+                with _quiet():
+                    model.export(str(path), format=fmt, verbose=False)
+                artifact = path.read_bytes()
+                step = f"{ENGINE_MODULES[engine]} could not load the export"
+                make = _bare_session if engine == "onnx" else _bare_interpreter
+                prepares = [make(artifact, count) for count in threads]
+            except Exception as exc:  # converters and engines raise anything: recorded
+                record[fmt] = {"error": f"{step}: {_reason(exc)}"}
+                continue
+            record[fmt] = {"bytes": len(artifact)}
+            name = f"keras-export-{fmt}:raw"
+            out += [
+                Target(name, "raw", None, count, prepare)
+                for count, prepare in zip(threads, prepares, strict=True)
+            ]
+    return out, record
+
+
+def _bare_session(artifact: bytes, threads: int) -> Callable[[int], tuple[Call, Convert]]:
+    """A bare ONNX Runtime session with the SessionOptions the runtime's engine uses (intra-op
+    threads = ``threads``, inter-op 1, CPU), fed a dict by its input name."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(artifact, sess_options=options, providers=["CPUExecutionProvider"])
+    run, name = session.run, session.get_inputs()[0].name
+    out = [session.get_outputs()[0].name]
+
+    def prepare(b: int) -> tuple[Call, Convert]:
+        return (lambda x: run(out, {name: x})[0]), _same
+
+    return prepare
+
+
+def _bare_interpreter(artifact: bytes, threads: int) -> Callable[[int], tuple[Call, Convert]]:
+    """A bare LiteRT interpreter, resized and allocated once per batch size, then called as
+    :func:`bare_call` calls ours."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=artifact, num_threads=threads)
+    detail = interpreter.get_input_details()[0]
+
+    def prepare(b: int) -> tuple[Call, Convert]:
+        shape = (b, *(int(d) for d in detail["shape"][1:]))
+        interpreter.resize_tensor_input(detail["index"], shape, strict=False)
+        interpreter.allocate_tensors()
+        return _invoke(interpreter), _same
+
+    return prepare
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as one line: type and message, whitespace folded, cut at 300 characters."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keep what Keras's exporters and the converters under them print (Python and C++, stdout
+    and stderr) off the terminal, where stdout is the benchmark's tables; log it at debug."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    buffer = io.StringIO()
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with (
+                contextlib.redirect_stdout(buffer),
+                contextlib.redirect_stderr(buffer),
+                warnings.catch_warnings(),
+            ):
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            printed = buffer.getvalue() + sink.read().decode("utf-8", "replace")
+            if printed.strip():
+                logger.debug("Keras export printed:\n%s", printed[-4000:])

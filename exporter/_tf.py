@@ -29,8 +29,8 @@ def _import(name: str) -> ModuleType:
         return __import__(name, fromlist=["_"])
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"Exporting needs the Python package {name.split('.')[0]!r}, which could not be "
-            f"imported ({exc}); {_EXTRA_HINT}"
+            f"Exporting (and bench --keras) needs the Python package {name.split('.')[0]!r}, which "
+            f"could not be imported ({exc}); {_EXTRA_HINT}"
         ) from exc
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from keras_edge.exporter.errors import CalibrationError
-from keras_edge.runtime.manifest import CalibrationInfo
+from keras_edge.runtime.manifest import CalibrationInfo, InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -31,44 +31,66 @@ RANGE_RATIO_WARNING = 100.0
 
 @dataclass(frozen=True)
 class Calibration:
-    """Float32 calibration inputs of shape (n, features...), at most ``MAX_SAMPLES`` of them."""
+    """Calibration inputs, one array per model input (float32 features, integer ids), at most
+    ``MAX_SAMPLES`` rows."""
 
-    x: np.ndarray = field(repr=False)
+    xs: tuple[np.ndarray, ...] = field(repr=False)
+    names: tuple[str, ...] = ()
 
     @classmethod
-    def from_array(cls, x: Any, feature_shape: tuple[int, ...]) -> Calibration:
+    def from_array(cls, x: Any, specs: tuple[InputSpec, ...]) -> Calibration:
         from keras_edge.exporter.model import as_inputs
 
-        x = as_inputs(x, feature_shape, "calibration", error=CalibrationError)
-        if len(x) > MAX_SAMPLES:
+        xs = as_inputs(x, specs, "calibration", error=CalibrationError)
+        if len(xs[0]) > MAX_SAMPLES:
             # Evenly spaced rows: deterministic, and it keeps the spread of ordered data.
-            idx = np.linspace(0, len(x) - 1, MAX_SAMPLES).round().astype(int)
-            x = x[idx]
-        return cls(x=np.ascontiguousarray(x))
+            idx = np.linspace(0, len(xs[0]) - 1, MAX_SAMPLES).round().astype(int)
+            xs = tuple(x[idx] for x in xs)
+        return cls(xs=tuple(np.ascontiguousarray(x) for x in xs), names=tuple(s.name for s in specs))
+
+    @property
+    def x(self) -> np.ndarray:
+        """The first input's rows (the only input of most models)."""
+        return self.xs[0]
+
+    @property
+    def float_widths(self) -> list[int]:
+        """Features per float input, in :attr:`float_features`' column order."""
+        return [int(np.prod(x.shape[1:])) for x in self.xs if x.dtype == np.float32]
+
+    @property
+    def float_features(self) -> np.ndarray:
+        """Every float input, flattened and side by side: (n, features); what int8 scales cover."""
+        floats = [x.reshape(len(x), -1) for x in self.xs if x.dtype == np.float32]
+        return np.hstack(floats) if floats else np.empty((len(self), 0), np.float32)
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.xs[0])
 
-    def representative_dataset(self) -> Iterator[list[np.ndarray]]:
-        """The TFLite converter's generator: one sample at a time."""
-        for i in range(len(self.x)):
-            yield [self.x[i : i + 1]]
+    def representative_dataset(self) -> Iterator[Any]:
+        """The TFLite converter's generator: one sample at a time; a dict by input name for a
+        model with several inputs (the converter's own order of them is not the model's)."""
+        for i in range(len(self)):
+            if len(self.xs) == 1:
+                yield [self.xs[0][i : i + 1]]
+            else:
+                yield {name: x[i : i + 1] for name, x in zip(self.names, self.xs, strict=True)}
 
-    def onnx_reader(self, input_name: str) -> Any:
+    def onnx_reader(self) -> Any:
         """An ``onnxruntime.quantization.CalibrationDataReader`` over the same samples."""
         from onnxruntime.quantization import CalibrationDataReader
 
-        x = self.x
+        xs, names, n = self.xs, self.names, len(self)
 
         class _Reader(CalibrationDataReader):
             def __init__(self) -> None:
                 self._i = 0
 
             def get_next(self) -> dict[str, np.ndarray] | None:
-                if self._i >= len(x):
+                if self._i >= n:
                     return None
                 self._i += 1
-                return {input_name: x[self._i - 1 : self._i]}
+                return {name: x[self._i - 1 : self._i] for name, x in zip(names, xs, strict=True)}
 
             def rewind(self) -> None:
                 self._i = 0
@@ -76,24 +98,33 @@ class Calibration:
         return _Reader()
 
 
-def coverage(calibration: Calibration, x: np.ndarray, data: str) -> CalibrationInfo:
-    """How much of ``x`` falls outside the calibrated range, feature by feature."""
+def coverage(calibration: Calibration, xs: tuple[np.ndarray, ...], data: str) -> CalibrationInfo:
+    """How much of the parity inputs ``xs`` falls outside the calibrated range, feature by
+    feature (every float input's features side by side; integer ids are not quantized)."""
     import hashlib
 
-    flat_c = calibration.x.reshape(len(calibration.x), -1)
-    flat_x = x.reshape(len(x), -1).astype(np.float32)
+    flat_c = calibration.float_features
+    flat_x = Calibration(xs=xs).float_features
     low, high = flat_c.min(axis=0), flat_c.max(axis=0)
     outside = (flat_x < low) | (flat_x > high)
     by_feature = outside.mean(axis=0) if len(flat_x) else np.zeros(flat_c.shape[1])
     worst = int(by_feature.argmax())
     spans = (high - low).astype(np.float64)
-    varying = np.nonzero(spans > 0)[0]
-    widest = int(varying[spans[varying].argmax()]) if len(varying) else 0
-    narrowest = int(varying[spans[varying].argmin()]) if len(varying) else 0
-    ratio = float(spans[widest] / spans[narrowest]) if len(varying) else 1.0
+    # Each input tensor has its own int8 scale: compare feature ranges within an input only.
+    widest = narrowest = 0
+    ratio = 1.0
+    start = 0
+    for width in calibration.float_widths:
+        columns = np.arange(start, start + width)
+        varying = columns[spans[columns] > 0]
+        if len(varying):
+            wide, narrow = varying[spans[varying].argmax()], varying[spans[varying].argmin()]
+            if spans[wide] / spans[narrow] > ratio:
+                widest, narrowest, ratio = int(wide), int(narrow), float(spans[wide] / spans[narrow])
+        start += width
     return CalibrationInfo(
         samples=len(calibration),
-        sha256=hashlib.sha256(calibration.x.tobytes()).hexdigest(),
+        sha256=hashlib.sha256(b"".join(x.tobytes() for x in calibration.xs)).hexdigest(),
         data=data,
         outside_fraction=float(outside.mean()) if outside.size else 0.0,
         worst_feature=worst,
@@ -111,11 +142,10 @@ def coverage(calibration: Calibration, x: np.ndarray, data: str) -> CalibrationI
 def coverage_problems(info: CalibrationInfo) -> list[str]:
     """Sentences a release engineer can act on; empty when the calibration looks sound."""
     problems = []
-    if info.constant_features:
-        shown = ", ".join(map(str, info.constant_features[:10]))
+    if info.constant_features and len(info.constant_features) == len(info.outside_by_feature or ()):
         problems.append(
-            f"calibration data is constant in {len(info.constant_features)} feature(s) ({shown}): "
-            f"their int8 input scale is degenerate, so every other value is clipped"
+            "calibration data is constant in every feature: the int8 input scale is degenerate, "
+            "so every other value is clipped"
         )
     if info.range_ratio > RANGE_RATIO_WARNING:
         problems.append(

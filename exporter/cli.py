@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from keras_edge.exporter.errors import PartialExportError
 from keras_edge.runtime.cli import EXIT_OK
 from keras_edge.runtime.errors import GateError, UsageError
 from keras_edge.runtime.report import REPORT_NAME, calibration_summary, format_table
@@ -102,7 +103,7 @@ def _run_export(args: argparse.Namespace) -> int:
             int8_io=args.int8_io,
             progress=_Progress(f"exporting {args.model} to {args.out}"),
         )
-    except GateError:
+    except (GateError, PartialExportError):  # written: show what was, then the error
         from keras_edge.runtime.manifest import Manifest
 
         written = Manifest.read(args.out)

@@ -5,6 +5,14 @@ from __future__ import annotations
 from keras_edge.runtime.errors import BackendUnavailableError, GateError, KerasEdgeError, UsageError
 
 
+def first_error(text: str, limit: int = 400) -> str:
+    """The line of a converter's message that says what went wrong (converters print pages of
+    MLIR or stack); the whole message goes to the debug log."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    chosen = next((line for line in lines if "error:" in line.lower()), lines[0] if lines else text)
+    return chosen if len(chosen) <= limit else chosen[: limit - 3] + "..."
+
+
 class UnsafeModelError(UsageError):
     """The model needs Keras safe mode off (e.g. a Lambda layer) and the user did not opt in."""
 
@@ -13,12 +21,27 @@ class UnsupportedModelError(UsageError):
     """A model keras-edge cannot export as asked (several inputs, an unknown head, ...)."""
 
 
+class UnsupportedOpError(UnsupportedModelError):
+    """A format cannot express a layer without TensorFlow at run time (LiteRT's Select TF ops,
+    a tf2onnx gap): that variant is refused, named with the layer and the op; the others still
+    export."""
+
+
 class CalibrationError(UsageError):
     """Calibration data that is missing, or of the wrong shape, for full-integer variants."""
 
 
 class ConversionError(KerasEdgeError):
     """A converter failed on a model it should handle (exit code 1: a bug to report)."""
+
+
+class PartialExportError(ConversionError):
+    """Some variants could not be converted or loaded (exit code 1); the others were written
+    and the manifest's ``refused`` says why for each."""
+
+    def __init__(self, message: str, failed: list[str]) -> None:
+        super().__init__(message)
+        self.failed = failed
 
 
 class ParityError(GateError):
@@ -34,6 +57,8 @@ __all__ = [
     "CalibrationError",
     "ConversionError",
     "ParityError",
+    "PartialExportError",
     "UnsafeModelError",
     "UnsupportedModelError",
+    "UnsupportedOpError",
 ]

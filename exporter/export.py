@@ -24,9 +24,23 @@ from keras_edge.exporter import _tf, artifacts, golden, parity, to_onnx, to_tfli
 from keras_edge.exporter import model as model_io
 from keras_edge.exporter.calibration import Calibration, coverage_problems
 from keras_edge.exporter.calibration import coverage as calibration_coverage
-from keras_edge.exporter.errors import CalibrationError, ParityError
-from keras_edge.runtime.errors import UsageError
-from keras_edge.runtime.manifest import MANIFEST_NAME, Manifest, ModelInfo, Variant, sha256_file
+from keras_edge.exporter.errors import (
+    CalibrationError,
+    ConversionError,
+    ParityError,
+    PartialExportError,
+    UnsupportedOpError,
+)
+from keras_edge.runtime.data import rows
+from keras_edge.runtime.errors import KerasEdgeError, UsageError
+from keras_edge.runtime.manifest import (
+    MANIFEST_NAME,
+    InputSpec,
+    Manifest,
+    ModelInfo,
+    Variant,
+    sha256_file,
+)
 from keras_edge.runtime.report import REPORT_NAME, report_json
 
 logger = logging.getLogger(__name__)
@@ -83,10 +97,20 @@ def parse_quantize(value: str | Sequence[str] | None) -> tuple[tuple[str, ...], 
     return tuple(dict.fromkeys(items)), False
 
 
-def probe_inputs(feature_shape: tuple[int, ...]) -> np.ndarray:
-    """The probe set: ``PROBE_SIZE`` samples of N(0, ``PROBE_STD``^2), seed ``PROBE_SEED``."""
+def probe_inputs(specs: tuple[InputSpec, ...]) -> tuple[np.ndarray, ...]:
+    """The probe set: ``PROBE_SIZE`` samples of N(0, ``PROBE_STD``^2) per float input, seed
+    ``PROBE_SEED``; integer ids are not probed at random (they need validation data)."""
+    ids = [s.name for s in specs if not s.is_float]
+    if ids:
+        raise UsageError(
+            f"Expected validation or calibration data for a model with integer inputs {ids}: "
+            f"random ids prove nothing about the text the device will see"
+        )
     rng = np.random.default_rng(PROBE_SEED)
-    return (rng.standard_normal((PROBE_SIZE, *feature_shape)) * PROBE_STD).astype(np.float32)
+    return tuple(
+        (rng.standard_normal((PROBE_SIZE, *s.feature_shape)) * PROBE_STD).astype(np.float32)
+        for s in specs
+    )
 
 
 def _tools(precisions: set[str], formats: set[str]) -> dict[str, str]:
@@ -162,34 +186,34 @@ def export(
 
     # -- read and check everything before converting anything ---------------------------------
     keras_model = model_io.load_model(model, safe_mode) if isinstance(model, (str, Path)) else model
-    spec = model_io.input_spec(keras_model)
+    specs = model_io.input_specs(keras_model)
     the_head = model_io.infer_head(
         keras_model,
         options.head,
         list(options.threshold) if isinstance(options.threshold, tuple) else options.threshold,
         list(options.labels) if options.labels is not None else None,
     )
-    calib = Calibration.from_array(calibration, spec.feature_shape) if calibration is not None else None
+    calib = Calibration.from_array(calibration, specs) if calibration is not None else None
     if validation is not None:
         x_val, y_val = validation if isinstance(validation, tuple) else (validation, None)
-        x_check = model_io.as_inputs(x_val, spec.feature_shape, "validation")
-        if y_val is not None and len(y_val) != len(x_check):
-            raise UsageError(f"Expected {len(x_check)} validation labels, got {len(y_val)}")
-        data_name = f"validation data ({len(x_check)} samples)"
+        x_check = model_io.as_inputs(x_val, specs, "validation")
+        if y_val is not None and len(y_val) != len(x_check[0]):
+            raise UsageError(f"Expected {len(x_check[0])} validation labels, got {len(y_val)}")
+        data_name = f"validation data ({len(x_check[0])} samples)"
     elif calib is not None:
         # The calibration inputs are what the user said the device will see.
-        x_check, y_val = calib.x, None
-        data_name = f"calibration data ({len(x_check)} samples; give validation data to check more)"
+        x_check, y_val = calib.xs, None
+        data_name = f"calibration data ({len(calib)} samples; give validation data to check more)"
     else:
-        x_check, y_val = probe_inputs(spec.feature_shape), None
+        x_check, y_val = probe_inputs(specs), None
         data_name = f"probe set ({PROBE_SIZE} samples of N(0, {PROBE_STD:g}^2), seed {PROBE_SEED})"
     reference = parity.Reference(
-        proba=parity.to_probability(the_head, model_io.keras_outputs(keras_model, x_check)),
+        proba=parity.to_probability(the_head, model_io.keras_outputs(keras_model, list(x_check))),
         labels=None if y_val is None else np.asarray(y_val),
         data=data_name,
     )
     coverage, problems = None, []
-    if calib is not None and "int8" in options.quantize:
+    if calib is not None and "int8" in options.quantize and calib.float_features.shape[1]:
         coverage = calibration_coverage(calib, x_check, data_name)
         problems = coverage_problems(coverage)
         for problem in problems:
@@ -197,6 +221,7 @@ def export(
 
     plan = options.variant_ids()
     total = len(plan) * 2
+    convertible = model_io.for_conversion(keras_model)  # recurrent layers unrolled
     tf = _tf.tensorflow()
     info = ModelInfo(
         name=str(keras_model.name),
@@ -208,15 +233,23 @@ def export(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         variants: dict[str, Variant] = {}
-        onnx_fp32 = None  # tf2onnx runs once; the quantized ONNX variants start from its graph
+        refused: dict[str, str] = {}  # variant -> why it was not written
+        faults: list[str] = []  # of those, the ones a converter or engine failed on (exit 1)
+        onnx_fp32: Any = None  # tf2onnx runs once; the quantized ONNX variants start from it
         for step, (vid, fmt, precision) in enumerate(plan, start=1):
             _report(progress, step, total, f"converting {vid}")
-            if fmt == "tflite":
-                data = to_tflite.convert(keras_model, precision, calib, int8_io=options.int8_io)
-            else:
-                if onnx_fp32 is None:
-                    onnx_fp32 = to_onnx.to_fp32_proto(keras_model, spec)
-                data = to_onnx.from_fp32(onnx_fp32, spec, precision, calib)
+            try:
+                if fmt == "tflite":
+                    data = to_tflite.convert(convertible, precision, calib, int8_io=options.int8_io)
+                else:
+                    if onnx_fp32 is None:
+                        onnx_fp32 = _attempt(lambda: to_onnx.to_fp32_proto(convertible, specs))
+                    if isinstance(onnx_fp32, KerasEdgeError):
+                        raise onnx_fp32
+                    data = to_onnx.from_fp32(onnx_fp32, specs, precision, calib)
+            except (ConversionError, UnsupportedOpError) as exc:
+                _refuse(vid, "conversion", exc, refused, faults)
+                continue
             path = staging / f"{vid}{EXTENSIONS[fmt]}"
             path.write_bytes(data)
             unchanged = artifacts.quantized_nothing(fmt, precision, data)
@@ -233,7 +266,7 @@ def export(
             )
         manifest = Manifest(
             model=info,
-            inputs=(spec,),
+            inputs=specs,
             head=the_head,
             variants=variants,
             default_variant=None,
@@ -244,12 +277,21 @@ def export(
         checked: dict[str, Variant] = {}
         answers: dict[str, np.ndarray] = {}  # per-sample answers, for the golden set
         for step, (vid, _, precision) in enumerate(plan, start=len(plan) + 1):
+            if vid not in variants:
+                continue
             _report(progress, step, total, f"checking {vid} on {data_name}")
-            clf = runtime.load(staging, variant=vid, threads=1)
+            try:
+                clf = runtime.load(staging, variant=vid, threads=1)
+                clf.predict(rows(x_check, slice(0, 1)))  # loads but cannot run: here
+            except (KerasEdgeError, RuntimeError, ValueError) as exc:  # engines raise untyped
+                _refuse(vid, "loading in its engine", exc, refused, faults)
+                (staging / variants[vid].file).unlink()
+                continue
             answer = clf.predict if the_head.kind == "regression" else clf.predict_proba
             # One call per sample, as a device calls the model; then one call for the whole
             # set, because some variants answer differently when samples share a batch.
-            per_sample = np.concatenate([answer(x_check[i : i + 1]) for i in range(len(x_check))])
+            n = len(x_check[0])
+            per_sample = np.concatenate([answer(rows(x_check, slice(i, i + 1))) for i in range(n)])
             answers[vid] = per_sample
             result = parity.compare(
                 the_head,
@@ -258,7 +300,7 @@ def export(
                 precision,
                 variants[vid].threshold,
                 options.min_agreement,
-                batch_proba=answer(x_check),
+                batch_proba=answer(rows(x_check, slice(None))),
             )
             if result.batch_flips != result.flips:
                 logger.warning(
@@ -268,21 +310,36 @@ def export(
                     vid,
                     result.flips,
                     result.batch_flips,
-                    len(x_check),
+                    n,
                 )
             if not result.passed and precision == "int8" and problems:
                 result = replace(result, failures=(*result.failures, *problems))
             checked[vid] = replace(variants[vid], parity=result)
+        if not checked:  # nothing to write: fail before anything is installed
+            reasons = "; ".join(f"{vid}: {why}" for vid, why in refused.items())
+            error = ConversionError if faults else UnsupportedOpError
+            raise error(f"No variant could be made, nothing was written: {reasons}")
         passed = [vid for vid, v in checked.items() if v.passed]
         default = passed[0] if passed else None
-        golden_info = golden.write(staging, the_head, x_check, reference.proba, answers, data_name)
-        manifest = replace(manifest.with_variants(checked, default, coverage), golden=golden_info)
+        golden_info = golden.write(
+            staging, the_head, x_check, [s.name for s in specs], reference.proba, answers, data_name
+        )
+        manifest = replace(
+            manifest.with_variants(checked, default, coverage), golden=golden_info, refused=refused
+        )
         manifest.write(staging)
         (staging / REPORT_NAME).write_text(report_json(manifest), encoding="utf-8")
         _install(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
+    if faults:
+        raise PartialExportError(
+            f"{len(faults)} variant(s) could not be made ({', '.join(faults)}); the other "
+            f"{len(checked)} were written to {out} and its manifest says why for each: "
+            + "; ".join(f"{vid}: {refused[vid]}" for vid in faults),
+            failed=faults,
+        )
     failed = [vid for vid, v in checked.items() if not v.passed]
     if failed:
         lines = [f"  {vid}: {'; '.join(checked[vid].parity.failures)}" for vid in failed]  # type: ignore[union-attr]
@@ -293,6 +350,26 @@ def export(
         )
     logger.info("exported %d variant(s) to %s; default %s", len(checked), out, default)
     return manifest
+
+
+def _attempt(convert: Callable[[], Any]) -> Any:
+    """``convert()``, or the refusal or converter error it raised (kept, so that every variant
+    that needs the same conversion is refused for the same reason without running it again)."""
+    try:
+        return convert()
+    except (ConversionError, UnsupportedOpError) as exc:
+        return exc
+
+
+def _refuse(vid: str, step: str, exc: Exception, refused: dict[str, str], faults: list[str]) -> None:
+    """Record why ``vid`` is not written; a converter or engine fault (not a format's known
+    limit) also goes into ``faults``, which makes the export exit 1 after writing the rest."""
+    unsupported = isinstance(exc, UnsupportedOpError)
+    text = " ".join(str(exc).split())
+    refused[vid] = text if unsupported else f"failed at {step}: {text}"
+    if not unsupported:
+        faults.append(vid)
+    logger.warning("%s not written: %s", vid, refused[vid])
 
 
 def _report(progress: Progress | None, step: int, total: int, message: str) -> None:

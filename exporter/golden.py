@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from keras_edge.runtime.gate import decide
-from keras_edge.runtime.golden import GOLDEN_NAME, KERAS_KEY, LABELS_KEY, X_KEY, variant_key
+from keras_edge.runtime.golden import (
+    GOLDEN_NAME,
+    KERAS_KEY,
+    LABELS_KEY,
+    X_KEY,
+    input_key,
+    variant_key,
+)
 from keras_edge.runtime.manifest import GoldenInfo, Head, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -64,7 +71,8 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def write(
     folder: Path,
     head: Head,
-    x: np.ndarray,
+    xs: tuple[np.ndarray, ...],
+    names: list[str],
     keras_proba: np.ndarray,
     variant_outputs: dict[str, np.ndarray],
     data: str,
@@ -72,7 +80,11 @@ def write(
     """Write ``golden.npz`` into ``folder`` from the parity data and every variant's per-sample
     answers on it (probabilities; values for regression); return its manifest record."""
     rows, nearest = select(head, keras_proba)
-    arrays = {X_KEY: x[rows], KERAS_KEY: keras_proba[rows].astype(np.float32)}
+    arrays = {KERAS_KEY: keras_proba[rows].astype(np.float32)}
+    if len(xs) == 1:
+        arrays[X_KEY] = xs[0][rows]
+    else:  # one array per input, by name
+        arrays.update({input_key(name): x[rows] for name, x in zip(names, xs, strict=True)})
     if head.kind != "regression":
         arrays[LABELS_KEY] = decide(head, keras_proba[rows], head.threshold)
     for vid, outputs in variant_outputs.items():

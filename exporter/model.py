@@ -13,7 +13,7 @@ import numpy as np
 from keras_edge.exporter import _tf
 from keras_edge.exporter.errors import UnsafeModelError, UnsupportedModelError
 from keras_edge.runtime.errors import UsageError
-from keras_edge.runtime.manifest import Head, InputSpec
+from keras_edge.runtime.manifest import INPUT_DTYPES, Head, InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -61,52 +61,136 @@ def source_sha256(source: str | Path | Any, model: Any) -> str:
     return digest.hexdigest()
 
 
-def input_spec(model: Any) -> InputSpec:
-    """The model's single input, with a free batch dimension and known feature dimensions."""
-    inputs = model.inputs
-    if len(inputs) != 1:
-        raise UnsupportedModelError(
-            f"Expected a model with exactly one input, got {len(inputs)}: {[i.name for i in inputs]}"
+def _embedding_range(model: Any, tensor: Any) -> tuple[int, int] | None:
+    """[0, input_dim - 1] when ``tensor`` feeds an Embedding layer directly: ids outside it
+    make the engines fail or read out of bounds, so the runtime refuses them first."""
+    for layer in model.layers:
+        if type(layer).__name__ != "Embedding":
+            continue
+        for node in layer._inbound_nodes:
+            if any(t is tensor for t in node.input_tensors):
+                return (0, int(layer.input_dim) - 1)
+    return None
+
+
+def input_specs(model: Any) -> tuple[InputSpec, ...]:
+    """The model's inputs, in its order: a free batch dimension, known feature dimensions, and
+    float32 features or int32/int64 token ids."""
+    specs = []
+    for tensor in model.inputs:
+        shape = tuple(tensor.shape)
+        name = tensor.name.split(":")[0] or "input"
+        if len(shape) < 2 or any(d is None for d in shape[1:]):
+            raise UnsupportedModelError(
+                f"Expected input {name!r} of shape (None, features...) with every feature "
+                f"dimension known, got {shape}"
+            )
+        dtype = str(tensor.dtype)
+        if dtype not in INPUT_DTYPES:
+            raise UnsupportedModelError(
+                f"Expected input {name!r} to be float32 or int32/int64 ids, got {dtype}"
+            )
+        bounds = None if dtype == "float32" else _embedding_range(model, tensor)
+        specs.append(
+            InputSpec(name=name, shape=(None, *(int(d) for d in shape[1:])), dtype=dtype, range=bounds)
         )
-    tensor = inputs[0]
-    shape = tuple(tensor.shape)
-    if len(shape) < 2 or any(d is None for d in shape[1:]):
-        raise UnsupportedModelError(
-            f"Expected an input shape (None, features...) with every feature dimension known, "
-            f"got {shape}"
-        )
-    dtype = str(tensor.dtype)
-    if dtype != "float32":
-        raise UnsupportedModelError(f"Expected a float32 model input, got {dtype}")
-    name = tensor.name.split(":")[0] or "input"
-    return InputSpec(name=name, shape=(None, *(int(d) for d in shape[1:])), dtype=dtype)
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise UnsupportedModelError(f"Expected distinct input names, got {names}")
+    return tuple(specs)
+
+
+Inputs = tuple[np.ndarray, ...]  # one array per model input, in the model's order
 
 
 def as_inputs(
-    x: Any, feature_shape: tuple[int, ...], what: str, error: type[UsageError] = UsageError
-) -> np.ndarray:
-    """``x`` as finite float32 model inputs of shape (n >= 1, *feature_shape), or ``error``."""
-    x = np.asarray(x)
-    if x.dtype.kind not in "fiu":
-        raise error(f"Expected numeric {what} data, got dtype {x.dtype}")
-    x = x.astype(np.float32)
-    if x.shape[1:] != feature_shape:
+    x: Any, specs: tuple[InputSpec, ...], what: str, error: type[UsageError] = UsageError
+) -> Inputs:
+    """``x`` (an array for a one-input model; a dict by input name or a list in order for
+    several) as checked model inputs, or ``error``: float32 and finite for features, integers
+    in range for token ids, every input with the same number of samples n >= 1."""
+    names = [s.name for s in specs]
+    if isinstance(x, dict):
+        if sorted(map(str, x)) != sorted(names):
+            raise error(f"Expected {what} arrays named {names}, got {sorted(map(str, x))}")
+        arrays = [x[n] for n in names]
+    elif len(specs) > 1:
+        if not isinstance(x, (list, tuple)) or len(x) != len(specs):
+            raise error(
+                f"Expected {what} data as a dict {{name: array}} or a list of {len(specs)} arrays "
+                f"in the order {names}, got {type(x).__name__}"
+            )
+        arrays = list(x)
+    else:
+        arrays = [x]
+    out = []
+    for spec, array in zip(specs, arrays, strict=True):
+        array = np.asarray(array)
+        label = what if len(specs) == 1 else f"{what} input {spec.name!r}"
+        expected = f"(None, {', '.join(map(str, spec.feature_shape))})"
+        if array.shape[1:] != spec.feature_shape:
+            raise error(f"Expected {label} data of shape {expected}, got {array.shape}")
+        if len(array) == 0:
+            raise error(f"Expected at least one {label} sample, got 0")
+        if spec.is_float:
+            if array.dtype.kind not in "fiu":
+                raise error(f"Expected numeric {label} data, got dtype {array.dtype}")
+            array = array.astype(np.float32)
+            if not np.isfinite(array).all():
+                raise error(f"Expected finite {label} data, got NaN or Inf")
+        else:
+            if array.dtype.kind not in "iu":
+                raise error(f"Expected integer ids for {label}, got dtype {array.dtype}")
+            low, high = spec.range or (np.iinfo(spec.dtype).min, np.iinfo(spec.dtype).max)
+            if array.min() < low or array.max() > high:
+                raise error(
+                    f"Expected {label} ids in [{low}, {high}], got values from {array.min()} to "
+                    f"{array.max()}"
+                )
+            array = array.astype(spec.dtype)
+        out.append(np.ascontiguousarray(array))
+    if len({len(a) for a in out}) > 1:
         raise error(
-            f"Expected {what} data of shape (None, {', '.join(map(str, feature_shape))}), got {x.shape}"
+            f"Expected the same number of {what} samples in every input, got {[len(a) for a in out]}"
         )
-    if len(x) == 0:
-        raise error(f"Expected at least one {what} sample, got 0")
-    if not np.isfinite(x).all():
-        raise error(f"Expected finite {what} data, got NaN or Inf")
-    return x
+    return tuple(out)
+
+
+# Layers that pass the head's values through unchanged: the head is the layer before them.
+PASS_THROUGH = frozenset(
+    {"Reshape", "Flatten", "Dropout", "Identity", "SpatialDropout1D", "GaussianNoise",
+     "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Permute"}
+)  # fmt: skip
+
+
+def _previous(tensor: Any) -> Any:
+    """The operation (layer or nested model) that produced ``tensor``."""
+    history = tensor._keras_history
+    return history.operation, history.node_index
 
 
 def _activation_name(model: Any) -> str:
-    last = model.layers[-1]
-    if type(last).__name__ == "Softmax":
-        return "softmax"
-    activation = getattr(last, "activation", None)
-    return getattr(activation, "__name__", str(activation)) if activation is not None else "linear"
+    """The activation of the layer that makes the output, looking through a trailing Reshape,
+    Flatten, Dropout or other pass-through layer and into a nested model; a trailing
+    ``Activation`` layer is the head's activation."""
+    op, node_index = _previous(model.outputs[0])
+    for _ in range(100):  # a model is finite; the bound only guards against a malformed graph
+        name = type(op).__name__
+        if hasattr(op, "outputs") and hasattr(op, "layers"):  # a nested model
+            op, node_index = _previous(op.outputs[0])
+            continue
+        if name == "Softmax":
+            return "softmax"
+        activation = getattr(op, "activation", None)
+        if activation is not None:
+            return getattr(activation, "__name__", str(activation))
+        if name not in PASS_THROUGH:
+            return "linear"
+        inputs = op._inbound_nodes[node_index].input_tensors
+        if len(inputs) != 1:
+            return "linear"
+        op, node_index = _previous(inputs[0])
+    return "linear"
 
 
 def infer_head(
@@ -168,11 +252,13 @@ def infer_head(
     return result
 
 
-def keras_outputs(model: Any, x: np.ndarray) -> np.ndarray:
-    """The Keras model's raw output for ``x``, float32."""
-    if len(x) == 0:
+def keras_outputs(model: Any, x: Any) -> np.ndarray:
+    """The Keras model's raw output for ``x`` (an array, or a list with one per input), float32."""
+    xs = tuple(x) if isinstance(x, (list, tuple)) else (x,)
+    if len(xs[0]) == 0:
         return np.empty((0, int(model.outputs[0].shape[-1])), dtype=np.float32)
-    return np.asarray(model.predict(x, batch_size=1024, verbose=0), dtype=np.float32)
+    feed = xs[0] if len(xs) == 1 else list(xs)
+    return np.asarray(model.predict(feed, batch_size=1024, verbose=0), dtype=np.float32)
 
 
 def keras_labels(model: Any, head: Head, x: np.ndarray) -> np.ndarray | None:
@@ -184,3 +270,35 @@ def keras_labels(model: Any, head: Head, x: np.ndarray) -> np.ndarray | None:
     if head.kind == "regression":
         return None
     return decide(head, to_probability(head, keras_outputs(model, x)), head.threshold)
+
+
+RECURRENT = ("LSTM", "GRU", "SimpleRNN")
+
+
+def for_conversion(model: Any) -> Any:
+    """The model the converters get: ``model`` itself, or, when it has recurrent layers
+    (LSTM, GRU, SimpleRNN) over a sequence of known length, a copy with those layers unrolled
+    and the same weights. A recurrent loop becomes TensorFlow TensorList ops, which LiteRT runs
+    only through Select TF ops (a TensorFlow runtime on the device) and which tf2onnx turns into
+    a graph ONNX Runtime cannot load; unrolled, it is plain matrix products that every variant
+    converts and quantizes, with the same math (Keras gives identical outputs)."""
+    loops = [
+        layer
+        for layer in model.layers
+        if type(layer).__name__ in RECURRENT and not layer.get_config().get("unroll", False)
+    ]
+    if not loops:
+        return model
+    keras = _tf.keras()
+
+    def unrolled(layer: Any) -> Any:
+        config = layer.get_config()
+        if layer in loops:
+            config["unroll"] = True
+        return layer.__class__.from_config(config)
+
+    with _tf.captured_output():
+        clone = keras.models.clone_model(model, clone_function=unrolled)
+        clone.set_weights(model.get_weights())
+    logger.info("unrolled %s for conversion", ", ".join(repr(layer.name) for layer in loops))
+    return clone

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from keras_edge.runtime.gate import MIN_AGREEMENT, NEAR_BAND, TIE_BAND, TOLERANCES, decide
+from keras_edge.runtime.gate import (
+    MIN_AGREEMENT,
+    NEAR_BAND,
+    TIE_BAND,
+    TOLERANCES,
+    decide,
+    regression_tolerance,
+)
 from keras_edge.runtime.manifest import Head, Parity
 
 logger = logging.getLogger(__name__)
@@ -65,8 +72,13 @@ def compare(
     diff = np.abs(proba.astype(np.float64) - ref.astype(np.float64))
     max_diff = float(diff.max()) if n else 0.0
     mean_diff = float(diff.mean()) if n else 0.0
+    rtol = None
     if head.kind == "regression":
-        flipped = (diff > tol).any(axis=1)
+        # Values, not probabilities: an absolute and a relative tolerance (see gate.py).
+        if tolerance is None:
+            tol, rtol = regression_tolerance(precision, ref)
+        allowed = tol + (rtol or 0.0) * np.abs(ref.astype(np.float64))
+        flipped = (diff > allowed).any(axis=1)
         distance = np.full(n, np.inf)
     else:
         ref_labels = decide(head, ref, head.threshold)
@@ -85,19 +97,25 @@ def compare(
     gate_agreement = 1.0 - (flips - ties) / n if n else 1.0
 
     failures = []
-    if gate_agreement < need:
+    if head.kind == "regression":
+        if flips:
+            failures.append(
+                f"{flips} of {n} samples have values further from Keras's than {tol:.3g} + "
+                f"{rtol or 0:.3g} x |value| (largest difference {max_diff:.3g})"
+            )
+    elif gate_agreement < need:
         failures.append(
             f"label agreement {agreement:.4%} ({flips} flips of {n}, {ties} at exact ties) is "
             f"below the required {need:.2%}"
         )
-    if max_diff > tol:
+    if head.kind != "regression" and max_diff > tol:
         failures.append(f"max abs probability difference {max_diff:.3g} exceeds tolerance {tol:.3g}")
     batch_flips = batch_max_diff = None
     if batch_proba is not None:
         batch_diff = np.abs(batch_proba.astype(np.float64) - ref.astype(np.float64))
         batch_max_diff = float(batch_diff.max()) if n else 0.0
         if head.kind == "regression":
-            batch_flips = int((batch_diff > tol).any(axis=1).sum())
+            batch_flips = int((batch_diff > allowed).any(axis=1).sum())
         else:
             batch_labels = decide(head, batch_proba, threshold)
             batch_flips = int((decide(head, ref, head.threshold) != batch_labels).any(axis=1).sum())
@@ -114,6 +132,7 @@ def compare(
         flips_near_threshold=near,
         near_threshold_band=NEAR_BAND,
         tolerance=tol,
+        relative_tolerance=rtol,
         min_agreement=need,
         passed=not failures,
         data=reference.data,

@@ -15,7 +15,12 @@ from typing import Any
 
 from keras_edge.exporter import _tf
 from keras_edge.exporter.calibration import Calibration
-from keras_edge.exporter.errors import CalibrationError, ConversionError
+from keras_edge.exporter.errors import (
+    CalibrationError,
+    ConversionError,
+    UnsupportedOpError,
+    first_error,
+)
 from keras_edge.runtime.manifest import InputSpec
 
 logger = logging.getLogger(__name__)
@@ -36,22 +41,26 @@ def _rename(model: Any, old: str, new: str) -> None:
                 node.output[i] = new
 
 
-def _canonicalize(model: Any, input_name: str) -> None:
-    """Stable names, and bytes reproducible within one process: tf2onnx names free dimensions
-    ``unk__N`` and fills ``doc_string`` from global counters."""
+def _canonicalize(model: Any, input_names: list[str]) -> None:
+    """Stable names (the model's input names, ``output``), and bytes reproducible within one
+    process: tf2onnx names free dimensions ``unk__N`` and fills ``doc_string`` from global
+    counters."""
     model.doc_string = ""
     model.graph.doc_string = ""
     for value in [*model.graph.input, *model.graph.output]:
         for dim in value.type.tensor_type.shape.dim:
             if _UNK_DIM.match(dim.dim_param):
                 dim.dim_param = BATCH_DIM
-    for value, name in ((model.graph.input[0], input_name), (model.graph.output[0], OUTPUT_NAME)):
+    initializers = {i.name for i in model.graph.initializer}
+    feeds = [value for value in model.graph.input if value.name not in initializers]
+    pairs = [*zip(feeds, input_names, strict=True), (model.graph.output[0], OUTPUT_NAME)]
+    for value, name in pairs:
         if value.name != name:
             _rename(model, value.name, name)
             value.name = name
 
 
-def to_fp32_proto(model: Any, spec: InputSpec) -> Any:
+def to_fp32_proto(model: Any, specs: tuple[InputSpec, ...]) -> Any:
     """tf2onnx on the model's frozen graph.
 
     Freezing first matters: ``from_function`` turns tensors the function captures without a
@@ -61,10 +70,14 @@ def to_fp32_proto(model: Any, spec: InputSpec) -> Any:
     tf = _tf.tensorflow()
     tf2onnx = _tf.module("tf2onnx")
     constants = _tf.module("tensorflow.python.framework.convert_to_constants")
-    fn = tf.function(lambda x: model(x, training=False))
+    if len(specs) == 1:
+        fn = tf.function(lambda x: model(x, training=False))
+    else:
+        fn = tf.function(lambda *xs: model(list(xs), training=False))
+    signature = [tf.TensorSpec(s.shape, getattr(tf, s.dtype), name=s.name) for s in specs]
     try:
         with _tf.captured_output():
-            concrete = fn.get_concrete_function(tf.TensorSpec(spec.shape, tf.float32, name=spec.name))
+            concrete = fn.get_concrete_function(*signature)
             frozen = constants.convert_variables_to_constants_v2(concrete)
             proto, _ = tf2onnx.convert.from_graph_def(
                 frozen.graph.as_graph_def(),
@@ -73,28 +86,94 @@ def to_fp32_proto(model: Any, spec: InputSpec) -> Any:
                 opset=OPSET,
             )
     except Exception as exc:  # tf2onnx raises many untyped errors
-        raise ConversionError(f"tf2onnx conversion failed: {exc}") from exc
+        raise ConversionError(f"tf2onnx conversion failed: {first_error(str(exc))}") from exc
+    _refuse_unknown_ops(proto, onnx_module=_tf.module("onnx"))
     initializers = {i.name for i in proto.graph.initializer}
     feeds = [i.name for i in proto.graph.input if i.name not in initializers]
-    if len(feeds) != 1 or len(proto.graph.output) != 1:
+    if len(feeds) != len(specs) or len(proto.graph.output) != 1:
         raise ConversionError(
-            f"Expected the ONNX graph to have 1 input and 1 output, got inputs {feeds} and "
-            f"outputs {[o.name for o in proto.graph.output]}"
+            f"Expected the ONNX graph to have {len(specs)} input(s) and 1 output, got inputs "
+            f"{feeds} and outputs {[o.name for o in proto.graph.output]}"
         )
-    _canonicalize(proto, spec.name)
+    _canonicalize(proto, [s.name for s in specs])
     return proto
 
 
+def _id_arithmetic(proto: Any) -> list[str]:
+    """Nodes that compute on integer ids cast to float (tf2onnx writes an Embedding's
+    ``ids < 0`` check as Cast(ids -> float) then Less against a float constant). Converted to
+    float16, the constant changes type and the Cast does not: ONNX Runtime refuses the graph."""
+    integer = {6, 7}  # TensorProto INT32, INT64
+    ids = {i.name for i in proto.graph.input if i.type.tensor_type.elem_type in integer}
+    names = []
+    for node in proto.graph.node:
+        if node.op_type == "Cast" and any(name in ids for name in node.input):
+            names.append(node.name)
+            names += [c.name for c in proto.graph.node if set(node.output) & set(c.input)]
+    return names
+
+
+def _refuse_unknown_ops(proto: Any, onnx_module: Any) -> None:
+    """tf2onnx copies a TensorFlow op it has no ONNX form for into the graph as it is, and ONNX
+    Runtime then refuses to load it: refuse the ONNX variants here, naming the op and layer."""
+    unknown = []
+    for node in proto.graph.node:
+        domain = node.domain or ""
+        if domain in ("", "ai.onnx") and not onnx_module.defs.has(node.op_type, domain):
+            layer = node.name.split("/")[1] if "/" in node.name else node.name
+            unknown.append(f"{node.op_type} (in {layer!r})")
+    if unknown:
+        raise UnsupportedOpError(
+            f"tf2onnx has no ONNX form for the TensorFlow op(s) {', '.join(sorted(set(unknown)))}, "
+            f"so the ONNX variants are refused (ONNX Runtime cannot run them); the TFLite "
+            f"variants may still export"
+        )
+
+
+_TYPE_ERROR_NODE = re.compile(r"of node \(([^)]+)\)")
+
+
 def _fp16(proto: Any) -> Any:
+    """float16 inside, float32 input and output. onnxconverter-common relabels some outputs
+    float16 while the node still makes float32 (a Cast of integer ids to float compared with a
+    constant, ConstantOfShape's fill value); ONNX Runtime then refuses the graph and names the
+    node. Such nodes are kept in float32 and the conversion redone, until ONNX Runtime loads it."""
     float16 = _tf.module("onnxconverter_common.float16")
-    copy = type(proto)()
-    copy.CopyFrom(proto)  # the converter edits the graph it is given
-    # keep_io_types: the device still feeds float32 and reads float32.
-    return float16.convert_float_to_float16(copy, keep_io_types=True)
+    ort = _tf.module("onnxruntime")
+    blocked = _id_arithmetic(proto)
+    for _ in range(MAX_FP16_RETRIES):
+        copy = type(proto)()
+        copy.CopyFrom(proto)  # the converter edits the graph it is given
+        converted = float16.convert_float_to_float16(
+            copy, keep_io_types=True, node_block_list=list(blocked)
+        )
+        try:
+            ort.InferenceSession(converted.SerializeToString(), providers=["CPUExecutionProvider"])
+            return converted
+        except Exception as exc:  # onnxruntime's errors are untyped
+            found = _TYPE_ERROR_NODE.search(str(exc))
+            if found is None or found.group(1) in blocked:
+                return converted  # not a relabelling problem: the export's check reports it
+            logger.debug("fp16: keeping %s in float32 (%s)", found.group(1), first_error(str(exc)))
+            blocked.append(found.group(1))
+    return converted
+
+
+MAX_FP16_RETRIES = 32  # nodes kept in float32 at most; each costs one conversion
+
+
+# Dynamic quantization only where it pays on CPU: ConvInteger was 7-9x SLOWER than float
+# convolution for a small CNN (TOOLCHAIN.md), so convolutions stay float; matrix products,
+# embeddings (Gather) and recurrent cells are quantized.
+DYNAMIC_OP_TYPES = ["MatMul", "Gemm", "Gather", "LSTM", "Attention"]
+
+
+def _has_conv(proto: Any) -> bool:
+    return any(node.op_type in ("Conv", "ConvTranspose") for node in proto.graph.node)
 
 
 def _quantize_with_files(
-    proto: Any, precision: str, spec: InputSpec, calibration: Calibration | None
+    proto: Any, precision: str, specs: tuple[InputSpec, ...], calibration: Calibration | None
 ) -> bytes:
     onnx = _tf.module("onnx")
     quantization = _tf.module("onnxruntime.quantization")
@@ -105,24 +184,32 @@ def _quantize_with_files(
         # -> Gemm), so that the quantizer sees one op per layer.
         quantization.quant_pre_process(str(raw), str(src))
         if precision == "dynamic":
-            quantization.quantize_dynamic(str(src), str(dst), weight_type=quantization.QuantType.QInt8)
+            quantization.quantize_dynamic(
+                str(src),
+                str(dst),
+                weight_type=quantization.QuantType.QInt8,
+                op_types_to_quantize=DYNAMIC_OP_TYPES,
+            )
         else:
             quantization.quantize_static(
                 str(src),
                 str(dst),
-                calibration.onnx_reader(spec.name),
+                calibration.onnx_reader(),
                 quant_format=quantization.QuantFormat.QDQ,
                 activation_type=quantization.QuantType.QInt8,
                 weight_type=quantization.QuantType.QInt8,
                 calibrate_method=quantization.CalibrationMethod.MinMax,
+                # One scale per output channel of a convolution's weights: channels of one
+                # layer differ by orders of magnitude, and one scale for all loses the small.
+                per_channel=_has_conv(proto),
             )
         out = onnx.load(str(dst))
-    _canonicalize(out, spec.name)
+    _canonicalize(out, [s.name for s in specs])
     return out.SerializeToString(deterministic=True)
 
 
 def from_fp32(
-    proto: Any, spec: InputSpec, precision: str, calibration: Calibration | None = None
+    proto: Any, specs: tuple[InputSpec, ...], precision: str, calibration: Calibration | None = None
 ) -> bytes:
     """ONNX bytes at ``precision`` (fp32, fp16, dynamic or int8), made from the fp32 graph of
     :func:`to_fp32_proto`, which is left unchanged: an export converts the model once."""
@@ -136,6 +223,6 @@ def from_fp32(
         with _tf.captured_output():
             if precision == "fp16":
                 return _fp16(proto).SerializeToString(deterministic=True)
-            return _quantize_with_files(proto, precision, spec, calibration)
+            return _quantize_with_files(proto, precision, specs, calibration)
     except Exception as exc:  # onnxconverter-common and onnxruntime raise untyped errors
-        raise ConversionError(f"ONNX {precision} conversion failed: {exc}") from exc
+        raise ConversionError(f"ONNX {precision} conversion failed: {first_error(str(exc))}") from exc

@@ -23,10 +23,12 @@ from keras_edge.runtime.engines import (
     Quantization,
     engine_installed,
     make_engine,
+    missing_engine,
 )
 from keras_edge.runtime.errors import ArtifactError, InputError, UnknownVariantError
 from keras_edge.runtime.golden import check_classifier, raise_on_failure, read_golden
 from keras_edge.runtime.manifest import Head, Manifest, Variant
+from keras_edge.runtime.report import export_order
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +70,14 @@ class Classifier:
         self.providers: list[str] = list(engine.providers)
         self.engine = engine
         self.threshold: float | tuple[float, ...] | None = variant.threshold
+        self._specs = manifest.inputs
+        self._multi = len(self._specs) > 1
         spec = manifest.input
         self._feature_shape = spec.feature_shape
         self._rank = len(spec.shape)
         self._input_name = spec.name
+        self._float_input = spec.is_float
+        self._in_qs = list(engine.input_quantizations)
         self._run = engine.run
         self._run_transient = engine.run_transient
         self._in_q = engine.input_quantization
@@ -93,7 +99,7 @@ class Classifier:
             # For an int8 output, the integer cut that gives exactly the labels of dequantizing
             # first; for a float output, the float32 threshold as a Python float.
             self._cut = float(cut32) if self._out_q is None else _integer_cut(self._out_q, cut32)
-            if self._in_q is None:
+            if self._in_q is None and self._float_input and not self._multi:
                 # Shadows the method for this instance: same results, fewer steps per call.
                 self.predict = self._fast_binary_predict()  # type: ignore[method-assign]
 
@@ -105,37 +111,96 @@ class Classifier:
 
     # -- input checks -------------------------------------------------------------------------
 
-    def _check(self, x: Any) -> np.ndarray:
-        """``x`` as a C-contiguous float32 array of the model's shape, or a typed error."""
+    def _check(self, x: Any, index: int = 0) -> np.ndarray:
+        """``x`` as a C-contiguous array of input ``index``'s shape and dtype, or a typed error:
+        float32 for float inputs; for integer inputs (token ids) integers only, never a float
+        cast, within the Embedding's range when the manifest records it."""
+        spec = self._specs[index]
+        feature_shape, rank = spec.feature_shape, len(spec.shape)
         if type(x) is not np.ndarray:
             try:
                 x = np.asarray(x)
             except (ValueError, TypeError) as exc:  # ragged nested lists
                 raise InputError(
                     f"Expected a numeric array of shape (None, "
-                    f"{', '.join(map(str, self._feature_shape))}), got an input numpy cannot "
-                    f"turn into one: {exc}"
+                    f"{', '.join(map(str, feature_shape))}) for {spec.name!r}, got an input "
+                    f"numpy cannot turn into one: {exc}"
                 ) from exc
-        if x.dtype is not _FLOAT32:
-            if x.dtype.kind not in _CASTABLE_KINDS:
+        if spec.is_float:
+            if x.dtype is not _FLOAT32:
+                if x.dtype.kind not in _CASTABLE_KINDS:
+                    raise InputError(
+                        f"Expected a numeric input (float, int, uint or bool) for "
+                        f"{spec.name!r}, got dtype {x.dtype}"
+                    )
+                with np.errstate(over="ignore"):
+                    x = x.astype(np.float32)  # out-of-range float64 becomes inf: refused later
+        else:
+            x = self._check_integers(x, spec)
+        if x.shape[1:] != feature_shape:
+            expected = (None, *feature_shape)
+            what = f"input {spec.name!r}" if self._multi else "input"
+            if x.ndim != rank:
+                hint = " (use x.reshape(1, -1) for one sample)" if x.ndim == rank - 1 else ""
                 raise InputError(
-                    f"Expected a numeric input (float, int, uint or bool) for "
-                    f"{self._input_name!r}, got dtype {x.dtype}"
+                    f"Expected {what} of rank {rank} with shape {expected}, got rank {x.ndim} "
+                    f"with shape {x.shape}{hint}"
                 )
-            with np.errstate(over="ignore"):
-                x = x.astype(np.float32)  # out-of-range float64 becomes inf: refused below
-        if x.shape[1:] != self._feature_shape:
-            expected = (None, *self._feature_shape)
-            if x.ndim != self._rank:
-                hint = " (use x.reshape(1, -1) for one sample)" if x.ndim == self._rank - 1 else ""
-                raise InputError(
-                    f"Expected input of rank {self._rank} with shape {expected}, got rank "
-                    f"{x.ndim} with shape {x.shape}{hint}"
-                )
-            raise InputError(f"Expected input of shape {expected}, got {x.shape}")
+            raise InputError(f"Expected {what} of shape {expected}, got {x.shape}")
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
         return x
+
+    @staticmethod
+    def _check_integers(x: np.ndarray, spec: Any) -> np.ndarray:
+        """Token ids: an integer array in the input's dtype, values within its range."""
+        dtype = np.dtype(spec.dtype)
+        if x.dtype.kind not in "iub":
+            raise InputError(
+                f"Expected integer ids ({spec.dtype}) for {spec.name!r}, got dtype {x.dtype}; "
+                f"integer inputs are never cast from floats"
+            )
+        if x.size:
+            low, high = (spec.range if spec.range is not None else
+                         (np.iinfo(dtype).min, np.iinfo(dtype).max))  # fmt: skip
+            lo, hi = int(x.min()), int(x.max())
+            if lo < low or hi > high:
+                raise InputError(
+                    f"Expected ids in [{low}, {high}] for {spec.name!r}, got values from {lo} to {hi}"
+                )
+        return x.astype(dtype, copy=False)
+
+    def _check_many(self, x: Any) -> list[np.ndarray]:
+        """One checked array per input, in the manifest's order, from a dict by name or a list
+        or tuple in order; every input with the same number of samples."""
+        names = [spec.name for spec in self._specs]
+        if isinstance(x, dict):
+            missing = [n for n in names if n not in x]
+            extra = [str(k) for k in x if k not in names]
+            if missing or extra:
+                raise InputError(
+                    f"Expected inputs named {names}, got {sorted(map(str, x))} (missing "
+                    f"{missing}, unknown {extra})"
+                )
+            arrays = [x[n] for n in names]
+        elif isinstance(x, (list, tuple)) and len(x) == len(names):
+            arrays = list(x)
+        else:
+            got = (
+                f"a {type(x).__name__} of {len(x)}" if isinstance(x, (list, tuple)) else type(x).__name__
+            )
+            raise InputError(
+                f"Expected a dict {{name: array}} or a list of {len(names)} arrays in the order "
+                f"{names}, got {got}"
+            )
+        checked = [self._check(a, i) for i, a in enumerate(arrays)]
+        sizes = [len(a) for a in checked]
+        if len(set(sizes)) > 1:
+            raise InputError(
+                f"Expected the same number of samples in every input, got "
+                f"{dict(zip(names, sizes, strict=True))}"
+            )
+        return checked
 
     @staticmethod
     def _refuse_nonfinite(x: np.ndarray) -> None:
@@ -150,15 +215,20 @@ class Classifier:
     def _raw(self, x: Any, transient: bool = False) -> np.ndarray:
         """The engine's output for a checked input: float32, or integers for int8 output.
         ``transient``: the result may be a view valid only until the next call."""
+        if self._multi:
+            return self._raw_many(x)
         if not (
             type(x) is np.ndarray
             and x.dtype is _FLOAT32
+            and self._float_input
             and x.shape[1:] == self._feature_shape
             and x.flags.c_contiguous
         ):
             x = self._check(x)  # the common case above needs no conversion
         if x.shape[0] == 0:
             return np.empty((0, *self._out_shape_tail), dtype=self._out_dtype)
+        if not self._float_input:  # token ids: checked, never quantized
+            return self._run_transient(x) if transient else self._run(x)
         in_q = self._in_q
         if x.size <= SMALL:
             # A few values: plain Python is 3-5x cheaper than numpy's per-call overhead.
@@ -175,6 +245,19 @@ class Classifier:
             if in_q is not None:
                 x = in_q.quantize(x)
         return self._run_transient(x) if transient else self._run(x)
+
+    def _raw_many(self, x: Any) -> np.ndarray:
+        """:meth:`_raw` for a model with several inputs."""
+        xs = self._check_many(x)
+        if len(xs[0]) == 0:
+            return np.empty((0, *self._out_shape_tail), dtype=self._out_dtype)
+        for i, (array, spec) in enumerate(zip(xs, self._specs, strict=True)):
+            if spec.is_float:
+                if not _isfinite(array.sum(dtype=np.float64)):
+                    self._refuse_nonfinite(array)
+                if self._in_qs[i] is not None:
+                    xs[i] = self._in_qs[i].quantize(array)  # type: ignore[union-attr]
+        return self.engine.run_many(xs)
 
     def _values(self, y: np.ndarray) -> np.ndarray:
         return y if self._out_q is None else self._out_q.dequantize(y)
@@ -266,12 +349,18 @@ def _integer_cut(q: Quantization, cut: float) -> int:
 
 def _choose_variant(manifest: Manifest, requested: str | None) -> Variant:
     if requested is not None:
+        if requested in manifest.refused:
+            raise UnknownVariantError(
+                f"Variant {requested!r} was not written by the export: {manifest.refused[requested]}"
+                f"; this manifest has {sorted(manifest.variants)}"
+            )
         if requested not in manifest.variants:
             raise UnknownVariantError(
                 f"Unknown variant {requested!r}; this manifest has {sorted(manifest.variants)}"
             )
         return manifest.variants[requested]
-    candidates = [v for v in manifest.variants.values() if v.passed]
+    # The export's order: tflite before onnx, fp32 before quantized (never the JSON's order).
+    candidates = sorted((v for v in manifest.variants.values() if v.passed), key=export_order)
     if not candidates:
         raise UnknownVariantError(
             f"No variant passed its parity gate; the manifest lists {sorted(manifest.variants)} "
@@ -282,8 +371,11 @@ def _choose_variant(manifest: Manifest, requested: str | None) -> Variant:
         return default
     for variant in candidates:
         if engine_installed(variant.format):
-            logger.info(
-                "default variant %r cannot run here; chose %r", manifest.default_variant, variant.id
+            logger.warning(
+                "default variant %r cannot run here (%s); loading %r instead",
+                manifest.default_variant,
+                missing_engine(default.format) if default is not None else "no default",
+                variant.id,
             )
             return variant
     # Nothing can run: report the first candidate's missing engine.
@@ -335,7 +427,8 @@ def load(
     folder = Path(folder)
     manifest = Manifest.read(folder)
     chosen = _choose_variant(manifest, variant)
-    engine = make_engine(chosen.format, read_artifact(folder, chosen), device, threads)
+    names = [spec.name for spec in manifest.inputs]
+    engine = make_engine(chosen.format, read_artifact(folder, chosen), device, threads, names)
     clf = Classifier(manifest, chosen, engine, device)
     logger.info("loaded variant %r on %s (%s)", chosen.id, device, ", ".join(clf.providers))
     if verify:

@@ -235,6 +235,12 @@ def run_verify(args: argparse.Namespace) -> int:
             for c in checks
         ]
         sys.stdout.write(text_table(header, rows))
+        skipped = [c for c in checks if c.status == "skipped"]
+        if skipped:
+            sys.stdout.write(
+                f"skipped, engine not installed: {', '.join(c.variant for c in skipped)} "
+                f"({skipped[0].failures[0]})\n"
+            )
         ran = [c for c in checks if c.seconds is not None]
         sys.stdout.write(
             f"verified {len(ran)} variant(s) on the golden set ({ran[0].n} samples, one call "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,13 +16,21 @@ logger = logging.getLogger(__name__)
 SUFFIXES = (".npy", ".npz", ".csv")
 
 
+def rows(xs: tuple[np.ndarray, ...], index: Any) -> Any:
+    """Rows ``index`` of every input, in the form the runtime and Keras take: the array itself
+    for a one-input model, a list in the model's order for several."""
+    return xs[0][index] if len(xs) == 1 else [x[index] for x in xs]
+
+
 def read_data(
     path: str | Path, label_column: str | None = None, need_labels: bool = False
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[Any, np.ndarray | None]:
     """Features and, where present, labels from a data file.
 
-    ``.npy`` holds features; ``.npz`` holds ``x`` and optionally ``y``; ``.csv`` has a header
-    row, and ``label_column`` names the label column (every other column is a feature).
+    ``.npy`` holds features; ``.npz`` holds ``x`` and optionally ``y`` (for a model with several
+    inputs, one array per input name instead of ``x``: then the features are a dict); ``.csv``
+    has a header row, and ``label_column`` names the label column (every other column is a
+    feature).
     """
     path = Path(path)
     if path.suffix not in SUFFIXES:
@@ -34,12 +43,17 @@ def read_data(
             x = np.load(path, allow_pickle=False)
         elif path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
-                if "x" not in archive.files:
-                    raise UsageError(
-                        f"Expected an array named 'x' in {str(path)!r}, got {archive.files}"
-                    )
-                x = archive["x"]
                 y = archive["y"] if "y" in archive.files else None
+                named = [name for name in archive.files if name != "y"]
+                if "x" in archive.files:
+                    x = archive["x"]
+                elif named:  # a model with several inputs: one array per input name
+                    x = {name: archive[name] for name in named}
+                else:
+                    raise UsageError(
+                        f"Expected an array named 'x' (or one per model input) in "
+                        f"{str(path)!r}, got {archive.files}"
+                    )
         else:
             x, y = _read_csv(path, label_column)
     except UsageError:
@@ -49,9 +63,10 @@ def read_data(
     if need_labels and y is None:
         where = "a --label-column" if path.suffix == ".csv" else "an array named 'y'"
         raise UsageError(f"Expected labels in {str(path)!r} ({where}), found none")
-    if y is not None and len(y) != len(x):
-        raise UsageError(f"Expected one label per sample in {str(path)!r}, got {len(y)} for {len(x)}")
-    logger.debug("read %s: x %s, y %s", path, x.shape, None if y is None else y.shape)
+    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    if y is not None and len(y) != n:
+        raise UsageError(f"Expected one label per sample in {str(path)!r}, got {len(y)} for {n}")
+    logger.debug("read %s: %d samples, labels %s", path, n, None if y is None else y.shape)
     return x, y
 
 

@@ -1,6 +1,7 @@
 """The two inference engines behind the runtime: ONNX Runtime and LiteRT.
 
-Each engine is imported lazily, inside the constructor, so ``import runtime`` costs only numpy.
+Each engine is imported lazily, inside the constructor, so ``import keras_edge.runtime`` costs only
+numpy.
 An engine exposes ``run(x)``: ``x`` already validated and in the engine's input dtype, the
 result the engine's raw output. ``quantization`` describes integer IO, if any, so that the
 runtime can quantize inputs and dequantize outputs.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,12 +45,15 @@ def engine_installed(fmt: str) -> bool:
         return False
 
 
-def _missing_engine(fmt: str) -> BackendUnavailableError:
+def missing_engine(fmt: str) -> BackendUnavailableError:
     return BackendUnavailableError(
         f"The {fmt} variants need the Python package {ENGINE_MODULES[fmt]!r}, which is not "
         f"installed; install it with: pip install 'keras-edge[{ENGINE_EXTRAS[fmt]}]'"
     )
 
+
+# ONNX Runtime's tensor type names, for the inputs keras-edge exports (floats and token ids).
+_ONNX_TYPES = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64}
 
 # Arrays of at most this many values take plain-Python paths: at that size numpy's fixed cost
 # per operation (~1 us here) outweighs the work, and is most of the runtime's overhead.
@@ -97,13 +102,19 @@ class Quantization:
 
 
 class OnnxEngine:
-    """An ONNX Runtime session with one input and one output."""
+    """An ONNX Runtime session with one output and one or more named inputs."""
 
     format = "onnx"
 
-    def __init__(self, model: bytes, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: bytes,
+        device: str = "cpu",
+        threads: int | None = None,
+        input_names: Sequence[str] | None = None,
+    ) -> None:
         if not engine_installed("onnx"):
-            raise _missing_engine("onnx")
+            raise missing_engine("onnx")
         import onnxruntime as ort
 
         if device not in ONNX_PROVIDERS:
@@ -135,13 +146,20 @@ class OnnxEngine:
                 f"{self.providers}"
             )
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ArtifactError(
-                f"Expected an ONNX model with 1 input and 1 output, got {len(inputs)} and {len(outputs)}"
-            )
-        self.input_name: str = inputs[0].name
+        names = [i.name for i in inputs]
+        if input_names is not None and sorted(input_names) != sorted(names):
+            raise ArtifactError(f"Expected an ONNX model with inputs {list(input_names)}, got {names}")
+        if len(outputs) != 1:
+            raise ArtifactError(f"Expected an ONNX model with 1 output, got {len(outputs)}")
+        self.input_names: list[str] = list(input_names) if input_names is not None else names
+        self.input_name: str = self.input_names[0]
         self.output_names: list[str] = [outputs[0].name]
-        self.input_dtype = np.dtype(np.float32)
+        by_name = {i.name: i for i in inputs}
+        self.input_dtypes = [
+            np.dtype(_ONNX_TYPES.get(by_name[n].type, np.float32)) for n in self.input_names
+        ]
+        self.input_dtype = self.input_dtypes[0]
+        self.input_quantizations: list[Quantization | None] = [None] * len(self.input_names)
         self.input_quantization: Quantization | None = None
         self.output_quantization: Quantization | None = None
 
@@ -150,15 +168,30 @@ class OnnxEngine:
 
     run_transient = run  # ONNX Runtime allocates a fresh output on every call anyway
 
+    def run_many(self, xs: Sequence[np.ndarray]) -> np.ndarray:
+        """Run with one array per input, in the order of ``input_names``."""
+        return self.session.run(self.output_names, dict(zip(self.input_names, xs, strict=True)))[0]
+
+
+def _tflite_input_name(name: str) -> str:
+    """The Keras input name inside a TFLite tensor name: ``serving_default_tokens:0``."""
+    return name.removeprefix("serving_default_").rsplit(":", 1)[0]
+
 
 class LiteRTEngine:
     """A LiteRT interpreter, re-allocated only when the batch size changes."""
 
     format = "tflite"
 
-    def __init__(self, model: bytes, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: bytes,
+        device: str = "cpu",
+        threads: int | None = None,
+        input_names: Sequence[str] | None = None,
+    ) -> None:
         if not engine_installed("tflite"):
-            raise _missing_engine("tflite")
+            raise missing_engine("tflite")
         from ai_edge_litert.interpreter import Interpreter
 
         if device != "cpu":
@@ -174,16 +207,26 @@ class LiteRTEngine:
         self.providers = ["LiteRT CPU (XNNPACK)"]
         in_details = self.interpreter.get_input_details()
         out_details = self.interpreter.get_output_details()
-        if len(in_details) != 1 or len(out_details) != 1:
-            raise ArtifactError(
-                f"Expected a TFLite model with 1 input and 1 output, got {len(in_details)} and "
-                f"{len(out_details)}"
-            )
-        self._in = in_details[0]["index"]
+        if len(out_details) != 1:
+            raise ArtifactError(f"Expected a TFLite model with 1 output, got {len(out_details)}")
+        if input_names is not None and len(input_names) > 1:
+            # Several inputs: the converter orders them its own way; match them by name.
+            by_name = {_tflite_input_name(d["name"]): d for d in in_details}
+            if sorted(by_name) != sorted(input_names):
+                raise ArtifactError(
+                    f"Expected a TFLite model with inputs {list(input_names)}, got {sorted(by_name)}"
+                )
+            in_details = [by_name[name] for name in input_names]
+        elif len(in_details) != 1:
+            raise ArtifactError(f"Expected a TFLite model with 1 input, got {len(in_details)}")
+        self._ins = [d["index"] for d in in_details]
+        self._shapes = [tuple(int(v) for v in d["shape"]) for d in in_details]
+        self._in, self._shape = self._ins[0], self._shapes[0]
         self._out = out_details[0]["index"]
-        self._shape = tuple(int(d) for d in in_details[0]["shape"])
-        self.input_dtype = np.dtype(in_details[0]["dtype"])
-        self.input_quantization = self._quantization(in_details[0])
+        self.input_dtypes = [np.dtype(d["dtype"]) for d in in_details]
+        self.input_dtype = self.input_dtypes[0]
+        self.input_quantizations = [self._quantization(d) for d in in_details]
+        self.input_quantization = self.input_quantizations[0]
         self.output_quantization = self._quantization(out_details[0])
         self._set = self.interpreter.set_tensor
         self._invoke = self.interpreter.invoke
@@ -191,10 +234,12 @@ class LiteRTEngine:
 
     @staticmethod
     def _quantization(details: dict) -> Quantization | None:
+        """Affine quantization of an integer tensor; None for floats and for plain integers
+        (token ids: scale 0)."""
         dtype = np.dtype(details["dtype"])
-        if dtype.kind not in "iu":
-            return None
         scale, zero_point = details["quantization"]
+        if dtype.kind not in "iu" or not scale:
+            return None
         return Quantization(scale=float(scale), zero_point=int(zero_point), dtype=dtype)
 
     def resize(self, shape: tuple[int, ...]) -> None:
@@ -206,7 +251,7 @@ class LiteRTEngine:
         logger.debug("LiteRT: resizing input from %s to %s", self._shape, shape)
         self.interpreter.resize_tensor_input(self._in, shape, strict=False)
         self.interpreter.allocate_tensors()
-        self._shape = shape
+        self._shape = self._shapes[0] = shape
         self._view = self.interpreter.tensor(self._out)  # buffers move on allocation
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -221,11 +266,33 @@ class LiteRTEngine:
         self._invoke()
         return self._view()
 
+    def run_many(self, xs: Sequence[np.ndarray]) -> np.ndarray:
+        """Run with one array per input, in the order of the manifest's inputs."""
+        shapes = [x.shape for x in xs]
+        if shapes != self._shapes:
+            for index, shape in zip(self._ins, shapes, strict=True):
+                self.interpreter.resize_tensor_input(index, shape, strict=False)
+            self.interpreter.allocate_tensors()
+            self._shapes = shapes
+            self._shape = shapes[0]
+            self._view = self.interpreter.tensor(self._out)
+        for index, x in zip(self._ins, xs, strict=True):
+            self._set(index, x)
+        self._invoke()
+        return self._view().copy()
 
-def make_engine(fmt: str, model: bytes, device: str, threads: int | None) -> OnnxEngine | LiteRTEngine:
-    """Build the engine for an artifact of format ``fmt``."""
+
+def make_engine(
+    fmt: str,
+    model: bytes,
+    device: str,
+    threads: int | None,
+    input_names: Sequence[str] | None = None,
+) -> OnnxEngine | LiteRTEngine:
+    """Build the engine for an artifact of format ``fmt``; ``input_names`` in the manifest's
+    order (the engine matches the artifact's inputs to them by name)."""
     if fmt == "onnx":
-        return OnnxEngine(model, device=device, threads=threads)
+        return OnnxEngine(model, device=device, threads=threads, input_names=input_names)
     if fmt == "tflite":
-        return LiteRTEngine(model, device=device, threads=threads)
+        return LiteRTEngine(model, device=device, threads=threads, input_names=input_names)
     raise ArtifactError(f"Expected an artifact format in {sorted(ENGINE_MODULES)}, got {fmt!r}")

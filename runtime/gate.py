@@ -52,6 +52,24 @@ DRIFT = {
     "int8": 2 / 256,
 }
 
+# A regression output has no threshold: each value must lie within atol * S + rtol * |y| of
+# Keras's y, where S = max(1, max |y|) is the output's scale. Float rounding is relative (an
+# output near 1e4 moves by ~1e-3 from float32 rounding alone); quantization error scales with
+# the range an int8 tensor spans. (atol, rtol) per precision:
+REGRESSION_TOLERANCES = {
+    "fp32": (1e-6, 1e-5),  # float32 keeps 24 bits; a few layers of rounding stay under 1e-5
+    "fp16": (1e-3, 1e-2),  # 11 bits: ~5e-4 relative per layer
+    "dynamic": (2e-2, 2e-2),  # activations quantized per call to 256 levels of their range
+    "int8": (2e-2, 2e-2),  # output in steps of S/128 or finer: a few steps
+}
+
+
+def regression_tolerance(precision: str, reference: np.ndarray) -> tuple[float, float]:
+    """(absolute, relative) tolerance for a regression head's values against ``reference``."""
+    atol, rtol = REGRESSION_TOLERANCES[precision]
+    scale = max(1.0, float(np.abs(reference).max())) if reference.size else 1.0
+    return atol * scale, rtol
+
 
 def decide(head: Head, proba: np.ndarray, threshold: float | tuple[float, ...] | None) -> np.ndarray:
     """Labels by the runtime's rule, as an (n, k) int array (k = 1 for binary/multiclass)."""

@@ -28,14 +28,20 @@ from typing import Any
 
 import numpy as np
 
+from keras_edge.runtime.data import rows
 from keras_edge.runtime.errors import UsageError, VerificationError
-from keras_edge.runtime.gate import DRIFT, TOLERANCES, decide
+from keras_edge.runtime.gate import DRIFT, TOLERANCES, decide, regression_tolerance
 from keras_edge.runtime.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
 GOLDEN_NAME = "golden.npz"
 X_KEY, KERAS_KEY, LABELS_KEY = "x", "keras", "keras_labels"
+
+
+def input_key(name: str) -> str:
+    """The golden-set array holding input ``name`` of a model with several inputs."""
+    return f"input.{name}"
 
 
 def variant_key(variant: str) -> str:
@@ -45,7 +51,7 @@ def variant_key(variant: str) -> str:
 
 @dataclass(frozen=True)
 class Golden:
-    x: np.ndarray
+    xs: tuple[np.ndarray, ...]  # one array per input, in the manifest's order
     keras: np.ndarray
     keras_labels: np.ndarray | None
     at_export: dict[str, np.ndarray]
@@ -103,8 +109,17 @@ def read_golden(folder: str | Path, manifest: Manifest) -> Golden:
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         arrays = {name: archive[name] for name in archive.files}
     prefix = variant_key("")
+    names = [spec.name for spec in manifest.inputs]
+    keys = [X_KEY] if len(names) == 1 else [input_key(n) for n in names]
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise VerificationError(
+            f"Expected the golden set to hold {keys}, got {sorted(arrays)}; it does not belong "
+            f"to this manifest",
+            failed=sorted(manifest.variants),
+        )
     return Golden(
-        x=arrays[X_KEY],
+        xs=tuple(arrays[k] for k in keys),
         keras=arrays[KERAS_KEY],
         keras_labels=arrays.get(LABELS_KEY),
         at_export={k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)},
@@ -116,20 +131,33 @@ def check_classifier(clf: Any, golden: Golden) -> Check:
     vid, precision = clf.variant, clf.variant_info.precision
     head = clf.head
     regression = head.kind == "regression"
-    x = golden.x
+    n = len(golden.xs[0])
+    samples = [rows(golden.xs, slice(i, i + 1)) for i in range(n)]
     started = time.perf_counter()
     answer = clf.predict if regression else clf.predict_proba
-    outputs = np.concatenate([answer(x[i : i + 1]) for i in range(len(x))])
+    outputs = np.concatenate([answer(sample) for sample in samples])
     labels = (
-        None
-        if regression
-        else np.concatenate([np.reshape(clf.predict(x[i : i + 1]), (1, -1)) for i in range(len(x))])
+        None if regression else np.concatenate([np.reshape(clf.predict(s), (1, -1)) for s in samples])
     )
     seconds = time.perf_counter() - started
     tolerance, band = TOLERANCES[precision], DRIFT[precision]
-    max_diff = float(np.abs(outputs.astype(np.float64) - golden.keras).max()) if len(x) else 0.0
+    diff = np.abs(outputs.astype(np.float64) - golden.keras)
+    max_diff = float(diff.max()) if n else 0.0
     failures = []
-    if max_diff > tolerance:
+    if regression:  # values: the export's absolute and relative tolerance, and a scaled drift
+        parity = clf.variant_info.parity  # the export's own tolerances, scaled on all its data
+        tolerance, rtol = (
+            (parity.tolerance, parity.relative_tolerance)
+            if parity is not None and parity.relative_tolerance is not None
+            else regression_tolerance(precision, golden.keras)
+        )
+        band *= max(1.0, float(np.abs(golden.keras).max())) if n else 1.0
+        beyond = int((diff > tolerance + rtol * np.abs(golden.keras)).any(axis=1).sum())
+        if beyond:
+            failures.append(
+                f"{beyond} value(s) further from Keras's than {tolerance:.3g} + {rtol:.3g} x |value|"
+            )
+    elif max_diff > tolerance:
         failures.append(
             f"max abs difference from Keras {max_diff:.3g} exceeds tolerance {tolerance:.3g}"
         )
@@ -138,7 +166,7 @@ def check_classifier(clf: Any, golden: Golden) -> Check:
     if at_export is None:
         failures.append("the golden set holds no answers of this variant at export")
     else:
-        drift = float(np.abs(outputs.astype(np.float64) - at_export).max()) if len(x) else 0.0
+        drift = float(np.abs(outputs.astype(np.float64) - at_export).max()) if n else 0.0
         if drift > band:
             failures.append(
                 f"answers moved {drift:.3g} from this variant's own answers at export, more than "
@@ -149,7 +177,7 @@ def check_classifier(clf: Any, golden: Golden) -> Check:
     if labels is not None and golden.keras_labels is not None:
         flipped = (labels != golden.keras_labels).any(axis=1)
         flips = int(flipped.sum())
-        agreement = 1.0 - flips / len(x) if len(x) else 1.0
+        agreement = 1.0 - flips / n if n else 1.0
         if at_export is not None:
             before = decide(head, at_export, clf.variant_info.threshold)
             flips_at_export = int((before != golden.keras_labels).any(axis=1).sum())
@@ -157,7 +185,7 @@ def check_classifier(clf: Any, golden: Golden) -> Check:
         variant=vid,
         precision=precision,
         status="FAILED" if failures else "passed",
-        n=len(x),
+        n=n,
         max_abs_diff=max_diff,
         tolerance=tolerance,
         drift=drift,

@@ -59,21 +59,39 @@ def _check_file_name(name: str, what: str) -> None:
         )
 
 
+INPUT_DTYPES = ("float32", "int32", "int64")
+
+
 @dataclass(frozen=True)
 class InputSpec:
-    """One model input: its name, shape (``None`` for the batch) and dtype."""
+    """One model input: its name, shape (``None`` for the batch) and dtype. An integer input
+    (token ids) may carry the ``range`` of values its Embedding accepts, [low, high]."""
 
     name: str
     shape: tuple[int | None, ...]
     dtype: str
+    range: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in INPUT_DTYPES:
+            raise ManifestError(
+                f"Expected input {self.name!r} to have a dtype in {INPUT_DTYPES}, got {self.dtype!r}"
+            )
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
         """The shape of one sample: every dimension after the batch."""
         return tuple(int(d) for d in self.shape[1:])  # type: ignore[arg-type]
 
+    @property
+    def is_float(self) -> bool:
+        return self.dtype == "float32"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"dtype": self.dtype, "name": self.name, "shape": list(self.shape)}
+        out: dict[str, Any] = {"dtype": self.dtype, "name": self.name, "shape": list(self.shape)}
+        if self.range is not None:
+            out["range"] = list(self.range)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
@@ -82,10 +100,19 @@ class InputSpec:
             raise ManifestError(f"Expected an input shape starting with null (the batch), got {shape!r}")
         if any(not isinstance(d, int) or d <= 0 for d in shape[1:]):
             raise ManifestError(f"Expected positive integer feature dimensions, got {shape!r}")
+        bounds = data.get("range")
+        if bounds is not None and (
+            not isinstance(bounds, list)
+            or len(bounds) != 2
+            or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+            or bounds[0] > bounds[1]
+        ):
+            raise ManifestError(f"Expected an input range [low, high] of integers, got {bounds!r}")
         return cls(
             name=str(_require(data, "name", "input")),
             shape=tuple(shape),
             dtype=str(_require(data, "dtype", "input")),
+            range=None if bounds is None else (bounds[0], bounds[1]),
         )
 
 
@@ -161,6 +188,7 @@ class Parity:
     reference_accuracy: float | None = None
     batch_flips: int | None = None
     batch_max_abs_diff: float | None = None
+    relative_tolerance: float | None = None  # regression heads: |diff| <= tolerance + this * |y|
     failures: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -325,6 +353,7 @@ class Manifest:
     tools: dict[str, str] = field(default_factory=dict)
     calibration: CalibrationInfo | None = None
     golden: GoldenInfo | None = None
+    refused: dict[str, str] = field(default_factory=dict)  # variant -> why it was not written
     format_version: int = FORMAT_VERSION
     decision_rule: str = DECISION_RULE
 
@@ -335,11 +364,9 @@ class Manifest:
             )
         if self.decision_rule != DECISION_RULE:
             raise ManifestError(f"Expected decision_rule {DECISION_RULE!r}, got {self.decision_rule!r}")
-        if len(self.inputs) != 1:
-            raise ManifestError(
-                f"Expected exactly one model input, got {len(self.inputs)}: "
-                f"{[i.name for i in self.inputs]}"
-            )
+        names = [spec.name for spec in self.inputs]
+        if not names or len(set(names)) != len(names):
+            raise ManifestError(f"Expected one or more inputs with distinct names, got {names}")
         if self.default_variant is not None and self.default_variant not in self.variants:
             raise ManifestError(
                 f"Expected default_variant to be one of {sorted(self.variants)}, "
@@ -348,6 +375,7 @@ class Manifest:
 
     @property
     def input(self) -> InputSpec:
+        """The first input (the only one, for most models)."""
         return self.inputs[0]
 
     def with_variants(
@@ -370,6 +398,7 @@ class Manifest:
             "head": self.head.to_dict(),
             "inputs": [spec.to_dict() for spec in self.inputs],
             "model": self.model.to_dict(),
+            "refused": dict(self.refused),
             "tools": dict(self.tools),
             "variants": {vid: v.to_dict() for vid, v in self.variants.items()},
         }
@@ -402,6 +431,7 @@ class Manifest:
                 CalibrationInfo.from_dict(data["calibration"]) if data.get("calibration") else None
             ),
             golden=GoldenInfo.from_dict(data["golden"]) if data.get("golden") else None,
+            refused={str(k): str(v) for k, v in (data.get("refused") or {}).items()},
         )
 
     @classmethod

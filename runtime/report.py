@@ -56,6 +56,7 @@ def report_json(manifest: Manifest) -> str:
         ),
         "calibration": None if manifest.calibration is None else manifest.calibration.to_dict(),
         "default_variant": manifest.default_variant,
+        "refused": dict(manifest.refused),
         "variants": variant_rows(manifest),
     }
     return json.dumps(body, sort_keys=True, indent=2, allow_nan=False) + "\n"
@@ -112,7 +113,8 @@ def format_table(manifest: Manifest) -> str:
         cells = [_cell(row[key], kind) for _, key, kind in COLUMNS]
         cells[0] += "*" if row["default"] else ""
         rows.append(cells)
-    return text_table([title for title, _, _ in COLUMNS], rows)
+    refused = "".join(f"{vid}: not written: {why}\n" for vid, why in sorted(manifest.refused.items()))
+    return text_table([title for title, _, _ in COLUMNS], rows) + refused
 
 
 def calibration_summary(manifest: Manifest) -> str:

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from keras_edge.runtime.classifier import load
-from keras_edge.runtime.engines import engine_installed
+from keras_edge.runtime.engines import engine_installed, missing_engine
 from keras_edge.runtime.errors import UnknownVariantError, UsageError
 from keras_edge.runtime.golden import Check, check_classifier, read_golden
 from keras_edge.runtime.manifest import Manifest
@@ -41,7 +41,7 @@ def verify(
         if not v.passed:
             checks.append(Check(vid, v.precision, "failed at export"))
         elif not engine_installed(v.format) and variants is None:
-            checks.append(Check(vid, v.precision, "skipped"))
+            checks.append(Check(vid, v.precision, "skipped", failures=(str(missing_engine(v.format)),)))
         else:
             clf = load(folder, variant=vid, device=device, threads=threads)
             checks.append(check_classifier(clf, golden))

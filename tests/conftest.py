@@ -66,6 +66,29 @@ def seed_all(seed_dir: Path, seed_val: tuple[np.ndarray, np.ndarray], tmp_path_f
     return out, manifest, calib
 
 
+@pytest.fixture(scope="session")
+def two_inputs(tmp_path_factory) -> Any:
+    """A functional model with two named inputs (a vector and an image), exported fp32 and
+    int8: (model, x as a dict by input name, folder, manifest)."""
+    import keras
+
+    from keras_edge import exporter
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    a, b = keras.Input((6,), name="numeric"), keras.Input((8, 8, 1), name="image")
+    hb = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(b))
+    h = keras.layers.Concatenate()([keras.layers.Dense(8, activation="relu")(a), hb])
+    model = keras.Model([a, b], keras.layers.Dense(1, activation="sigmoid")(h))
+    x = {
+        "numeric": rng.standard_normal((400, 6)).astype(np.float32),
+        "image": rng.standard_normal((400, 8, 8, 1)).astype(np.float32),
+    }
+    out = tmp_path_factory.mktemp("two") / "dist"
+    manifest = exporter.export(model, out, quantize="int8", calibration=x, validation=x)
+    return model, x, out, manifest
+
+
 @pytest.fixture
 def export_copy(fp32_export: Path, tmp_path: Path) -> Path:
     """A private copy of the fp32 export that a test may damage."""

@@ -85,7 +85,7 @@ ENGINE = {"onnx": ("onnx-fp32", "onnxruntime"), "litert": ("tflite-fp32", "ai-ed
 
 
 @pytest.mark.parametrize("extra", ["onnx", "litert"])
-def test_device_venv_with_one_engine(extra, wheel, seed_all, labelled, tmp_path):
+def test_device_venv_with_one_engine(extra, wheel, seed_all, labelled, two_inputs, tmp_path):
     """numpy, one engine and the wheel: predict, inspect, verify and bench all work, and none
     of them imports TensorFlow, exporter code or (but bench) benchmarks code."""
     folder = seed_all[0]
@@ -137,6 +137,17 @@ def test_device_venv_with_one_engine(extra, wheel, seed_all, labelled, tmp_path)
     fmt = variant.split("-")[0]
     assert {v for v in seed_all[1].variants if v.startswith(fmt)} <= timed
     assert not [t for t in timed if t.startswith("keras-") or not t.startswith(fmt)], timed
+    # A model with two named inputs: an npz with one array per input, labels equal Keras's.
+    model, x, two_folder, _ = two_inputs
+    np.savez(tmp_path / "two.npz", **{k: v[:50] for k, v in x.items()})
+    code, out, err, modules = run_cli_child(
+        "predict", str(two_folder), str(tmp_path / "two.npz"), "--variant", variant,
+        cwd=tmp_path, python=python,
+    )  # fmt: skip
+    assert code == 0, err
+    got = [int(line.split(",")[1]) for line in out.strip().splitlines()[1:]]
+    keras_p = model.predict([x["numeric"][:50], x["image"][:50]], verbose=0)[:, 0]
+    assert got == (keras_p > 0.5).astype(int).tolist()
     # The console script itself, and an export where the converters are missing: exit 2.
     cli = env_dir / "bin" / "keras-edge"
     proc = subprocess.run([str(cli), "verify", str(folder)], capture_output=True, text=True)

@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from keras_edge import cli
 from keras_edge.benchmarks import report, timing
+from keras_edge.benchmarks.targets import keras_export_targets
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 RESULT_KEYS = {
@@ -68,13 +70,13 @@ def bench(folder, *args, cwd=None, prelude=""):
     return proc, modules
 
 
-def bench_module(folder, *args):
-    """``python -m keras_edge.benchmarks FOLDER ARGS...``."""
+def bench_module(folder, *args, env=None):
+    """``python -m keras_edge.benchmarks FOLDER ARGS...``, with ``env`` added to the environment."""
     return subprocess.run(
         [sys.executable, "-m", "keras_edge.benchmarks", str(folder), *map(str, args)],
         capture_output=True,
         text=True,
-        env=ENV,
+        env={**ENV, **(env or {})},
         timeout=900,
     )
 
@@ -82,6 +84,7 @@ def bench_module(folder, *args):
 TINY = ["--seconds", "0.05", "--min-samples", "3", "--warmup", "1", "--batch-sizes", "1,4"]
 RUNTIME_TARGETS = ["onnx-fp32", "onnx-fp32:raw", "tflite-fp32", "tflite-fp32:raw"]
 KERAS_TARGETS = ["keras-predict", "keras-predict-on-batch", "keras-tf-function"]
+KERAS_EXPORT_TARGETS = ["keras-export-onnx:raw", "keras-export-litert:raw"]
 
 
 @pytest.fixture(scope="module")
@@ -131,12 +134,16 @@ def test_bench_json_has_every_key(bench_run):
     assert {"cpu", "cores", "os", "platform", "python", "versions"} <= set(data["machine"])
     assert data["config"]["threads"] == [1, 2]
     targets = KERAS_TARGETS + RUNTIME_TARGETS
-    assert sorted(data["config"]["targets"]) == sorted(targets)
-    # Keras at the first thread count only; the runtime and bare targets at both.
-    assert len(data["results"]) == (len(KERAS_TARGETS) + 2 * len(RUNTIME_TARGETS)) * 2
+    assert sorted(data["config"]["targets"]) == sorted(targets + KERAS_EXPORT_TARGETS)
+    assert set(data["config"]["keras_exports"]) == {"onnx", "litert"}
+    assert all(got["bytes"] > 0 for got in data["config"]["keras_exports"].values())
+    # Keras at the first thread count only; the runtime, bare and Keras-export targets at both.
+    ours = RUNTIME_TARGETS + KERAS_EXPORT_TARGETS
+    assert len(data["results"]) == (len(KERAS_TARGETS) + 2 * len(ours)) * 2
     for r in data["results"]:
         assert set(r) == RESULT_KEYS and r["n"] >= 3 and r["batch_size"] in (1, 4)
-        assert r["threads"] == 1 if r["target"].startswith("keras-") else r["threads"] in (1, 2)
+        assert r["threads"] == 1 if r["target"] in KERAS_TARGETS else r["threads"] in (1, 2)
+    # No start-up rows for Keras's exports: they are compared per call only.
     assert sorted(s["target"] for s in data["startup"]) == sorted(targets)
     for s in data["startup"]:
         assert STARTUP_KEYS <= set(s) and s["threads"] == 1
@@ -148,6 +155,8 @@ def test_bench_json_has_every_key(bench_run):
     assert any(c["check"].startswith("batch 1:") for c in data["ratios"])
     assert "Batch size 1 " in proc.stdout and "Start-up" in proc.stdout
     assert "Keras targets at 1 only" in proc.stdout
+    assert "Keras 3's own model.export, timed on bare engines" in proc.stdout
+    assert "not timing keras-export" not in proc.stderr
 
 
 def test_bench_markdown_and_plot(bench_run):
@@ -166,6 +175,7 @@ def test_device_run_without_keras(device_run):
     versions = data["machine"]["versions"]
     assert {"keras-edge", "numpy", "onnxruntime", "ai-edge-litert"} <= set(versions)
     assert data["config"]["keras"] is None and data["config"]["threads"] == [1, 2]
+    assert "keras_exports" not in data["config"]  # Keras's exports need --keras (TensorFlow)
     assert sorted(data["config"]["targets"]) == sorted(RUNTIME_TARGETS)
     got = sorted((r["target"], r["batch_size"], r["threads"]) for r in data["results"])
     assert got == sorted((t, b, n) for t in RUNTIME_TARGETS for b in (1, 4) for n in (1, 2))
@@ -387,3 +397,161 @@ def test_ratios_state_met_and_missed():
     assert checks["batch 1: tflite-fp32 runtime / bare engine call"]["met"]
     assert not checks["batch 1: onnx-fp32 runtime / bare engine call"]["met"]  # 1.71 > 1.5
     assert any(c.startswith("peak RSS: tflite-fp32") and checks[c]["met"] for c in checks)
+
+
+def _ratio_row(target, batch, p50):
+    return {"target": target, "batch_size": batch, "p50_us": p50}
+
+
+def test_ratios_against_keras_exports_and_big_models():
+    row = _ratio_row
+    data = {
+        "results": [
+            # A CNN: bare calls >= 100 us, so the runtime may add at most 10% at batch 1.
+            row("tflite-fp32", 1, 210.0),
+            row("tflite-fp32:raw", 1, 195.0),
+            row("tflite-int8", 1, 180.0),
+            row("tflite-int8:raw", 1, 150.0),
+            row("onnx-fp32", 1, 460.0),
+            row("onnx-fp32:raw", 1, 450.0),
+            row("onnx-int8", 1, 520.0),
+            row("onnx-int8:raw", 1, 500.0),
+            row("keras-export-litert:raw", 1, 190.0),
+            row("keras-export-onnx:raw", 1, 430.0),
+        ],
+        "startup": [],
+        "variants": [{"id": v} for v in ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")],
+    }
+    checks = {c["check"]: c for c in report.ratios(data)}
+    versus = {k: c for k, c in checks.items() if c["kind"] == "vs Keras export <="}
+    assert set(versus) == {
+        "batch 1: tflite-fp32:raw / keras-export-litert:raw (no slower)",
+        "batch 1: tflite-int8:raw / keras-export-litert:raw (should beat)",
+        "batch 1: onnx-fp32:raw / keras-export-onnx:raw (no slower)",
+        "batch 1: onnx-int8:raw / keras-export-onnx:raw (should beat)",
+    }
+    fp32 = versus["batch 1: tflite-fp32:raw / keras-export-litert:raw (no slower)"]
+    assert fp32["value"] == 195.0 / 190.0 and fp32["limit"] == 1.05 and fp32["met"]
+    assert versus["batch 1: onnx-fp32:raw / keras-export-onnx:raw (no slower)"]["met"]  # 1.047
+    int8 = versus["batch 1: tflite-int8:raw / keras-export-litert:raw (should beat)"]
+    assert int8["limit"] == 1.0 and int8["met"]  # 0.79
+    assert not versus["batch 1: onnx-int8:raw / keras-export-onnx:raw (should beat)"]["met"]  # 1.16
+    big = {k: c for k, c in checks.items() if k.endswith("(bare call >= 100 us)")}
+    assert len(big) == 4 and all(c["limit"] == 1.1 and c["kind"] == "overhead <=" for c in big.values())
+    assert big["batch 1: tflite-fp32 runtime / bare engine call (bare call >= 100 us)"]["met"]  # 1.08
+    # 1.2: within the small-model limit of 2, over the 1.1 a 150 us call leaves.
+    assert not big["batch 1: tflite-int8 runtime / bare engine call (bare call >= 100 us)"]["met"]
+    assert "batch 1: tflite-int8 runtime / bare engine call" not in checks
+
+    # Without Keras's exports in the run, no comparison with them.
+    data["results"] = [r for r in data["results"] if not r["target"].startswith("keras-export")]
+    assert not [c for c in report.ratios(data) if c["kind"] == "vs Keras export <="]
+
+
+def _sigmoid_onnx() -> bytes:
+    """A one-node ONNX model, (None, 2) -> Sigmoid, for a stand-in of Keras's ONNX export."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])
+    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+class KerasStandIn:
+    """What ``keras_export_targets`` uses of a Keras model: one call, then ``model.export``,
+    which here writes an ONNX file and refuses LiteRT as a Keras without it does."""
+
+    def __init__(self):
+        self.called, self.paths = 0, []
+
+    def __call__(self, x, training=False):
+        self.called += 1
+        return x
+
+    def export(self, path, format, verbose=True):
+        self.paths.append(Path(path))
+        if format == "litert":
+            raise ValueError(
+                "Unrecognized format=litert. Supported formats are: 'tf_saved_model', 'onnx'"
+            )
+        Path(path).write_bytes(_sigmoid_onnx())
+
+
+def test_keras_export_that_fails_is_recorded_and_not_timed():
+    model = KerasStandIn()
+    targets, record = keras_export_targets(model, (2,), threads=[1, 2])
+    assert model.called == 1  # called once before exporting, as a fresh functional model needs
+    assert record["onnx"] == {"bytes": len(_sigmoid_onnx())}
+    assert record["litert"]["error"].startswith("model.export failed: ValueError: Unrecognized")
+    assert [(t.name, t.threads) for t in targets] == [
+        ("keras-export-onnx:raw", 1),
+        ("keras-export-onnx:raw", 2),
+    ]
+    call, convert = targets[0].prepare(4)
+    x = np.zeros((4, 2), dtype=np.float32)
+    np.testing.assert_allclose(call(convert(x)), np.full((4, 2), 0.5))  # sigmoid(0), float32
+    assert model.paths and not any(p.parent.exists() for p in model.paths)  # temp folder removed
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn(tmp_path_factory):
+    """A tiny Keras CNN, seeded, saved as .keras; and its tflite-fp32 and onnx-fp32 export."""
+    import keras
+
+    from keras_edge import exporter
+
+    folder = tmp_path_factory.mktemp("cnn")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.save(folder / "cnn.keras")
+    x_val = np.random.default_rng(0).random((64, 16, 16, 3), dtype=np.float32)
+    exporter.export(folder / "cnn.keras", folder / "dist", formats=["tflite", "onnx"], validation=x_val)
+    return folder / "cnn.keras", folder / "dist"
+
+
+def test_cnn_against_keras_own_exports(tiny_cnn, tmp_path):
+    model, dist = tiny_cnn
+    (tmp_path / "tmp").mkdir()
+    proc = bench_module(
+        dist,
+        "--keras",
+        model,
+        *("--batch-sizes", "1", "--seconds", "0.05", "--min-samples", "3", "--no-startup"),
+        *("--json", tmp_path / "cnn.json", "--markdown", tmp_path / "cnn.md"),
+        env={"TMPDIR": str(tmp_path / "tmp")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "cnn.json").read_text())
+    exports = data["config"]["keras_exports"]
+    assert set(exports) == {"onnx", "litert"}, exports
+    assert all(set(got) == {"bytes"} and got["bytes"] > 0 for got in exports.values()), exports
+    timed = {(r["target"], r["batch_size"], r["threads"]) for r in data["results"]}
+    assert {(t, 1, 1) for t in KERAS_EXPORT_TARGETS} <= timed
+    checks = {c["check"]: c for c in data["ratios"]}
+    for vid, reference in (
+        ("tflite-fp32", "keras-export-litert:raw"),
+        ("onnx-fp32", "keras-export-onnx:raw"),
+    ):
+        check = checks[f"batch 1: {vid}:raw / {reference} (no slower)"]
+        # A ratio of two measured p50s: reported, never asserted on (benchmarks are not tests).
+        assert check["kind"] == "vs Keras export <=" and check["limit"] == 1.05
+        assert check["value"] > 0 and isinstance(check["met"], bool)
+        assert f"batch 1: {vid} runtime / bare engine call" in " ".join(checks)
+    assert "vs Keras export <= 1.05" in proc.stdout
+    assert (
+        "| batch 1: onnx-fp32:raw / keras-export-onnx:raw (no slower) |"
+        in (tmp_path / "cnn.md").read_text()
+    )
+    # What Keras's exporters print stays off the tables, and their temp folder is removed.
+    assert "Saved artifact" not in proc.stdout
+    assert not list((tmp_path / "tmp").glob("keras-edge-bench-*"))

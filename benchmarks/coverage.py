@@ -1,0 +1,339 @@
+"""``python -m keras_edge.benchmarks.coverage``: which models keras-edge exports, as what, and
+whether each artifact still decides as Keras does.
+
+For every case of the model zoo (:mod:`keras_edge.exporter.zoo`) it builds and trains the model,
+saves it as ``.keras``, exports all eight variants from that file with calibration and
+validation data, and reads the parity gate of each variant from the manifest. Every variant that
+was produced is then timed at batch 1 through ``runtime.load(..., threads=1).predict``, and its
+cell gives the speed-up over the fp32 variant of its format, measured in the same interleaved
+run. A case the export refuses, or a converter that fails, is recorded with the exporter's own
+message, never hidden: the table says what works today.
+
+    python -m keras_edge.benchmarks.coverage --markdown benchmarks/results/coverage.md \\
+        --json benchmarks/results/coverage.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keras_edge import runtime
+from keras_edge.benchmarks import machine, timing
+from keras_edge.exporter import ParityError, export, zoo
+from keras_edge.runtime.manifest import FORMATS, MANIFEST_NAME, PRECISIONS, Manifest, Variant
+
+logger = logging.getLogger(__name__)
+
+COMMAND = (
+    "python -m keras_edge.benchmarks.coverage --markdown benchmarks/results/coverage.md "
+    "--json benchmarks/results/coverage.json"
+)
+VARIANTS = [f"{fmt}-{precision}" for fmt in FORMATS for precision in PRECISIONS]
+POOL = 32  # validation rows cycled through when timing, one per call
+MIN_SAMPLES = 20  # calls per variant at least, whatever --seconds says
+CELL_REASON = 100  # characters of a refusal's reason in a cell; the notes give all of it
+# The parity figures of each variant copied into the JSON.
+_PARITY_FIELDS = (
+    "n", "label_agreement", "flips", "max_abs_diff", "mean_abs_diff", "tolerance",
+    "min_agreement", "accuracy", "reference_accuracy", "batch_flips", "passed",
+)  # fmt: skip
+
+
+def one_line(exc: BaseException) -> str:
+    """``TypeName: first line of the message``: the exporter's own words, on one line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else '(no message)'}"
+
+
+def _rows(x: Any, n: int) -> list[Any]:
+    """The first ``n`` samples of ``x`` (an array, or a dict name -> array), one per call."""
+    if isinstance(x, dict):
+        size = len(next(iter(x.values())))
+        return [{k: v[i : i + 1] for k, v in x.items()} for i in range(min(n, size))]
+    return [x[i : i + 1] for i in range(min(n, len(x)))]
+
+
+def _short_reason(variant: Variant) -> str:
+    """Why a variant failed its gate, in a few words; the full messages go to the notes."""
+    p = variant.parity
+    if p is None:
+        return "no parity record"
+    parts = []
+    if p.label_agreement < p.min_agreement:
+        parts.append(f"{p.flips} flips of {p.n}, needs {p.min_agreement:.1%}")
+    if p.max_abs_diff > p.tolerance:
+        parts.append(f"max diff {p.max_abs_diff:.3g} > {p.tolerance:g}")
+    return "; ".join(parts) or (p.failures[0] if p.failures else "failed")
+
+
+def brief(reason: str, limit: int = CELL_REASON) -> str:
+    """A reason cut to fit a table cell; the notes under the table keep it whole."""
+    return reason if len(reason) <= limit else reason[: limit - 1].rstrip() + "\u2026"
+
+
+def percent(value: float) -> str:
+    """A share with one decimal, rounded down: 99.96% reads 99.9%, never 100.0%."""
+    return f"{math.floor(value * 1000 + 1e-9) / 10:.1f}%"
+
+
+def _time_variants(dist: Path, ids: list[str], x_val: Any, seconds: float) -> dict[str, dict]:
+    """Batch-1 ``predict`` latency of each variant, interleaved in one run; a variant that does
+    not load gets ``load_error``."""
+    pool = _rows(x_val, POOL)
+    targets, out = [], {}
+    for vid in ids:
+        try:
+            clf = runtime.load(dist, variant=vid, threads=1)
+        except Exception as exc:  # recorded in the table, not raised: one variant, one cell
+            out[vid] = {"load_error": one_line(exc)}
+            continue
+        targets.append(timing.Timed(name=vid, call=clf.predict, inputs=pool))
+    if targets:
+        samples = timing.measure(targets, seconds=seconds, min_samples=MIN_SAMPLES)
+        for vid, ns in samples.items():
+            stats = timing.Stats.of(ns, batch_size=1)
+            out[vid] = {"p50_us": stats.p50_us, "p90_us": stats.p90_us, "calls": stats.n}
+    return out
+
+
+def variant_results(manifest: Manifest, dist: Path, x_val: Any, seconds: float) -> dict[str, dict]:
+    """One record per variant id: status (passed, failed, refused), its cell and figures."""
+    refused = dict(getattr(manifest, "refused", None) or {})
+    produced = [vid for vid in VARIANTS if vid in manifest.variants]
+    times = _time_variants(dist, produced, x_val, seconds)
+    results: dict[str, dict] = {}
+    for vid in VARIANTS:
+        v = manifest.variants.get(vid)
+        if v is None:
+            reason = refused.get(vid, "not produced by the export")
+            results[vid] = {"status": "refused", "reason": reason, "cell": f"refused ({brief(reason)})"}
+            continue
+        record: dict[str, Any] = {"bytes": v.bytes, "threshold": v.threshold, **times.get(vid, {})}
+        if v.parity is not None:
+            record.update({k: getattr(v.parity, k) for k in _PARITY_FIELDS})
+            record["failures"] = list(v.parity.failures)
+        fp32 = times.get(vid.split("-")[0] + "-fp32", {}).get("p50_us")
+        if fp32 and record.get("p50_us"):
+            record["speedup_vs_fp32"] = fp32 / record["p50_us"]
+        agreement = percent(v.parity.label_agreement) if v.parity else "unchecked"
+        if "load_error" in record:
+            record["status"] = "failed"
+            record["reason"] = record["load_error"]
+            record["cell"] = f"FAILED {agreement} (runtime.load: {brief(record['load_error'])})"
+        elif not v.passed:
+            record["status"] = "failed"
+            record["reason"] = _short_reason(v)
+            record["cell"] = f"FAILED {agreement} ({record['reason']})"
+        else:
+            record["status"] = "passed"
+            speed = f", {record['speedup_vs_fp32']:.1f}x" if "speedup_vs_fp32" in record else ""
+            record["cell"] = f"passed {agreement}{speed}"
+        results[vid] = record
+    return results
+
+
+def run_case(name: str, out: Path, seconds: float) -> dict[str, Any]:
+    """Build, save, export and time one case; every failure ends up in the record."""
+    record: dict[str, Any] = {"name": name, "error": None}
+    folder = out / name
+    dist = folder / "dist"
+    start = time.perf_counter()
+    try:
+        case = zoo.build(name)
+        record.update(description=case.description, head=case.head)
+        record["build_s"] = time.perf_counter() - start
+        folder.mkdir(parents=True, exist_ok=True)
+        model_path = folder / f"{name}.keras"
+        case.model.save(model_path)
+        shutil.rmtree(dist, ignore_errors=True)  # no stale artifacts of an earlier run
+    except Exception as exc:  # a case that cannot be built says so in its row
+        record.update(description=name, error=f"build: {one_line(exc)}")
+        return _refused_everywhere(record)
+    start = time.perf_counter()
+    manifest = None
+    try:
+        manifest = export(
+            model_path,
+            dist,
+            quantize="all",
+            calibration=case.x_calib,
+            validation=(case.x_val, case.y_val),
+            head=case.head,
+        )
+    except ParityError:
+        manifest = Manifest.read(dist)  # written in full before the error was raised
+    except Exception as exc:  # UnsupportedModelError and friends, or a converter's fault
+        record["error"] = one_line(exc)
+        # An export that wrote the variants it could before raising (the folder was emptied
+        # above, so a manifest there is this export's) still has a row of figures.
+        if (dist / MANIFEST_NAME).is_file():
+            manifest = Manifest.read(dist)
+    record["export_s"] = time.perf_counter() - start
+    if manifest is None:
+        return _refused_everywhere(record)
+    record["keras_accuracy"] = next(
+        (v.parity.reference_accuracy for v in manifest.variants.values() if v.parity), None
+    )
+    record["variants"] = variant_results(manifest, dist, case.x_val, seconds)
+    return record
+
+
+def _refused_everywhere(record: dict[str, Any]) -> dict[str, Any]:
+    reason = record["error"]
+    record["variants"] = {
+        vid: {"status": "refused", "reason": reason, "cell": f"refused: {brief(reason)}"}
+        for vid in VARIANTS
+    }
+    return record
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The coverage table, the per-case timings, and every failure's full message."""
+    lines = [
+        "# Export coverage: which Keras models keras-edge exports, and as what",
+        "",
+        f"Machine: {machine.summary(data['machine'])}. Regenerate with:",
+        "",
+        f"    {data['command']}",
+        "",
+    ]
+    if data["run"] != data["command"]:
+        lines += [f"This run: `{data['run']}`.", ""]
+    lines += [
+        "Each case is built and trained by `keras_edge.exporter.zoo`, saved as `.keras`, and "
+        'exported from that file with `quantize="all"`, calibration data (training inputs) and '
+        "validation data. A cell gives the parity gate on the validation data (label agreement "
+        "with Keras, one call per sample) and the batch-1 speed-up of "
+        "`runtime.load(dist, variant=v, threads=1).predict` over the fp32 variant of the same "
+        f"format (medians of {data['seconds']:g} s of calls each, interleaved, over {POOL} "
+        "validation rows). `refused` means the variant was not produced, with the exporter's "
+        "reason.",
+        "",
+        "| case | " + " | ".join(f"`{v}`" for v in VARIANTS) + " |",
+        "|---|" + "---|" * len(VARIANTS),
+    ]
+    for case in data["cases"]:
+        cells = [_md(case["variants"][v]["cell"]) for v in VARIANTS]
+        lines.append(f"| `{case['name']}`: {_md(case['description'])} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| case | head | build + train (s) | export, 8 variants (s) | Keras accuracy | outcome |",
+        "|---|---|---|---|---|---|",
+    ]
+    for case in data["cases"]:
+        statuses = [case["variants"][v]["status"] for v in VARIANTS]
+        outcome = ", ".join(f"{statuses.count(s)} {s}" for s in ("passed", "failed", "refused"))
+        acc = case.get("keras_accuracy")
+        lines.append(
+            f"| `{case['name']}` | {case.get('head', '-')} | {_seconds(case.get('build_s'))} | "
+            f"{_seconds(case.get('export_s'))} | {'-' if acc is None else f'{acc:.4f}'} | "
+            f"{outcome} |"
+        )
+    notes = []
+    for case in data["cases"]:
+        if case["error"]:
+            everywhere = all(v.get("reason") == case["error"] for v in case["variants"].values())
+            where = "every variant" if everywhere else "the export raised"
+            notes.append(f"- `{case['name']}`, {where}: {_md(case['error'])}")
+            if everywhere:
+                continue
+        for vid in VARIANTS:
+            v = case["variants"][vid]
+            if v["status"] != "passed":
+                why = "; ".join(v.get("failures") or []) or v["reason"]
+                notes.append(f"- `{case['name']}` `{vid}` {v['status']}: {_md(why)}")
+    if notes:
+        lines += ["", "## Why a cell failed or was refused", "", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_edge.benchmarks.coverage",
+        description="Export every model of the zoo to all 8 variants; tabulate parity and speed.",
+    )
+    parser.add_argument("--only", metavar="A,B", help=f"comma list of cases (of {', '.join(zoo.CASES)})")
+    parser.add_argument("--out", type=Path, default=Path("build/coverage"), help="working folder")
+    parser.add_argument("--markdown", type=Path, metavar="F.md", help="write the table here")
+    parser.add_argument("--json", type=Path, metavar="F.json", help="write every figure here")
+    parser.add_argument(
+        "--seconds", type=float, default=0.3, help="timing budget per variant (default 0.3)"
+    )
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else list(zoo.CASES)
+    unknown = [n for n in names if n not in zoo.CASES]
+    if unknown or not names:
+        parser.error(f"expected --only cases from {list(zoo.CASES)}, got {unknown or args.only!r}")
+    if args.seconds <= 0:
+        parser.error(f"expected --seconds > 0, got {args.seconds}")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logger.setLevel(logging.INFO)
+
+    cases = []
+    for i, name in enumerate(names, start=1):
+        logger.info("[%d/%d] %s", i, len(names), name)
+        case = run_case(name, args.out, args.seconds)
+        logger.info(
+            "  built in %s s, exported in %s s%s",
+            _seconds(case.get("build_s")),
+            _seconds(case.get("export_s")),
+            f": {case['error']}" if case["error"] else "",
+        )
+        cases.append(case)
+    run = "python -m keras_edge.benchmarks.coverage " + " ".join(sys.argv[1:] if argv is None else argv)
+    data = {
+        "command": COMMAND,
+        "run": run.strip(),
+        "machine": machine.describe(),
+        "seconds": args.seconds,
+        "pool": POOL,
+        "variants": VARIANTS,
+        "cases": cases,
+    }
+    table = markdown(data)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table, encoding="utf-8")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n",
+            encoding="utf-8",
+        )
+    print(table, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,8 +22,8 @@ OVERHEAD_LIMITS = {("onnx", 1): 1.5, ("tflite", 1): 2.0, ("onnx", 1024): 1.05, (
 BIG_BARE_US = 100.0
 BIG_OVERHEAD_LIMIT = 1.1
 # Our graphs against what a user would do instead: Keras 3's own export of the same model on
-# the same bare engine. fp32 (and fp16, dynamic) must be no slower, 5% left for the noise of a
-# shared machine; int8 should beat it.
+# the same bare engine. fp32 must be no slower, 5% left for the noise of a shared machine; int8
+# should beat it. (fp16 and dynamic are in the tables, without a claim.)
 KERAS_EXPORT_OF = {"tflite": "keras-export-litert:raw", "onnx": "keras-export-onnx:raw"}
 VS_KERAS_EXPORT_LIMITS = {"no slower": 1.05, "should beat": 1.0}
 
@@ -136,7 +136,7 @@ def _vs_keras_exports(results: list[dict[str, Any]], ids: list[str]) -> list[dic
         fmt, _, precision = vid.partition("-")
         reference = KERAS_EXPORT_OF.get(fmt)
         ours, theirs = _p50(results, f"{vid}:raw", 1), _p50(results, reference or "", 1)
-        if ours and theirs:
+        if ours and theirs and precision in ("fp32", "int8"):  # the issue's two claims
             expect = "should beat" if precision == "int8" else "no slower"
             limit = VS_KERAS_EXPORT_LIMITS[expect]
             out.append(

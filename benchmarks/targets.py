@@ -16,14 +16,9 @@ TensorFlow was given at start-up. Nothing here imports TensorFlow: the caller pa
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-import os
-import sys
 import tempfile
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,6 +152,8 @@ def keras_export_targets(
     Returns the targets and, per Keras format, ``{"bytes": N}`` or ``{"error": why}``: an export
     that fails (a Keras without ``format="litert"``, a converter error, its engine not installed
     here) gives no target, and the caller says why."""
+    from keras_edge.exporter import captured_output  # only with --keras: TensorFlow is here
+
     try:
         # A freshly loaded functional model must have been called before ``model.export``
         # ("The model provided has never called").
@@ -177,7 +174,7 @@ def keras_export_targets(
             path = Path(tmp) / filename
             step = "model.export failed"
             try:
-                with _quiet():
+                with captured_output():
                     model.export(str(path), format=fmt, verbose=False)
                 artifact = path.read_bytes()
                 step = f"{ENGINE_MODULES[engine]} could not load the export"
@@ -235,35 +232,3 @@ def _reason(exc: BaseException) -> str:
     """An exception as one line: type and message, whitespace folded, cut at 300 characters."""
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Keep what Keras's exporters and the converters under them print (Python and C++, stdout
-    and stderr) off the terminal, where stdout is the benchmark's tables; log it at debug."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    buffer = io.StringIO()
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            with (
-                contextlib.redirect_stdout(buffer),
-                contextlib.redirect_stderr(buffer),
-                warnings.catch_warnings(),
-            ):
-                warnings.simplefilter("ignore")
-                yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            sink.seek(0)
-            printed = buffer.getvalue() + sink.read().decode("utf-8", "replace")
-            if printed.strip():
-                logger.debug("Keras export printed:\n%s", printed[-4000:])

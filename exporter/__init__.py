@@ -1,11 +1,13 @@
 """keras-edge exporter: Keras model -> TFLite/ONNX variants + a manifest, each proved.
 
 TensorFlow is imported only when an export runs, never at ``import keras_edge.exporter``.
-``load_model``, ``keras_labels``, ``import_tensorflow`` and ``zoo`` (example models) are what the
-benchmarks (and other tools) may use of the exporter; everything else is internal.
+``load_model``, ``keras_labels``, ``import_tensorflow``, ``captured_output`` (converter noise to
+the debug log) and ``zoo`` (example models) are what the benchmarks (and other tools) may use of
+the exporter; everything else is internal.
 """
 
 from keras_edge.exporter import zoo
+from keras_edge.exporter._tf import captured_output
 from keras_edge.exporter._tf import tensorflow as import_tensorflow
 from keras_edge.exporter.errors import (
     CalibrationError,
@@ -27,6 +29,7 @@ __all__ = [
     "UnsafeModelError",
     "UnsupportedModelError",
     "UnsupportedOpError",
+    "captured_output",
     "export",
     "import_tensorflow",
     "keras_labels",

@@ -3,7 +3,10 @@
 Every variant is checked through ``runtime.load()``, so the code path that ships is the code
 path that is checked. Files are staged in a sibling folder and moved into place at the end: a
 bad input leaves nothing half-written; a failed gate still writes everything, then raises
-:class:`ParityError` (exit code 3) naming the variant and the numbers.
+:class:`ParityError` (exit code 3) naming the variant and the numbers. A variant the format cannot
+express (:class:`UnsupportedOpError`) is left out with its reason in the manifest's ``refused``;
+one a converter or engine fails on is left out the same way, the rest are written, and
+:class:`PartialExportError` (exit code 1) names it.
 """
 
 from __future__ import annotations
@@ -157,7 +160,10 @@ def export(
         progress: called as ``progress(step, total, message)`` while exporting.
 
     Raises:
-        UsageError: bad input (exit 2); nothing is written.
+        UsageError: bad input (exit 2); nothing is written. Its subclass UnsupportedOpError when
+            no variant at all can express the model.
+        PartialExportError: a converter or engine failed on some variants (exit 1); the others
+            are written first. ConversionError when it failed on every variant.
         ParityError: a variant failed its gate (exit 3); everything is written first.
     """
     quantizations, asked_all = parse_quantize(quantize)

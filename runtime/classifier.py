@@ -27,7 +27,7 @@ from keras_edge.runtime.engines import (
 )
 from keras_edge.runtime.errors import ArtifactError, InputError, UnknownVariantError
 from keras_edge.runtime.golden import check_classifier, raise_on_failure, read_golden
-from keras_edge.runtime.manifest import Head, Manifest, Variant
+from keras_edge.runtime.manifest import Head, InputSpec, Manifest, Variant
 from keras_edge.runtime.report import export_order
 
 logger = logging.getLogger(__name__)
@@ -74,8 +74,6 @@ class Classifier:
         self._multi = len(self._specs) > 1
         spec = manifest.input
         self._feature_shape = spec.feature_shape
-        self._rank = len(spec.shape)
-        self._input_name = spec.name
         self._float_input = spec.is_float
         self._in_qs = list(engine.input_quantizations)
         self._run = engine.run
@@ -152,7 +150,7 @@ class Classifier:
         return x
 
     @staticmethod
-    def _check_integers(x: np.ndarray, spec: Any) -> np.ndarray:
+    def _check_integers(x: np.ndarray, spec: InputSpec) -> np.ndarray:
         """Token ids: an integer array in the input's dtype, values within its range."""
         dtype = np.dtype(spec.dtype)
         if x.dtype.kind not in "iub":
@@ -161,8 +159,7 @@ class Classifier:
                 f"integer inputs are never cast from floats"
             )
         if x.size:
-            low, high = (spec.range if spec.range is not None else
-                         (np.iinfo(dtype).min, np.iinfo(dtype).max))  # fmt: skip
+            low, high = spec.range or (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
             lo, hi = int(x.min()), int(x.max())
             if lo < low or hi > high:
                 raise InputError(
@@ -296,6 +293,9 @@ class Classifier:
 
     def predict_proba(self, x: Any) -> np.ndarray:
         """Probabilities, float32, the shape Keras ``model.predict`` gives: (n, units).
+
+        ``x`` is an array of samples; for a model with several inputs, a dict of arrays by input
+        name or a list of them in the model's order (``clf.manifest.inputs``).
 
         A logit head gets the sigmoid (binary, multilabel) or softmax (multiclass) applied.
         A regression head has no probabilities: use :meth:`predict`.

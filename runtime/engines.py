@@ -52,9 +52,6 @@ def missing_engine(fmt: str) -> BackendUnavailableError:
     )
 
 
-# ONNX Runtime's tensor type names, for the inputs keras-edge exports (floats and token ids).
-_ONNX_TYPES = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64}
-
 # Arrays of at most this many values take plain-Python paths: at that size numpy's fixed cost
 # per operation (~1 us here) outweighs the work, and is most of the runtime's overhead.
 SMALL = 32
@@ -154,11 +151,6 @@ class OnnxEngine:
         self.input_names: list[str] = list(input_names) if input_names is not None else names
         self.input_name: str = self.input_names[0]
         self.output_names: list[str] = [outputs[0].name]
-        by_name = {i.name: i for i in inputs}
-        self.input_dtypes = [
-            np.dtype(_ONNX_TYPES.get(by_name[n].type, np.float32)) for n in self.input_names
-        ]
-        self.input_dtype = self.input_dtypes[0]
         self.input_quantizations: list[Quantization | None] = [None] * len(self.input_names)
         self.input_quantization: Quantization | None = None
         self.output_quantization: Quantization | None = None
@@ -223,8 +215,6 @@ class LiteRTEngine:
         self._shapes = [tuple(int(v) for v in d["shape"]) for d in in_details]
         self._in, self._shape = self._ins[0], self._shapes[0]
         self._out = out_details[0]["index"]
-        self.input_dtypes = [np.dtype(d["dtype"]) for d in in_details]
-        self.input_dtype = self.input_dtypes[0]
         self.input_quantizations = [self._quantization(d) for d in in_details]
         self.input_quantization = self.input_quantizations[0]
         self.output_quantization = self._quantization(out_details[0])

@@ -297,8 +297,16 @@ def export(
             # One call per sample, as a device calls the model; then one call for the whole
             # set, because some variants answer differently when samples share a batch.
             n = len(x_check[0])
-            per_sample = np.concatenate([answer(rows(x_check, slice(i, i + 1))) for i in range(n)])
+            samples = [rows(x_check, slice(i, i + 1)) for i in range(n)]
+            per_sample = np.concatenate([answer(sample) for sample in samples])
             answers[vid] = per_sample
+            # The labels of the runtime's own predict(), the decision that ships, one call per
+            # sample and one for the whole set; the gate compares them with Keras's p > t.
+            decides = the_head.kind != "regression"
+            labels = (
+                np.concatenate([clf.predict(s).reshape(1, -1) for s in samples]) if decides else None
+            )
+            everything = rows(x_check, slice(None))
             result = parity.compare(
                 the_head,
                 reference,
@@ -306,7 +314,9 @@ def export(
                 precision,
                 variants[vid].threshold,
                 options.min_agreement,
-                batch_proba=answer(rows(x_check, slice(None))),
+                batch_proba=answer(everything),
+                labels=labels,
+                batch_labels=clf.predict(everything) if decides else None,
             )
             if result.batch_flips != result.flips:
                 logger.warning(

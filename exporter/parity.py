@@ -62,9 +62,22 @@ def compare(
     min_agreement: float | None = None,
     tolerance: float | None = None,
     batch_proba: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    batch_labels: np.ndarray | None = None,
 ) -> Parity:
     """Parity of one variant's probabilities ``proba`` (one call per sample) against
-    ``reference``; ``batch_proba`` (one call for all samples) is compared and recorded too."""
+    ``reference``; ``batch_proba`` (one call for all samples) is compared and recorded too.
+
+    ``labels`` / ``batch_labels`` are the variant's decisions as the runtime's ``predict()``
+    made them (the code that ships: the fast path, the integer cut of an int8 output, the logit
+    cut); without them the decisions are derived from the probabilities by the same rule."""
+    if labels is None:
+        labels = decide(head, proba, threshold)
+    labels = labels.reshape(len(proba), -1)
+    if batch_proba is not None and batch_labels is None:
+        batch_labels = decide(head, batch_proba, threshold)
+    if batch_labels is not None:
+        batch_labels = batch_labels.reshape(len(proba), -1)
     tol = TOLERANCES[precision] if tolerance is None else tolerance
     need = MIN_AGREEMENT[precision] if min_agreement is None else min_agreement
     ref = reference.proba
@@ -82,7 +95,6 @@ def compare(
         distance = np.full(n, np.inf)
     else:
         ref_labels = decide(head, ref, head.threshold)
-        labels = decide(head, proba, threshold)
         flipped = (ref_labels != labels).any(axis=1)
         if head.kind == "multiclass":
             top2 = np.sort(ref, axis=1)[:, -2:] if ref.shape[1] > 1 else np.zeros((n, 2))
@@ -117,11 +129,10 @@ def compare(
         if head.kind == "regression":
             batch_flips = int((batch_diff > allowed).any(axis=1).sum())
         else:
-            batch_labels = decide(head, batch_proba, threshold)
             batch_flips = int((decide(head, ref, head.threshold) != batch_labels).any(axis=1).sum())
     accuracy = reference_accuracy = None
     if reference.labels is not None:
-        accuracy = _accuracy(head, decide(head, proba, threshold), reference.labels)
+        accuracy = _accuracy(head, labels, reference.labels)
         reference_accuracy = _accuracy(head, decide(head, ref, head.threshold), reference.labels)
     return Parity(
         n=n,

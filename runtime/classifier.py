@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,14 @@ from keras_edge.runtime.engines import (
     make_engine,
     missing_engine,
 )
-from keras_edge.runtime.errors import ArtifactError, InputError, UnknownVariantError
+from keras_edge.runtime.errors import (
+    ArtifactError,
+    InputError,
+    ManifestError,
+    UnknownVariantError,
+)
 from keras_edge.runtime.golden import check_classifier, raise_on_failure, read_golden
-from keras_edge.runtime.manifest import Head, InputSpec, Manifest, Variant
+from keras_edge.runtime.manifest import Head, InputSpec, Manifest, Variant, validate_threshold
 from keras_edge.runtime.report import export_order
 
 logger = logging.getLogger(__name__)
@@ -69,7 +75,6 @@ class Classifier:
         self.device = device
         self.providers: list[str] = list(engine.providers)
         self.engine = engine
-        self.threshold: float | tuple[float, ...] | None = variant.threshold
         self._specs = manifest.inputs
         self._multi = len(self._specs) > 1
         spec = manifest.input
@@ -83,16 +88,38 @@ class Classifier:
         head = self.head
         self._out_shape_tail = (head.units,)
         self._out_dtype = np.float32 if self._out_q is None else self._out_q.dtype
-        # Precompute everything the decision needs, so a call does only the comparison:
-        # thresholds in float32, as Keras compares float32 outputs with a float32 threshold,
-        # and in the logit domain for a logit head.
+        self._set_threshold(variant.threshold)
+
+    @property
+    def threshold(self) -> float | tuple[float, ...] | None:
+        """The threshold ``predict`` decides with (rule ``p > threshold``; one per label for
+        multilabel; ``None`` for multiclass and regression). Settable: the new value is checked
+        like the manifest's and decides from the next call on."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float | Sequence[float] | None) -> None:
+        if isinstance(value, (list, tuple, np.ndarray)):
+            value = tuple(float(v) for v in value)
+        try:
+            validate_threshold(self.head.kind, self.head.units, value, f"variant {self.variant!r}")
+        except ManifestError as exc:
+            raise InputError(str(exc)) from exc
+        self._set_threshold(value)
+
+    def _set_threshold(self, threshold: Any) -> None:
+        """Precompute everything the decision needs, so a call does only the comparison:
+        thresholds in float32, as Keras compares float32 outputs with a float32 threshold, and
+        in the logit domain for a logit head."""
+        head = self.head
+        self._threshold = threshold
         self._cut: np.ndarray | float | int | None = None
         if head.kind == "multilabel":
-            ts = np.asarray(variant.threshold, dtype=np.float64)
+            ts = np.asarray(threshold, dtype=np.float64)
             cut = np.log(ts / (1.0 - ts)) if head.output == "logit" else ts
             self._cut = cut.astype(np.float32).reshape(1, -1)
         elif head.kind == "binary":
-            t = float(variant.threshold)  # type: ignore[arg-type]
+            t = float(threshold)
             cut32 = np.float32(math.log(t / (1.0 - t)) if head.output == "logit" else t)
             # For an int8 output, the integer cut that gives exactly the labels of dequantizing
             # first; for a float output, the float32 threshold as a Python float.

@@ -43,6 +43,23 @@ def _require(data: dict[str, Any], key: str, where: str) -> Any:
     return data[key]
 
 
+def validate_threshold(kind: str, units: int, threshold: Any, where: str) -> None:
+    """A threshold fit for a head of ``kind``: one number strictly between 0 and 1 (binary),
+    one per label (multilabel), none otherwise; else :class:`ManifestError` naming ``where``
+    and the value."""
+    if kind == "multilabel":
+        if not isinstance(threshold, tuple) or len(threshold) != units:
+            raise ManifestError(
+                f"Expected {units} thresholds for {where} (a multilabel head), got {threshold!r}"
+            )
+        for t in threshold:
+            _check_threshold(t, where)
+    elif kind == "binary":
+        _check_threshold(threshold, where)
+    elif threshold is not None:
+        raise ManifestError(f"Expected no threshold for {where} (a {kind} head), got {threshold!r}")
+
+
 def _check_threshold(value: float, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ManifestError(f"Expected a number for the threshold of {where}, got {value!r}")
@@ -133,17 +150,7 @@ class Head:
             raise ManifestError(f"Expected head output in {HEAD_OUTPUTS}, got {self.output!r}")
         if self.kind == "binary" and self.units != 1:
             raise ManifestError(f"Expected 1 output unit for a binary head, got {self.units}")
-        if self.kind == "multilabel":
-            if not isinstance(self.threshold, tuple) or len(self.threshold) != self.units:
-                raise ManifestError(
-                    f"Expected {self.units} thresholds for a multilabel head, got {self.threshold!r}"
-                )
-            for t in self.threshold:
-                _check_threshold(t, "a multilabel head")
-        elif self.kind == "binary":
-            _check_threshold(self.threshold, "a binary head")  # type: ignore[arg-type]
-        elif self.threshold is not None:
-            raise ManifestError(f"A {self.kind} head takes no threshold, got {self.threshold!r}")
+        validate_threshold(self.kind, self.units, self.threshold, "the head")
 
     def to_dict(self) -> dict[str, Any]:
         threshold = list(self.threshold) if isinstance(self.threshold, tuple) else self.threshold
@@ -364,6 +371,8 @@ class Manifest:
             )
         if self.decision_rule != DECISION_RULE:
             raise ManifestError(f"Expected decision_rule {DECISION_RULE!r}, got {self.decision_rule!r}")
+        for vid, variant in self.variants.items():
+            validate_threshold(self.head.kind, self.head.units, variant.threshold, f"variant {vid!r}")
         names = [spec.name for spec in self.inputs]
         if not names or len(set(names)) != len(names):
             raise ManifestError(f"Expected one or more inputs with distinct names, got {names}")

@@ -1,0 +1,75 @@
+"""A variant's threshold is validated wherever it comes from (the manifest, or a user setting
+``clf.threshold``), and the one set is the one ``predict`` decides with."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_edge import runtime
+from keras_edge.runtime.manifest import MANIFEST_NAME
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (None, "Expected a number for the threshold of variant 'onnx-fp32', got None"),
+        (0, "strictly between 0 and 1, got 0"),
+        (1.0, "strictly between 0 and 1, got 1.0"),
+        ([0.4, 0.6], "Expected a number for the threshold of variant 'onnx-fp32', got"),
+        ("0.5", "Expected a number"),
+    ],
+)
+def test_a_variant_threshold_in_the_manifest_is_validated_on_load(export_copy, value, match):
+    path = export_copy / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    data["variants"]["onnx-fp32"]["threshold"] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(runtime.ManifestError, match=match):
+        runtime.load(export_copy, variant="tflite-fp32")  # any load reads the whole manifest
+
+
+@pytest.mark.parametrize("variant", ["tflite-fp32", "onnx-fp32"])
+def test_setting_the_threshold_changes_the_decision(fp32_export, wide_inputs, variant):
+    clf = runtime.load(fp32_export, variant=variant)
+    p = clf.predict_proba(wide_inputs)[:, 0]
+    assert clf.threshold == 0.5
+    clf.threshold = 0.9
+    assert clf.threshold == 0.9
+    for x in (wide_inputs, wide_inputs[:1], wide_inputs[:7]):  # fast path and general path
+        expected = (clf.predict_proba(x)[:, 0] > np.float32(0.9)).astype(np.int64)
+        np.testing.assert_array_equal(clf.predict(x), expected)
+    assert (clf.predict(wide_inputs) != (p > 0.5)).any()  # it did change something
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, -0.1, float("nan"), (0.2, 0.3), None, True])
+def test_a_bad_threshold_is_refused_and_the_old_one_kept(fp32_export, value):
+    clf = runtime.load(fp32_export, variant="onnx-fp32")
+    with pytest.raises(runtime.InputError, match="variant 'onnx-fp32'"):
+        clf.threshold = value
+    assert clf.threshold == 0.5
+
+
+def test_the_gate_sees_the_decision_that_ships(seed_dir, seed_val, seed_all, tmp_path, monkeypatch):
+    # Plant a wrong integer cut (p > 0.97 instead of 0.5) in the runtime's decision for int8
+    # outputs: predict_proba is untouched, so only a gate that runs predict() can notice.
+    from keras_edge import exporter
+    from keras_edge.runtime import classifier
+
+    real = classifier._integer_cut
+    monkeypatch.setattr(classifier, "_integer_cut", lambda q, cut: min(real(q, cut) + 120, 126))
+    with pytest.raises(exporter.ParityError, match="tflite-int8: label agreement"):
+        exporter.export(
+            seed_dir / "seed.keras",
+            tmp_path / "dist",
+            formats=["tflite"],
+            quantize="int8",
+            calibration=seed_all[2],
+            validation=seed_val,
+            int8_io=True,
+        )
+    manifest = runtime.Manifest.read(tmp_path / "dist")
+    assert manifest.variants["tflite-fp32"].parity.passed
+    assert manifest.variants["tflite-int8"].parity.flips > 10

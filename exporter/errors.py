@@ -27,6 +27,10 @@ class UnsupportedOpError(UnsupportedModelError):
     export."""
 
 
+class TuningError(UsageError):
+    """A threshold objective that cannot be met on the tuning data (exit code 2)."""
+
+
 class CalibrationError(UsageError):
     """Calibration data that is missing, or of the wrong shape, for full-integer variants."""
 
@@ -58,6 +62,7 @@ __all__ = [
     "ConversionError",
     "ParityError",
     "PartialExportError",
+    "TuningError",
     "UnsafeModelError",
     "UnsupportedModelError",
     "UnsupportedOpError",

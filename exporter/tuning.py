@@ -1,0 +1,180 @@
+"""Threshold tuning: the cut ``p > t`` that is best for an objective on labelled data.
+
+The search is exact: every distinct score is a place where the decisions change, so the
+candidates are the midpoints between adjacent distinct scores (and below the lowest and above
+the highest, where those lie inside (0, 1)). A midpoint keeps ``p > t`` robust to float noise:
+no score lies on or next to the chosen cut. Confusion counts for all candidates come from one
+sort and cumulative sums.
+
+Ties between equally good thresholds are broken toward the default 0.5: the candidate nearest
+0.5 wins, and of two equally near, the higher (fewer positives). A multilabel head is tuned one
+label at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from keras_edge.exporter.errors import TuningError
+from keras_edge.runtime.errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("f1", "fbeta:B", "youden", "balanced-accuracy", "mcc", "precision>=X", "recall>=X",
+              "cost:fp=A,fn=B")  # fmt: skip
+_FBETA = re.compile(r"^fbeta:(\d+(?:\.\d+)?)$")
+_FLOOR = re.compile(r"^(precision|recall)>=(0?\.\d+|1(?:\.0*)?|0)$")
+_COST = re.compile(r"^cost:fp=(\d+(?:\.\d+)?),fn=(\d+(?:\.\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A parsed ``--tune-threshold`` value."""
+
+    text: str
+    kind: str  # f1, fbeta, youden, balanced-accuracy, mcc, precision>=, recall>=, cost
+    beta: float = 1.0
+    floor: float = 0.0
+    fp_cost: float = 1.0
+    fn_cost: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> Objective:
+        t = text.strip().lower()
+        if t in ("f1", "youden", "balanced-accuracy", "mcc"):
+            return cls(text, t)
+        if m := _FBETA.match(t):
+            beta = float(m.group(1))
+            if beta > 0:
+                return cls(text, "fbeta", beta=beta)
+        if m := _FLOOR.match(t):
+            floor = float(m.group(2))
+            if 0 < floor <= 1:
+                return cls(text, f"{m.group(1)}>=", floor=floor)
+        if m := _COST.match(t):
+            fp, fn = float(m.group(1)), float(m.group(2))
+            if fp > 0 or fn > 0:
+                return cls(text, "cost", fp_cost=fp, fn_cost=fn)
+        raise UsageError(
+            f"Expected a tuning objective from {', '.join(OBJECTIVES)} (B > 0, 0 < X <= 1, "
+            f"A, B >= 0 not both 0), got {text!r}"
+        )
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The chosen threshold, the objective's value there and the confusion counts."""
+
+    threshold: float
+    value: float
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return dict(self.__dict__)
+
+
+def confusion_at_candidates(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(cuts, tp, fp, tn, fn) for every candidate cut, each an array over the candidates."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    positive = np.asarray(y).ravel().astype(bool)
+    order = np.argsort(s, kind="stable")
+    s, positive = s[order], positive[order]
+    distinct, first = np.unique(s, return_index=True)
+    # Below a cut lie the rows before the first occurrence of the next distinct score.
+    cuts = (distinct[:-1] + distinct[1:]) / 2.0
+    below = first[1:]
+    if distinct[0] > 0:
+        cuts, below = np.concatenate([[distinct[0] / 2.0], cuts]), np.concatenate([[0], below])
+    if distinct[-1] < 1:
+        cuts = np.concatenate([cuts, [(distinct[-1] + 1.0) / 2.0]])
+        below = np.concatenate([below, [len(s)]])
+    pos_below = np.concatenate([[0], np.cumsum(positive)])[below]
+    total_pos = int(positive.sum())
+    fn = pos_below
+    tn = below - pos_below
+    tp = total_pos - fn
+    fp = (len(s) - below) - tp
+    return cuts, tp, fp, tn, fn
+
+
+def _values(objective: Objective, tp: np.ndarray, fp: np.ndarray, tn: np.ndarray, fn: np.ndarray):
+    tp, fp, tn, fn = (a.astype(np.float64) for a in (tp, fp, tn, fn))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        specificity = np.where(tn + fp > 0, tn / (tn + fp), 0.0)
+        kind = objective.kind
+        if kind in ("f1", "fbeta"):
+            b2 = objective.beta**2
+            den = (1 + b2) * tp + b2 * fn + fp
+            return np.where(den > 0, (1 + b2) * tp / den, 0.0), None
+        if kind == "youden":
+            return recall + specificity - 1.0, None
+        if kind == "balanced-accuracy":
+            return (recall + specificity) / 2.0, None
+        if kind == "mcc":
+            den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+            return np.where(den > 0, (tp * tn - fp * fn) / np.where(den > 0, den, 1), 0.0), None
+        if kind == "precision>=":
+            return recall, (tp + fp > 0) & (precision >= objective.floor)
+        if kind == "recall>=":
+            return precision, (tp + fn > 0) & (recall >= objective.floor)
+        n = tp + fp + tn + fn
+        return -(objective.fp_cost * fp + objective.fn_cost * fn) / n, None  # cost: maximize -cost
+
+
+def tune(scores: np.ndarray, y: np.ndarray, objective: Objective, what: str = "") -> Tuned:
+    """The best cut for ``objective`` on one label's ``scores`` (probabilities) and 0/1 ``y``."""
+    y = np.asarray(y).ravel()
+    if len(y) == 0 or not set(np.unique(y).tolist()) <= {0, 1}:
+        raise UsageError(
+            f"Expected 0/1 labels to tune {what or 'the threshold'} on, got values {np.unique(y)[:10]}"
+        )
+    cuts, tp, fp, tn, fn = confusion_at_candidates(scores, y)
+    if len(cuts) == 0:
+        raise TuningError(
+            f"Cannot tune {what or 'the threshold'}: every score is {float(scores.ravel()[0])!r}, so "
+            f"no threshold separates anything"
+        )
+    values, feasible = _values(objective, tp, fp, tn, fn)
+    if feasible is not None:
+        if not feasible.any():
+            measure = "precision" if objective.kind == "precision>=" else "recall"
+            reached = (
+                tp / np.maximum(tp + fp, 1) if measure == "precision" else tp / np.maximum(tp + fn, 1)
+            )
+            raise TuningError(
+                f"No threshold reaches {measure} >= {objective.floor:g} for {what or 'the model'} "
+                f"on the tuning data: the best is {float(reached.max()):.4f}"
+            )
+        values = np.where(feasible, values, -np.inf)
+    top = values.max()
+    candidates = np.nonzero(values >= top - 1e-12)[0]
+    distance = np.abs(cuts[candidates] - 0.5)
+    nearest = candidates[distance <= distance.min() + 1e-12]
+    i = int(nearest[np.argmax(cuts[nearest])])  # equally near 0.5: the higher cut
+    value = float(values[i]) if objective.kind != "cost" else float(-values[i])
+    return Tuned(float(cuts[i]), value, int(tp[i]), int(fp[i]), int(tn[i]), int(fn[i]))
+
+
+def tune_head(
+    kind: str, scores: np.ndarray, y: np.ndarray, objective: Objective, what: str
+) -> tuple[float | tuple[float, ...], list[Tuned]]:
+    """The threshold(s) for a binary or multilabel head: one per label."""
+    if kind not in ("binary", "multilabel"):
+        raise UsageError(f"Expected a binary or multilabel head to tune a threshold for, got {kind}")
+    scores = np.asarray(scores).reshape(len(scores), -1)
+    y = np.asarray(y).reshape(len(scores), -1)
+    if y.shape != scores.shape:
+        raise UsageError(f"Expected labels of shape {scores.shape} to tune {what}, got {y.shape}")
+    names = [f"{what} label {k}" if kind == "multilabel" else what for k in range(scores.shape[1])]
+    results = [tune(scores[:, k], y[:, k], objective, names[k]) for k in range(scores.shape[1])]
+    thresholds = tuple(r.threshold for r in results)
+    return (thresholds[0] if kind == "binary" else thresholds), results

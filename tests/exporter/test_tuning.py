@@ -1,0 +1,86 @@
+"""Threshold tuning against a brute-force search over every candidate cut, with scikit-learn's
+metrics as the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics
+
+from keras_edge.exporter.errors import TuningError
+from keras_edge.exporter.tuning import Objective, confusion_at_candidates, tune
+from keras_edge.runtime.errors import UsageError
+
+
+def _sk(objective: Objective, y: np.ndarray, pred: np.ndarray) -> float:
+    """The objective by scikit-learn (or -inf where a floor is not met)."""
+    if objective.kind == "f1":
+        return metrics.f1_score(y, pred, zero_division=0)
+    if objective.kind == "fbeta":
+        return metrics.fbeta_score(y, pred, beta=objective.beta, zero_division=0)
+    if objective.kind == "balanced-accuracy":
+        return metrics.balanced_accuracy_score(y, pred)
+    if objective.kind == "mcc":
+        return metrics.matthews_corrcoef(y, pred)
+    tn, fp, fn, tp = metrics.confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    if objective.kind == "youden":
+        return metrics.recall_score(y, pred, zero_division=0) + tn / (tn + fp) - 1
+    if objective.kind == "precision>=":
+        ok = tp + fp > 0 and metrics.precision_score(y, pred, zero_division=0) >= objective.floor
+        return metrics.recall_score(y, pred, zero_division=0) if ok else -np.inf
+    if objective.kind == "recall>=":
+        ok = metrics.recall_score(y, pred, zero_division=0) >= objective.floor
+        return metrics.precision_score(y, pred, zero_division=0) if ok else -np.inf
+    return -(objective.fp_cost * fp + objective.fn_cost * fn) / len(y)
+
+
+def _scores(kind: str, n: int = 600) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    y = (rng.random(n) < 0.12).astype(int)  # imbalanced, as fraud or defects are
+    z = rng.normal(0, 1, n) + 1.6 * y
+    p = 1 / (1 + np.exp(-z))
+    if kind == "int8":  # the steps of a full-int8 sigmoid output: many exact ties
+        p = np.round(p * 256) / 256
+    return p.astype(np.float32), y
+
+
+OBJECTIVES = ["f1", "fbeta:2", "fbeta:0.5", "youden", "balanced-accuracy", "mcc",
+              "precision>=0.6", "recall>=0.9", "cost:fp=1,fn=10"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["float", "int8"])
+@pytest.mark.parametrize("text", OBJECTIVES)
+def test_tuned_threshold_is_the_brute_force_optimum(text, kind):
+    objective = Objective.parse(text)
+    p, y = _scores(kind)
+    tuned = tune(p, y, objective)
+    cuts = confusion_at_candidates(p, y)[0]
+    best = max(_sk(objective, y, (p > c).astype(int)) for c in cuts)
+    at_ours = _sk(objective, y, (p > np.float32(tuned.threshold)).astype(int))
+    sign = -1 if objective.kind == "cost" else 1
+    assert at_ours == pytest.approx(best, abs=1e-12)
+    assert tuned.value == pytest.approx(sign * best, abs=1e-12)
+    tn, fp, fn, tp = metrics.confusion_matrix(y, (p > tuned.threshold).astype(int)).ravel()
+    assert (tuned.tp, tuned.fp, tuned.tn, tuned.fn) == (tp, fp, tn, fn)
+    # The cut lies strictly between two adjacent distinct scores, never on one.
+    assert 0 < tuned.threshold < 1 and not np.isclose(p, tuned.threshold, atol=1e-9).any()
+
+
+def test_ties_go_to_the_threshold_nearest_half():
+    p = np.array([0.1, 0.2, 0.8, 0.9], np.float32)
+    y = np.array([0, 0, 1, 1])
+    # Every cut in (0.2, 0.8) is perfect: the midpoint candidate is 0.5 itself.
+    assert tune(p, y, Objective.parse("f1")).threshold == pytest.approx(0.5)
+
+
+def test_an_objective_that_cannot_be_met_is_a_clear_error():
+    p = np.array([0.95, 0.9, 0.6, 0.4, 0.3], np.float32)  # the most confident one is wrong
+    y = np.array([0, 1, 1, 0, 1])
+    with pytest.raises(TuningError, match=r"No threshold reaches precision >= 0.9 .*the best is 0\.6667"):
+        tune(p, y, Objective.parse("precision>=0.9"))
+
+
+@pytest.mark.parametrize("text", ["f2", "fbeta:0", "precision>=1.5", "cost:fp=0,fn=0", "auc", ""])
+def test_bad_objectives_are_refused(text):
+    with pytest.raises(UsageError, match="Expected a tuning objective"):
+        Objective.parse(text)

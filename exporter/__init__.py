@@ -6,7 +6,8 @@ the debug log) and ``zoo`` (example models) are what the benchmarks (and other t
 the exporter; everything else is internal.
 """
 
-from keras_edge.exporter import zoo
+from typing import Any
+
 from keras_edge.exporter._tf import captured_output
 from keras_edge.exporter._tf import tensorflow as import_tensorflow
 from keras_edge.exporter.errors import (
@@ -36,3 +37,13 @@ __all__ = [
     "load_model",
     "zoo",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The zoo is imported on first use: importing it here would import exporter.example before
+    # ``python -m keras_edge.exporter.example`` runs it (runpy warns about that).
+    if name == "zoo":
+        import importlib
+
+        return importlib.import_module("keras_edge.exporter.zoo")
+    raise AttributeError(f"module 'keras_edge.exporter' has no attribute {name!r}")

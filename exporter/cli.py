@@ -37,6 +37,18 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         default="auto",
         help="what a linear output means (sigmoid/softmax heads are read from the model)",
     )
+    p.add_argument(
+        "--tune-threshold",
+        metavar="OBJECTIVE",
+        help="tune the threshold, for Keras and each variant on its own scores: f1, fbeta:B, "
+        "youden, balanced-accuracy, mcc, precision>=X, recall>=X, cost:fp=A,fn=B",
+    )
+    p.add_argument(
+        "--tune-data",
+        type=Path,
+        metavar="FILE",
+        help="labelled data to tune on (default: --validation, which makes the report optimistic)",
+    )
     p.add_argument("--labels", help="comma list of class names")
     p.add_argument("--min-agreement", type=float, help="minimum label agreement for every variant")
     p.add_argument(
@@ -87,6 +99,9 @@ def _run_export(args: argparse.Namespace) -> int:
     if args.validation is not None:
         x_val, y_val = read_data(args.validation, label_column=args.label_column)
         validation = (x_val, y_val)
+    tune_data = None
+    if args.tune_data is not None:
+        tune_data = read_data(args.tune_data, label_column=args.label_column, need_labels=True)
     try:
         manifest = export(
             args.model,
@@ -101,6 +116,8 @@ def _run_export(args: argparse.Namespace) -> int:
             safe_mode=not args.unsafe,
             min_agreement=args.min_agreement,
             int8_io=args.int8_io,
+            tune=args.tune_threshold,
+            tune_data=tune_data,
             progress=_Progress(f"exporting {args.model} to {args.out}"),
         )
     except (GateError, PartialExportError):  # written: show what was, then the error

@@ -1,6 +1,6 @@
 """The bundled example: the seed question's model, trained on two moons the package generates.
 
-    python -m exporter.example build/seed
+    python -m keras_edge.exporter.example build/seed
 
 writes ``seed.keras`` (trained once, reused after), ``train.npz``, ``val.npz``,
 ``calib.npz`` and ``samples.csv`` into the folder. The data is made here with numpy and a
@@ -96,7 +96,8 @@ def train_seed_model(folder: str | Path, epochs: int = 40) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m exporter.example", description="Train (or reuse) the bundled seed model."
+        prog="python -m keras_edge.exporter.example",
+        description="Train (or reuse) the bundled seed model.",
     )
     parser.add_argument("folder", type=Path, help="where to write seed.keras and its data")
     parser.add_argument("--epochs", type=int, default=40)

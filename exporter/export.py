@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from keras_edge import runtime
-from keras_edge.exporter import _tf, artifacts, golden, parity, to_onnx, to_tflite
+from keras_edge.exporter import _tf, artifacts, golden, parity, to_onnx, to_tflite, tuning
 from keras_edge.exporter import model as model_io
 from keras_edge.exporter.calibration import Calibration, coverage_problems
 from keras_edge.exporter.calibration import coverage as calibration_coverage
@@ -32,6 +32,7 @@ from keras_edge.exporter.errors import (
     ConversionError,
     ParityError,
     PartialExportError,
+    TuningError,
     UnsupportedOpError,
 )
 from keras_edge.runtime.data import rows
@@ -141,6 +142,8 @@ def export(
     min_agreement: float | None = None,
     int8_io: bool = False,
     progress: Progress | None = None,
+    tune: str | None = None,
+    tune_data: Any = None,
 ) -> Manifest:
     """Export a Keras model to TFLite/ONNX variants in ``out`` and prove each one.
 
@@ -157,6 +160,11 @@ def export(
         safe_mode: Keras safe mode when loading a file; ``False`` allows Lambda layers.
         min_agreement: overrides every precision's minimum label agreement.
         int8_io: give ``tflite-int8`` int8 input and output (for integer-only targets).
+        tune: a threshold objective (``"f1"``, ``"fbeta:2"``, ``"youden"``, ``"balanced-accuracy"``,
+            ``"mcc"``, ``"precision>=0.9"``, ``"recall>=0.95"``, ``"cost:fp=1,fn=20"``): the
+            Keras model's threshold, then every variant's own, tuned on labelled data.
+        tune_data: ``(x, y)`` to tune on; without it, the validation data (whose labels then
+            both choose and report the threshold: the report is optimistic).
         progress: called as ``progress(step, total, message)`` while exporting.
 
     Raises:
@@ -218,6 +226,9 @@ def export(
         labels=None if y_val is None else np.asarray(y_val),
         data=data_name,
     )
+    plan_tuning = tuning.plan(tune, tune_data, the_head, keras_model, specs, x_check, y_val, reference)
+    if plan_tuning is not None:
+        the_head = replace(the_head, threshold=plan_tuning.keras_threshold)
     coverage, problems = None, []
     if calib is not None and "int8" in options.quantize and calib.float_features.shape[1]:
         coverage = calibration_coverage(calib, x_check, data_name)
@@ -300,6 +311,12 @@ def export(
             samples = [rows(x_check, slice(i, i + 1)) for i in range(n)]
             per_sample = np.concatenate([answer(sample) for sample in samples])
             answers[vid] = per_sample
+            tuning_failure = None
+            if plan_tuning is not None:  # the variant's own threshold, on its own scores
+                try:
+                    variants[vid] = plan_tuning.tune_variant(clf, variants[vid], per_sample)
+                except TuningError as exc:
+                    tuning_failure = f"its own threshold could not be tuned: {exc}"
             # The labels of the runtime's own predict(), the decision that ships, one call per
             # sample and one for the whole set; the gate compares them with Keras's p > t.
             decides = the_head.kind != "regression"
@@ -328,6 +345,8 @@ def export(
                     result.batch_flips,
                     n,
                 )
+            if tuning_failure is not None:
+                result = replace(result, passed=False, failures=(*result.failures, tuning_failure))
             if not result.passed and precision == "int8" and problems:
                 result = replace(result, failures=(*result.failures, *problems))
             checked[vid] = replace(variants[vid], parity=result)
@@ -341,7 +360,10 @@ def export(
             staging, the_head, x_check, [s.name for s in specs], reference.proba, answers, data_name
         )
         manifest = replace(
-            manifest.with_variants(checked, default, coverage), golden=golden_info, refused=refused
+            manifest.with_variants(checked, default, coverage),
+            golden=golden_info,
+            refused=refused,
+            tuning=None if plan_tuning is None else plan_tuning.record(),
         )
         manifest.write(staging)
         (staging / REPORT_NAME).write_text(report_json(manifest), encoding="utf-8")

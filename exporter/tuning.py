@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
+from keras_edge.exporter import model as model_io
 from keras_edge.exporter.errors import TuningError
+from keras_edge.exporter.parity import Reference, to_probability
+from keras_edge.runtime.data import rows
 from keras_edge.runtime.errors import UsageError
+from keras_edge.runtime.manifest import InputSpec, Variant
 
 logger = logging.getLogger(__name__)
 
@@ -178,3 +183,82 @@ def tune_head(
     results = [tune(scores[:, k], y[:, k], objective, names[k]) for k in range(scores.shape[1])]
     thresholds = tuple(r.threshold for r in results)
     return (thresholds[0] if kind == "binary" else thresholds), results
+
+
+@dataclass
+class Plan:
+    """What threshold tuning needs across the export: the objective, its data, the Keras
+    model's tuned threshold, and how to tune each variant on its own scores."""
+
+    objective: Objective
+    kind: str
+    samples: list[Any] | None  # the tuning inputs one per call, when not the parity data
+    y: np.ndarray
+    data: str
+    optimistic: bool
+    keras_threshold: float | tuple[float, ...]
+    keras: list[Tuned]
+
+    def tune_variant(self, clf: Any, variant: Variant, parity_scores: np.ndarray) -> Variant:
+        scores = (
+            parity_scores
+            if self.samples is None
+            else np.concatenate([clf.predict_proba(s) for s in self.samples])
+        )
+        threshold, results = tune_head(self.kind, scores, self.y, self.objective, variant.id)
+        clf.threshold = threshold  # the gate then judges the decision at the tuned cut
+        record = {"objective": self.objective.text, "labels": [r.to_dict() for r in results]}
+        return replace(variant, threshold=threshold, tuning=record)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "objective": self.objective.text,
+            "data": self.data,
+            "optimistic": self.optimistic,
+            "keras": [r.to_dict() for r in self.keras],
+        }
+
+
+def plan(
+    tune: str | None,
+    tune_data: Any,
+    head: Any,
+    keras_model: Any,
+    specs: tuple[InputSpec, ...],
+    x_check: tuple[np.ndarray, ...],
+    y_val: Any,
+    reference: Reference,
+) -> Plan | None:
+    """Tune the Keras model's threshold before anything is converted; None without ``tune``."""
+    if tune is None:
+        return None
+    objective = Objective.parse(tune)
+    if head.kind not in ("binary", "multilabel"):
+        raise UsageError(
+            f"Expected a binary or multilabel head to tune a threshold for, got {head.kind}"
+        )
+    if tune_data is not None:
+        if not isinstance(tune_data, tuple) or len(tune_data) != 2 or tune_data[1] is None:
+            raise UsageError("Expected tuning data as (x, y) with labels y")
+        xs = model_io.as_inputs(tune_data[0], specs, "tuning")
+        y = np.asarray(tune_data[1])
+        n = len(xs[0])
+        if len(y) != n:
+            raise UsageError(f"Expected {n} tuning labels, got {len(y)}")
+        keras_scores = to_probability(head, model_io.keras_outputs(keras_model, list(xs)))
+        samples: list[Any] | None = [rows(xs, slice(i, i + 1)) for i in range(n)]
+        data, optimistic = f"tuning data ({n} samples)", False
+    else:
+        if y_val is None:
+            raise UsageError(
+                "Expected labels to tune the threshold on: validation data with y (--validation "
+                "FILE with labels) or separate --tune-data FILE; got none"
+            )
+        keras_scores, samples, y = reference.proba, None, np.asarray(y_val)
+        data, optimistic = reference.data, True
+        logger.warning(
+            "the threshold is tuned and reported on the same validation data: the objective "
+            "values reported are optimistic; pass --tune-data (tune_data=) to tune on other data"
+        )
+    threshold, results = tune_head(head.kind, keras_scores, y, objective, "the Keras model")
+    return Plan(objective, head.kind, samples, y, data, optimistic, threshold, results)

@@ -21,7 +21,7 @@ from keras_edge.runtime.classifier import load
 from keras_edge.runtime.data import read_data
 from keras_edge.runtime.errors import GateError, KerasEdgeError, UsageError
 from keras_edge.runtime.manifest import Manifest
-from keras_edge.runtime.report import format_table, text_table
+from keras_edge.runtime.report import export_order, format_table, text_table
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,26 @@ def run_inspect(args: argparse.Namespace) -> int:
         f"golden    {golden}\n\n"
     )
     sys.stdout.write(format_table(manifest))
+    sys.stdout.write(_tuning_summary(manifest))
     return 0
+
+
+def _tuning_summary(manifest: Manifest) -> str:
+    """The tuned thresholds and objective values, for Keras and each variant."""
+    tuning = manifest.tuning
+    if not tuning:
+        return ""
+
+    def cell(labels: list[dict]) -> str:
+        return ", ".join(f"t={r['threshold']:.6g} value={r['value']:.4f}" for r in labels)
+
+    caveat = " (tuned and reported on the same data: optimistic)" if tuning.get("optimistic") else ""
+    lines = [f"\nthreshold tuned for {tuning['objective']} on {tuning['data']}{caveat}",
+             f"  keras  {cell(tuning['keras'])}"]  # fmt: skip
+    for vid, v in sorted(manifest.variants.items(), key=lambda item: export_order(item[1])):
+        if v.tuning:
+            lines.append(f"  {vid}  {cell(v.tuning['labels'])}")
+    return "\n".join(lines) + "\n"
 
 
 def _verify_arguments(p: argparse.ArgumentParser) -> None:

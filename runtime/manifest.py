@@ -226,6 +226,7 @@ class Variant:
     bytes: int
     threshold: float | tuple[float, ...] | None
     parity: Parity | None = None
+    tuning: dict[str, Any] | None = None  # objective, and per label: threshold, value, counts
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -247,6 +248,7 @@ class Variant:
             "precision": self.precision,
             "sha256": self.sha256,
             "threshold": threshold,
+            "tuning": self.tuning,
         }
 
     @classmethod
@@ -262,6 +264,7 @@ class Variant:
             bytes=int(_require(data, "bytes", f"variant {variant_id!r}")),
             threshold=tuple(threshold) if isinstance(threshold, list) else threshold,
             parity=None if parity is None else Parity.from_dict(parity),
+            tuning=data.get("tuning"),
         )
 
 
@@ -361,6 +364,7 @@ class Manifest:
     calibration: CalibrationInfo | None = None
     golden: GoldenInfo | None = None
     refused: dict[str, str] = field(default_factory=dict)  # variant -> why it was not written
+    tuning: dict[str, Any] | None = None  # objective, data, optimistic, Keras's tuned labels
     format_version: int = FORMAT_VERSION
     decision_rule: str = DECISION_RULE
 
@@ -409,6 +413,7 @@ class Manifest:
             "model": self.model.to_dict(),
             "refused": dict(self.refused),
             "tools": dict(self.tools),
+            "tuning": self.tuning,
             "variants": {vid: v.to_dict() for vid, v in self.variants.items()},
         }
 
@@ -441,6 +446,7 @@ class Manifest:
             ),
             golden=GoldenInfo.from_dict(data["golden"]) if data.get("golden") else None,
             refused={str(k): str(v) for k, v in (data.get("refused") or {}).items()},
+            tuning=data.get("tuning"),
         )
 
     @classmethod

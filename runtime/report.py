@@ -75,6 +75,9 @@ def _cell(value: Any, kind: str) -> str:
         return f"{value:.2f}x"
     if kind == "int":
         return f"{value:,}"
+    if kind == "thr":  # one threshold, or one per label
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return ",".join(f"{v:.6g}" for v in values)
     if kind == "bool":
         return "yes" if value else "NO"
     return str(value)
@@ -84,7 +87,7 @@ COLUMNS = [
     ("variant", "variant", "str"),
     ("bytes", "bytes", "int"),
     ("vs fp32", "ratio_to_fp32", "ratio"),
-    ("threshold", "threshold", "str"),
+    ("threshold", "threshold", "thr"),
     ("max diff", "max_abs_diff", "sci"),
     ("agreement", "label_agreement", "pct"),
     ("flips", "flips", "int"),

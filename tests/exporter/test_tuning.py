@@ -76,7 +76,7 @@ def test_ties_go_to_the_threshold_nearest_half():
 def test_an_objective_that_cannot_be_met_is_a_clear_error():
     p = np.array([0.95, 0.9, 0.6, 0.4, 0.3], np.float32)  # the most confident one is wrong
     y = np.array([0, 1, 1, 0, 1])
-    with pytest.raises(TuningError, match=r"No threshold reaches precision >= 0.9 .*the best is 0\.6667"):
+    with pytest.raises(TuningError, match=r"reaches precision >= 0.9 .*the best is 0\.6667"):
         tune(p, y, Objective.parse("precision>=0.9"))
 
 
@@ -84,3 +84,78 @@ def test_an_objective_that_cannot_be_met_is_a_clear_error():
 def test_bad_objectives_are_refused(text):
     with pytest.raises(UsageError, match="Expected a tuning objective"):
         Objective.parse(text)
+
+
+@pytest.fixture(scope="module")
+def is_it_a_three(tmp_path_factory):
+    """An MLP on scikit-learn's digits, "is it a 3?": about 1 positive in 10."""
+    import keras
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    y = (digits.target == 3).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(1, activation="sigmoid")])  # fmt: skip
+    model.compile("adam", "binary_crossentropy")
+    model.fit(x[:900], y[:900], epochs=4, batch_size=64, verbose=0)  # short: imperfect on purpose
+    return model, (x[900:1350], y[900:1350]), (x[1350:], y[1350:])
+
+
+def test_export_tunes_keras_and_every_variant_on_its_own_scores(is_it_a_three, tmp_path):
+    from keras_edge import exporter, runtime
+
+    model, tune_data, validation = is_it_a_three
+    manifest = exporter.export(model, tmp_path / "d", quantize="int8", calibration=tune_data[0],
+                               validation=validation, tune="f1", tune_data=tune_data,
+                               min_agreement=0.95)  # the gate is not the point here  # fmt: skip
+    keras_p = model.predict(tune_data[0], verbose=0)[:, 0]
+    expected = tune(keras_p, tune_data[1], Objective.parse("f1"))
+    assert manifest.head.threshold == pytest.approx(expected.threshold)
+    assert manifest.tuning["optimistic"] is False and manifest.tuning["objective"] == "f1"
+    assert manifest.tuning["keras"][0]["value"] == pytest.approx(expected.value)
+    for vid, variant in manifest.variants.items():
+        clf = runtime.load(tmp_path / "d", variant=vid)
+        own = np.concatenate([clf.predict_proba(tune_data[0][i : i + 1]) for i in range(len(keras_p))])
+        mine = tune(own[:, 0], tune_data[1], Objective.parse("f1"))
+        assert variant.threshold == pytest.approx(mine.threshold) == clf.threshold, vid
+        assert variant.tuning["labels"][0]["value"] == pytest.approx(mine.value)
+        pred = clf.predict(tune_data[0])
+        assert metrics.f1_score(tune_data[1], pred) == pytest.approx(mine.value)
+
+
+def test_tuning_on_the_validation_data_says_it_is_optimistic(is_it_a_three, tmp_path, caplog):
+    from keras_edge import exporter
+
+    model, _, validation = is_it_a_three
+    manifest = exporter.export(model, tmp_path / "d", formats=["onnx"], validation=validation,
+                               tune="cost:fp=1,fn=10")  # fmt: skip
+    assert manifest.tuning["optimistic"] is True
+    assert "optimistic" in caplog.text
+    assert manifest.head.threshold < 0.5  # misses cost 10x false alarms: the cut goes down
+
+
+def test_cli_refuses_an_objective_no_threshold_reaches(is_it_a_three, tmp_path):
+    import subprocess
+    import sys
+
+    model, _, validation = is_it_a_three
+    model.save(tmp_path / "m.keras")
+    np.savez(tmp_path / "val.npz", x=validation[0], y=validation[1])
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_edge", "export", str(tmp_path / "m.keras"), "--out",
+         str(tmp_path / "d"), "--validation", str(tmp_path / "val.npz"), "--tune-threshold",
+         "recall>=1.0", "--formats", "onnx"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    # recall >= 1 is always reachable (call everything positive); precision >= 1 may not be.
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_edge", "export", str(tmp_path / "m.keras"), "--out",
+         str(tmp_path / "e"), "--validation", str(tmp_path / "val.npz"), "--tune-threshold",
+         "precision>=1.1"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Expected a tuning objective" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "e").exists()

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from keras_edge import runtime
-from keras_edge.exporter import _tf, artifacts, golden, parity, to_onnx, to_tflite, tuning
+from keras_edge.exporter import _tf, artifacts, embed, golden, parity, to_onnx, to_tflite, tuning
 from keras_edge.exporter import model as model_io
 from keras_edge.exporter.calibration import Calibration, coverage_problems
 from keras_edge.exporter.calibration import coverage as calibration_coverage
@@ -35,6 +35,7 @@ from keras_edge.exporter.errors import (
     TuningError,
     UnsupportedOpError,
 )
+from keras_edge.runtime import embedded
 from keras_edge.runtime.data import rows
 from keras_edge.runtime.errors import KerasEdgeError, UsageError
 from keras_edge.runtime.manifest import (
@@ -354,6 +355,8 @@ def export(
             reasons = "; ".join(f"{vid}: {why}" for vid, why in refused.items())
             error = ConversionError if faults else UnsupportedOpError
             raise error(f"No variant could be made, nothing was written: {reasons}")
+        for vid, v in checked.items():  # the decision travels inside each artifact too
+            checked[vid] = _embed(staging, manifest, v)
         passed = [vid for vid, v in checked.items() if v.passed]
         default = passed[0] if passed else None
         golden_info = golden.write(
@@ -388,6 +391,15 @@ def export(
         )
     logger.info("exported %d variant(s) to %s; default %s", len(checked), out, default)
     return manifest
+
+
+def _embed(staging: Path, manifest: Manifest, variant: Variant) -> Variant:
+    """Write the variant's decision record into its file (after tuning set its threshold)."""
+    path = staging / variant.file
+    into = embed.into_onnx if variant.format == "onnx" else embed.into_tflite
+    data = into(path.read_bytes(), embedded.record(manifest, variant))
+    path.write_bytes(data)
+    return replace(variant, sha256=sha256_file(path), bytes=len(data))
 
 
 def _attempt(convert: Callable[[], Any]) -> Any:

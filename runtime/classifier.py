@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from keras_edge.runtime import embedded
 from keras_edge.runtime.engines import (
     SMALL,
     LiteRTEngine,
@@ -37,6 +39,8 @@ from keras_edge.runtime.manifest import Head, InputSpec, Manifest, Variant, vali
 from keras_edge.runtime.report import export_order
 
 logger = logging.getLogger(__name__)
+# 0 x Inf in _all_finite's dot product warns "invalid value" on the way to a typed InputError.
+warnings.filterwarnings("ignore", "invalid value encountered in dot", RuntimeWarning, __name__)
 
 _FLOAT32 = np.dtype(np.float32)
 _isfinite = math.isfinite
@@ -262,9 +266,7 @@ class Classifier:
             if in_q is not None:
                 x = in_q.quantize_values(values, x.shape)
         else:
-            # One reduction, no temporary array: a float64 sum of float32 values cannot
-            # overflow, so it is NaN or Inf exactly when an input is.
-            if not _isfinite(x.sum(dtype=np.float64)):
+            if not _all_finite(x):
                 self._refuse_nonfinite(x)
             if in_q is not None:
                 x = in_q.quantize(x)
@@ -277,7 +279,7 @@ class Classifier:
             return np.empty((0, *self._out_shape_tail), dtype=self._out_dtype)
         for i, (array, spec) in enumerate(zip(xs, self._specs, strict=True)):
             if spec.is_float:
-                if not _isfinite(array.sum(dtype=np.float64)):
+                if not _all_finite(array):
                     self._refuse_nonfinite(array)
                 if self._in_qs[i] is not None:
                     xs[i] = self._in_qs[i].quantize(array)  # type: ignore[union-attr]
@@ -357,6 +359,20 @@ class Classifier:
         return y
 
 
+_ZEROS = np.zeros(0, dtype=np.float32)  # grows to the largest input seen; never written
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    """True when every value of a C-contiguous float32 array is finite: its dot product with
+    zeros is 0 for finite values and NaN as soon as one is NaN or Inf (0 x Inf is NaN), it cannot
+    overflow, and BLAS computes it without a temporary array, 3x faster than a float64 sum."""
+    global _ZEROS
+    n = x.size
+    if _ZEROS.size < n:
+        _ZEROS = np.zeros(n, dtype=np.float32)
+    return _isfinite(float(np.dot(x.reshape(-1), _ZEROS[:n])))
+
+
 def _binary_labels(y: np.ndarray, cut: float | int) -> np.ndarray:
     """``y > cut`` as int64 labels of shape (n,), for a binary head's raw output."""
     if y.size == 1:  # one sample, the usual call on a device: no numpy operation
@@ -434,10 +450,11 @@ def load(
     threads: int | None = None,
     verify: bool = False,
 ) -> Classifier:
-    """Load a variant from an exported folder.
+    """Load a variant from an exported folder, or a lone ``.onnx`` / ``.tflite`` artifact.
 
     Args:
-        folder: the folder holding ``manifest.json`` and the artifacts.
+        folder: the folder holding ``manifest.json`` and the artifacts; or one artifact file,
+            which decides as its folder does from the record embedded in it.
         variant: a variant id (e.g. ``"onnx-int8"``). ``None`` takes the manifest's default,
             or the first variant that passed its gate and whose engine is installed here.
         device: ``"cpu"``, or an accelerator ONNX Runtime knows (``"cuda"``, ...). Refused
@@ -452,12 +469,49 @@ def load(
     ):
         raise InputError(f"Expected threads to be a positive integer or None, got {threads!r}")
     folder = Path(folder)
+    if folder.suffix in ARTIFACT_SUFFIXES and folder.is_file():
+        if variant is not None or verify:
+            raise InputError(
+                f"Expected no variant= or verify= for the lone artifact {str(folder)!r} (it is "
+                f"one variant, and its golden set stays in its folder), got variant={variant!r}, "
+                f"verify={verify!r}"
+            )
+        return _load_artifact(folder, device, threads)
     manifest = Manifest.read(folder)
     chosen = _choose_variant(manifest, variant)
     names = [spec.name for spec in manifest.inputs]
-    engine = make_engine(chosen.format, read_artifact(folder, chosen), device, threads, names)
+    data = read_artifact(folder, chosen)
+    engine = make_engine(chosen.format, data, device, threads, names)
+    inside = (
+        embedded.read_onnx(engine.session) if chosen.format == "onnx" else embedded.read_tflite(data)
+    )
+    if inside is not None:  # artifacts exported before keras-edge 0.2 carry none
+        embedded.check_agrees(inside, manifest, chosen)
     clf = Classifier(manifest, chosen, engine, device)
     logger.info("loaded variant %r on %s (%s)", chosen.id, device, ", ".join(clf.providers))
     if verify:
         raise_on_failure([check_classifier(clf, read_golden(folder, manifest))])
+    return clf
+
+
+ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
+
+
+def _load_artifact(path: Path, device: str, threads: int | None) -> Classifier:
+    """A lone artifact: the manifest it needs is rebuilt from the record embedded in it."""
+    fmt = ARTIFACT_SUFFIXES[path.suffix]
+    data = path.read_bytes()
+    # ONNX Runtime reads the record from a session; LiteRT's needs the inputs' order first.
+    engine = make_engine(fmt, data, device, threads) if fmt == "onnx" else None
+    inside = embedded.read(fmt, data, engine)
+    manifest, chosen = embedded.manifest_of(path, data, fmt, inside)
+    names = [spec.name for spec in manifest.inputs]
+    if engine is None:
+        engine = make_engine(fmt, data, device, threads, names)
+    elif sorted(engine.input_names) != sorted(names):
+        raise ArtifactError(f"Expected inputs {names} in {str(path)!r}, got {engine.input_names}")
+    else:
+        engine.input_names, engine.input_name = names, names[0]  # the record's order
+    clf = Classifier(manifest, chosen, engine, device)
+    logger.info("loaded the lone artifact %s as %r on %s", path, chosen.id, device)
     return clf

@@ -1,0 +1,42 @@
+"""Write the decision record (:mod:`keras_edge.runtime.embedded`) into an artifact's bytes:
+ONNX ``metadata_props``, TFLite ``Model.metadata``. Both stay byte-reproducible: the record is
+sorted JSON, and re-serializing is deterministic."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from keras_edge.exporter import _tf
+from keras_edge.runtime.embedded import KEY, encode
+
+logger = logging.getLogger(__name__)
+
+
+def into_onnx(data: bytes, record: dict[str, Any]) -> bytes:
+    onnx = _tf.module("onnx")
+    model = onnx.load_from_string(data)
+    kept = [p for p in model.metadata_props if p.key != KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=KEY, value=encode(record))
+    return model.SerializeToString(deterministic=True)
+
+
+def into_tflite(data: bytes, record: dict[str, Any]) -> bytes:
+    schema = _tf.module("ai_edge_litert.schema_py_generated")
+    flatbuffers = _tf.module("flatbuffers")
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (KEY, KEY.encode())]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(encode(record).encode("utf-8"), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = KEY
+    entry.buffer = len(model.buffers) - 1
+    model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(data) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

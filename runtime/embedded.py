@@ -1,0 +1,132 @@
+"""The decision inside the artifact: what a lone ``.onnx`` or ``.tflite`` file needs to decide
+as its export folder does, with no manifest beside it.
+
+Every artifact carries one JSON record under the key ``keras_edge``: the manifest's format
+version, the model's name and hashes, its inputs, the head (kind, output, labels) with this
+variant's own threshold, and the decision rule. In an ONNX file it is an entry of
+``metadata_props`` (read with ONNX Runtime's ``custom_metadata_map``); in a TFLite file a
+``Model.metadata`` entry pointing at a buffer (read with the flatbuffers schema that
+ai-edge-litert ships). Neither needs TensorFlow or the ``onnx`` package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keras_edge.runtime.errors import ArtifactError, ManifestError
+
+logger = logging.getLogger(__name__)
+
+KEY = "keras_edge"
+
+
+def record(manifest: Any, variant: Any) -> dict[str, Any]:
+    """The record for ``variant`` of ``manifest`` (a :class:`Manifest` and a :class:`Variant`)."""
+    head = manifest.head.to_dict()
+    head["threshold"] = (
+        list(variant.threshold) if isinstance(variant.threshold, tuple) else variant.threshold
+    )
+    return {
+        "decision_rule": manifest.decision_rule,
+        "format_version": manifest.format_version,
+        "head": head,
+        "inputs": [spec.to_dict() for spec in manifest.inputs],
+        "model": manifest.model.to_dict(),
+        "variant": {"format": variant.format, "id": variant.id, "precision": variant.precision},
+    }
+
+
+def encode(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def read_onnx(session: Any) -> dict[str, Any] | None:
+    """The record of a loaded ONNX Runtime session, or None for an artifact without one."""
+    text = session.get_modelmeta().custom_metadata_map.get(KEY)
+    return None if text is None else _decode(text, "ONNX metadata_props")
+
+
+def read_tflite(model: bytes) -> dict[str, Any] | None:
+    """The record of TFLite flatbuffer bytes, or None for an artifact without one."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    try:
+        root = schema.Model.GetRootAsModel(model, 0)
+        for i in range(root.MetadataLength()):
+            entry = root.Metadata(i)
+            if entry.Name() == KEY.encode():
+                data = root.Buffers(entry.Buffer()).DataAsNumpy()
+                text = data.tobytes().decode("utf-8") if isinstance(data, np.ndarray) else ""
+                return _decode(text, "TFLite metadata")
+    except (IndexError, ValueError, UnicodeDecodeError) as exc:  # a malformed flatbuffer
+        raise ArtifactError(f"Could not read the TFLite file's metadata: {exc}") from exc
+    return None
+
+
+def read(fmt: str, data: bytes, engine: Any = None) -> dict[str, Any] | None:
+    """The record of an artifact: from the ONNX Runtime ``engine``'s session, or the bytes."""
+    return read_onnx(engine.session) if fmt == "onnx" else read_tflite(data)
+
+
+def manifest_of(path: Path, data: bytes, fmt: str, inside: dict[str, Any] | None) -> tuple[Any, Any]:
+    """The one-variant manifest a lone artifact's record describes: (Manifest, Variant)."""
+    from keras_edge.runtime.manifest import Head, InputSpec, Manifest, ModelInfo, Variant
+
+    if inside is None:
+        raise ArtifactError(
+            f"Expected a keras-edge decision record inside {str(path)!r}, found none (an export "
+            f"before keras-edge 0.2, or another tool's file); load its export folder instead"
+        )
+    try:
+        head = Head.from_dict(inside["head"])
+        info = inside["variant"]
+        variant = Variant(
+            id=str(info["id"]),
+            file=path.name,
+            format=fmt,
+            precision=str(info["precision"]),
+            sha256=hashlib.sha256(data).hexdigest(),
+            bytes=len(data),
+            threshold=head.threshold,
+        )
+        manifest = Manifest(
+            model=ModelInfo.from_dict(inside["model"]),
+            inputs=tuple(InputSpec.from_dict(spec) for spec in inside["inputs"]),
+            head=head,
+            variants={variant.id: variant},
+            default_variant=variant.id,
+            format_version=inside["format_version"],
+            decision_rule=inside["decision_rule"],
+        )
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"Malformed keras-edge record inside {str(path)!r}: {exc!r}") from exc
+    return manifest, variant
+
+
+def _decode(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(
+            f"Expected a JSON keras-edge record in the {where}, got {text[:80]!r}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"Expected a JSON object in the {where}, got {type(data).__name__}")
+    return data
+
+
+def check_agrees(embedded: dict[str, Any], manifest: Any, variant: Any) -> None:
+    """Refuse an artifact whose embedded decision differs from its manifest's, naming both."""
+    expected = record(manifest, variant)
+    for key in ("format_version", "decision_rule", "head", "inputs"):
+        if embedded.get(key) != expected[key]:
+            raise ManifestError(
+                f"Variant {variant.id!r}: the artifact's embedded {key} is {embedded.get(key)!r}, "
+                f"the manifest says {expected[key]!r}; one of them was changed after the export"
+            )

@@ -207,6 +207,7 @@ def export(
         options.head,
         list(options.threshold) if isinstance(options.threshold, tuple) else options.threshold,
         list(options.labels) if options.labels is not None else None,
+        from_logits=model_io.trained_from_logits(keras_model, model),
     )
     calib = Calibration.from_array(calibration, specs) if calibration is not None else None
     if validation is not None:

@@ -193,14 +193,36 @@ def _activation_name(model: Any) -> str:
     return "linear"
 
 
+def trained_from_logits(model: Any, source: Any = None) -> bool:
+    """True when the model was compiled with a loss that takes logits (``from_logits=True``):
+    from the compiled model, or from the ``.keras`` file's compile config (a model loaded with
+    ``compile=False`` keeps none)."""
+    loss = getattr(model, "loss", None)
+    if loss is not None:
+        config = loss.get_config() if hasattr(loss, "get_config") else {}
+        return bool(getattr(loss, "from_logits", config.get("from_logits", False)))
+    if isinstance(source, (str, Path)) and Path(source).suffix == ".keras":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(source) as archive:
+                config = json.loads(archive.read("config.json"))
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            return False
+        return '"from_logits": true' in json.dumps((config.get("compile_config") or {}).get("loss"))
+    return False
+
+
 def infer_head(
     model: Any,
     head: str = "auto",
     threshold: float | list[float] = 0.5,
     labels: list[str] | None = None,
+    from_logits: bool = False,
 ) -> Head:
     """Read the head from the last layer: sigmoid is binary (1 unit) or multilabel (k units),
-    softmax multiclass; a linear output needs ``head='logit'`` or ``head='regression'``."""
+    softmax multiclass; a linear output is logits when the model was trained from logits
+    (``from_logits``), else it needs ``head='logit'`` or ``head='regression'``."""
     if head not in HEAD_CHOICES:
         raise UsageError(f"Expected head in {HEAD_CHOICES}, got {head!r}")
     if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
@@ -214,6 +236,9 @@ def infer_head(
     elif activation == "softmax":
         kind, output = "multiclass", "probability"
     elif activation == "linear":
+        if head == "auto" and from_logits:
+            head = "logit"  # a linear output trained with from_logits=True is logits
+            logger.info("the model was compiled with from_logits=True: a logit head")
         if head == "auto":
             raise UnsupportedModelError(
                 "The model ends in a linear output, so keras-edge cannot tell logits from "

@@ -340,6 +340,22 @@ class Classifier:
             return _softmax(y) if head.kind == "multiclass" else _sigmoid(y)
         return y
 
+    @property
+    def classes_(self) -> tuple[str, ...]:
+        """The label names, in class-index order (scikit-learn's name for them)."""
+        return self.head.labels
+
+    def predict_labels(self, x: Any) -> np.ndarray | list[list[str]]:
+        """Decisions as label names: an array of names, (n,), for binary and multiclass; for
+        multilabel, the list of names that apply to each sample."""
+        if self.head.kind == "regression":
+            raise InputError("Expected a classifier head for predict_labels, got a regression head")
+        labels = self.predict(x)
+        names = np.asarray(self.head.labels, dtype=object)
+        if self.head.kind == "multilabel":
+            return [[str(n) for n in names[row.astype(bool)]] for row in labels]
+        return names[labels]
+
     def predict(self, x: Any) -> np.ndarray:
         """Decisions: int labels (n,) for binary and multiclass, (n, k) for multilabel.
 

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 import numpy as np
 
@@ -105,6 +105,11 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-column", help="CSV column to ignore as a label")
     p.add_argument("--device", default="cpu", help="cpu, or an ONNX Runtime accelerator (cuda, ...)")
     p.add_argument("--threads", type=int, help="engine threads")
+    p.add_argument(
+        "--threshold",
+        help="decide with this threshold for this run instead of the variant's (comma list for "
+        "multilabel)",
+    )
     p.set_defaults(handler=run_predict)
 
 
@@ -125,17 +130,28 @@ def _columns(manifest: Manifest) -> list[str]:
 def run_predict(args: argparse.Namespace) -> int:
     x, _ = read_data(args.input, label_column=args.label_column)
     clf = load(args.folder, variant=args.variant, device=args.device, threads=args.threads)
+    if args.threshold is not None:
+        try:
+            values = [float(v) for v in args.threshold.split(",")]
+        except ValueError as exc:
+            raise UsageError(
+                f"Expected --threshold to be a number or a comma list, got {args.threshold!r}"
+            ) from exc
+        clf.threshold = values[0] if len(values) == 1 else values  # checked like the manifest's
     head = clf.head
     values = clf.predict(x) if head.kind == "regression" else clf.predict_proba(x)
     labels = None if (args.proba or head.kind == "regression") else clf.predict(x)
     columns = _columns(clf.manifest)
+    named = labels is not None and labels.ndim == 1  # binary, multiclass: the label's name too
     if labels is not None:
-        columns += ["class"] if labels.ndim == 1 else [f"class_{lab}" for lab in head.labels]
+        columns += ["class", "label"] if named else [f"class_{lab}" for lab in head.labels]
     rows = []
     for i in range(len(values)):
-        row = [float(v) for v in values[i]]
+        row: list[Any] = [float(v) for v in values[i]]
         if labels is not None:
             row += [int(v) for v in np.atleast_1d(labels[i])]
+            if named:
+                row.append(head.labels[int(labels[i])])
         rows.append(row)
     buffer = io.StringIO()
     if args.format == "json":

@@ -40,15 +40,25 @@ def test_export_predict_inspect(seed_dir, tmp_path):
     proc = run("predict", out, seed_dir / "samples.csv")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[0] == "probability,class" and len(lines) == 7
+    assert lines[0] == "probability,class,label" and len(lines) == 7
     for line in lines[1:]:
-        p, label = line.split(",")
-        assert int(label) == int(float(p) > 0.5)
+        p, label, name = line.split(",")
+        assert int(label) == int(float(p) > 0.5) and name == label  # default labels "0", "1"
+
+    # --threshold decides for this run only, checked like the manifest's.
+    proc = run("predict", out, seed_dir / "samples.csv", "--threshold", "0.999999")
+    assert proc.returncode == 0, proc.stderr
+    for line in proc.stdout.strip().splitlines()[1:]:
+        p, label, _ = line.split(",")
+        assert int(label) == int(float(p) > 0.999999)
+    proc = run("predict", out, seed_dir / "samples.csv", "--threshold", "1.5")
+    assert proc.returncode == 2 and "strictly between 0 and 1, got 1.5" in proc.stderr
 
     proc = run("predict", out, seed_dir / "val.npz", "--variant", "onnx-fp32", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["variant"] == "onnx-fp32" and data["columns"] == ["probability", "class"]
+    assert data["variant"] == "onnx-fp32"
+    assert data["columns"] == ["probability", "class", "label"]
     assert len(data["rows"]) == 1000
 
     proc = run("predict", out, seed_dir / "val.npz", "--proba", "--output", tmp_path / "p.csv")

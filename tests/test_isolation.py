@@ -130,7 +130,7 @@ def test_device_venv_with_one_engine(extra, wheel, seed_all, labelled, two_input
         if name != "bench":
             assert not [m for m in modules if m.startswith("keras_edge.benchmarks")], name
         outputs[name] = out
-    assert outputs["predict"].splitlines()[0] == "probability,class"
+    assert outputs["predict"].splitlines()[0] == "probability,class,label"
     assert "passed" in outputs["verify"] and "skipped" in outputs["verify"]
     bench = json.loads(bench_json.read_text())
     timed = {r["target"] for r in bench["results"]}

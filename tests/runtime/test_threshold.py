@@ -73,3 +73,33 @@ def test_the_gate_sees_the_decision_that_ships(seed_dir, seed_val, seed_all, tmp
     manifest = runtime.Manifest.read(tmp_path / "dist")
     assert manifest.variants["tflite-fp32"].parity.passed
     assert manifest.variants["tflite-int8"].parity.flips > 10
+
+
+def test_label_names(two_inputs, tmp_path):
+    # Labels as users expect them: classes_ and names, from a model exported with --labels.
+    from keras_edge import exporter
+
+    model, x, _, _ = two_inputs
+    exporter.export(model, tmp_path / "d", formats=["onnx"], validation=x, labels=["cat", "dog"])
+    clf = runtime.load(tmp_path / "d")
+    assert clf.classes_ == ("cat", "dog")
+    names = clf.predict_labels(x)
+    np.testing.assert_array_equal(names, np.array(["cat", "dog"], dtype=object)[clf.predict(x)])
+
+
+def test_a_linear_output_trained_from_logits_is_a_logit_head(tmp_path):
+    import keras
+
+    from keras_edge import exporter
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"),
+                              keras.layers.Dense(1)])  # fmt: skip
+    model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True))
+    model.save(tmp_path / "m.keras")  # loaded with compile=False: the file says from_logits
+    x = np.random.default_rng(0).standard_normal((200, 3)).astype(np.float32)
+    manifest = exporter.export(tmp_path / "m.keras", tmp_path / "d", validation=x)
+    assert (manifest.head.kind, manifest.head.output) == ("binary", "logit")
+    z = model.predict(x, verbose=0)[:, 0]
+    clf = runtime.load(tmp_path / "d")
+    np.testing.assert_array_equal(clf.predict(x), (z > 0).astype(int))  # logit cut of 0.5

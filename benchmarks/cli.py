@@ -156,14 +156,24 @@ def _choose_variants(
     return ids, skipped
 
 
-def _input_pool(args: argparse.Namespace, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
+def _input_pool(args: argparse.Namespace, manifest: Manifest) -> tuple[np.ndarray, str]:
+    spec = manifest.input
+    shape, dtype = spec.feature_shape, np.dtype(spec.dtype)
     if args.data is None:
+        if not spec.is_float:  # token ids: random floats mean nothing; the export's own rows do
+            if manifest.golden is None:
+                raise UsageError(
+                    f"Expected --data for a model with integer input {spec.name!r} (its export "
+                    f"has no golden set to draw ids from), got none"
+                )
+            rows = read_golden(args.folder, manifest).xs[0]
+            return rows, f"the export's golden set ({len(rows)} rows, drawn with seed {DATA_SEED})"
         rng = np.random.default_rng(DATA_SEED)
         return rng.standard_normal((10_000, *shape)).astype(np.float32), f"N(0, 1), seed {DATA_SEED}"
     from keras_edge.runtime.data import read_data
 
     source, _ = read_data(args.data, label_column=args.label_column)
-    source = np.asarray(source, dtype=np.float32)
+    source = np.asarray(source, dtype=dtype)
     if source.shape[1:] != shape:
         raise UsageError(
             f"Expected --data of shape (None, {', '.join(map(str, shape))}), got {source.shape}"
@@ -222,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
             f"{[spec.name for spec in manifest.inputs]}"
         )
     ids, skipped = _choose_variants(manifest, args.folder, args.variants, args.keras is not None)
-    source, data_name = _input_pool(args, manifest.input.feature_shape)
+    source, data_name = _input_pool(args, manifest)
 
     _progress(
         f"loading {len(ids)} variant(s) from {args.folder} at threads {args.threads}"

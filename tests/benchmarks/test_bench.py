@@ -555,3 +555,21 @@ def test_cnn_against_keras_own_exports(tiny_cnn, tmp_path):
     # What Keras's exporters print stays off the tables, and their temp folder is removed.
     assert "Saved artifact" not in proc.stdout
     assert not list((tmp_path / "tmp").glob("keras-edge-bench-*"))
+
+
+def test_bench_of_a_token_model_draws_ids_from_the_golden_set(tmp_path):
+    # Random floats mean nothing to an Embedding: without --data, the export's own rows.
+    from keras_edge import exporter
+    from keras_edge.exporter import zoo
+
+    case = zoo.build("text-embedding")
+    exporter.export(case.model, tmp_path / "d", validation=(case.x_val, case.y_val))
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_edge.benchmarks", str(tmp_path / "d"), "--batch-sizes", "1,4",
+         "--seconds", "0.02", "--min-samples", "3", "--no-startup", "--json", str(tmp_path / "b.json")],
+        capture_output=True, text=True, env=ENV,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["config"]["data"].startswith("the export's golden set")
+    assert {r["target"] for r in data["results"]} >= {"tflite-fp32", "onnx-fp32:raw"}

@@ -49,6 +49,11 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="labelled data to tune on (default: --validation, which makes the report optimistic)",
     )
+    p.add_argument(
+        "--with-decision",
+        action="store_true",
+        help="add a 'class' output to every artifact, decided in the graph (p > t, argmax)",
+    )
     p.add_argument("--labels", help="comma list of class names")
     p.add_argument("--min-agreement", type=float, help="minimum label agreement for every variant")
     p.add_argument(
@@ -118,6 +123,7 @@ def _run_export(args: argparse.Namespace) -> int:
             int8_io=args.int8_io,
             tune=args.tune_threshold,
             tune_data=tune_data,
+            with_decision=args.with_decision,
             progress=_Progress(f"exporting {args.model} to {args.out}"),
         )
     except (GateError, PartialExportError):  # written: show what was, then the error

@@ -23,7 +23,17 @@ from typing import Any
 import numpy as np
 
 from keras_edge import runtime
-from keras_edge.exporter import _tf, artifacts, embed, golden, parity, to_onnx, to_tflite, tuning
+from keras_edge.exporter import (
+    _tf,
+    artifacts,
+    decision,
+    embed,
+    golden,
+    parity,
+    to_onnx,
+    to_tflite,
+    tuning,
+)
 from keras_edge.exporter import model as model_io
 from keras_edge.exporter.calibration import Calibration, coverage_problems
 from keras_edge.exporter.calibration import coverage as calibration_coverage
@@ -145,6 +155,7 @@ def export(
     progress: Progress | None = None,
     tune: str | None = None,
     tune_data: Any = None,
+    with_decision: bool = False,
 ) -> Manifest:
     """Export a Keras model to TFLite/ONNX variants in ``out`` and prove each one.
 
@@ -164,6 +175,8 @@ def export(
         tune: a threshold objective (``"f1"``, ``"fbeta:2"``, ``"youden"``, ``"balanced-accuracy"``,
             ``"mcc"``, ``"precision>=0.9"``, ``"recall>=0.95"``, ``"cost:fp=1,fn=20"``): the
             Keras model's threshold, then every variant's own, tuned on labelled data.
+        with_decision: give every artifact a second output, ``class`` (int64), decided in the
+            graph with the variant's own threshold (argmax for multiclass).
         tune_data: ``(x, y)`` to tune on; without it, the validation data (whose labels then
             both choose and report the threshold: the report is optimistic).
         progress: called as ``progress(step, total, message)`` while exporting.
@@ -357,7 +370,7 @@ def export(
             error = ConversionError if faults else UnsupportedOpError
             raise error(f"No variant could be made, nothing was written: {reasons}")
         for vid, v in checked.items():  # the decision travels inside each artifact too
-            checked[vid] = _embed(staging, manifest, v)
+            checked[vid] = _embed(staging, manifest, v, with_decision)
         passed = [vid for vid, v in checked.items() if v.passed]
         default = passed[0] if passed else None
         golden_info = golden.write(
@@ -394,11 +407,16 @@ def export(
     return manifest
 
 
-def _embed(staging: Path, manifest: Manifest, variant: Variant) -> Variant:
-    """Write the variant's decision record into its file (after tuning set its threshold)."""
+def _embed(staging: Path, manifest: Manifest, variant: Variant, with_decision: bool) -> Variant:
+    """Write the variant's decision record into its file (after tuning set its threshold), and
+    with ``with_decision`` its ``class`` output."""
     path = staging / variant.file
+    data = path.read_bytes()
+    if with_decision and manifest.head.kind != "regression":
+        add = decision.into_onnx if variant.format == "onnx" else decision.into_tflite
+        data = add(data, manifest.head, variant.threshold)
     into = embed.into_onnx if variant.format == "onnx" else embed.into_tflite
-    data = into(path.read_bytes(), embedded.record(manifest, variant))
+    data = into(data, embedded.record(manifest, variant))
     path.write_bytes(data)
     return replace(variant, sha256=sha256_file(path), bytes=len(data))
 

@@ -112,25 +112,17 @@ class Classifier:
         self._set_threshold(value)
 
     def _set_threshold(self, threshold: Any) -> None:
-        """Precompute everything the decision needs, so a call does only the comparison:
-        thresholds in float32, as Keras compares float32 outputs with a float32 threshold, and
-        in the logit domain for a logit head."""
-        head = self.head
+        """Precompute everything the decision needs, so a call does only the comparison."""
         self._threshold = threshold
-        self._cut: np.ndarray | float | int | None = None
-        if head.kind == "multilabel":
-            ts = np.asarray(threshold, dtype=np.float64)
-            cut = np.log(ts / (1.0 - ts)) if head.output == "logit" else ts
-            self._cut = cut.astype(np.float32).reshape(1, -1)
-        elif head.kind == "binary":
-            t = float(threshold)
-            cut32 = np.float32(math.log(t / (1.0 - t)) if head.output == "logit" else t)
-            # For an int8 output, the integer cut that gives exactly the labels of dequantizing
-            # first; for a float output, the float32 threshold as a Python float.
-            self._cut = float(cut32) if self._out_q is None else _integer_cut(self._out_q, cut32)
-            if self._in_q is None and self._float_input and not self._multi:
-                # Shadows the method for this instance: same results, fewer steps per call.
-                self.predict = self._fast_binary_predict()  # type: ignore[method-assign]
+        self._cut = decision_cut(self.head, threshold, self._out_q)
+        if (
+            self.head.kind == "binary"
+            and self._in_q is None
+            and self._float_input
+            and not self._multi
+        ):
+            # Shadows the method for this instance: same results, fewer steps per call.
+            self.predict = self._fast_binary_predict()  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return (
@@ -398,7 +390,26 @@ def _binary_labels(y: np.ndarray, cut: float | int) -> np.ndarray:
     return (y.ravel() > cut).astype(np.int64)
 
 
-def _integer_cut(q: Quantization, cut: float) -> int:
+def decision_cut(
+    head: Head, threshold: Any, out_q: Quantization | None = None
+) -> np.ndarray | float | int | None:
+    """What the raw output is compared with, ``output > cut``: the threshold in float32 (Keras
+    compares float32 outputs with a float32 threshold), in the logit domain for a logit head,
+    one per label for multilabel (shape (1, k)), and for an int8 output the integer cut that
+    gives exactly the labels of dequantizing first. None for multiclass (argmax) and regression.
+    The exporter bakes the same cut into ``--with-decision`` artifacts."""
+    if head.kind == "multilabel":
+        ts = np.asarray(threshold, dtype=np.float64)
+        cut = np.log(ts / (1.0 - ts)) if head.output == "logit" else ts
+        return cut.astype(np.float32).reshape(1, -1)
+    if head.kind == "binary":
+        t = float(threshold)
+        cut32 = np.float32(math.log(t / (1.0 - t)) if head.output == "logit" else t)
+        return float(cut32) if out_q is None else integer_cut(out_q, cut32)
+    return None
+
+
+def integer_cut(q: Quantization, cut: float) -> int:
     """The integer c with ``q_out > c`` exactly when ``dequantize(q_out) > cut``."""
     info = np.iinfo(q.dtype)
     levels = np.arange(info.min, info.max + 1, dtype=np.int64)

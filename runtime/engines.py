@@ -52,6 +52,9 @@ def missing_engine(fmt: str) -> BackendUnavailableError:
     )
 
 
+# The name of the in-graph decision output of ``export --with-decision`` artifacts.
+CLASS_OUTPUT = "class"
+
 # Arrays of at most this many values take plain-Python paths: at that size numpy's fixed cost
 # per operation (~1 us here) outweighs the work, and is most of the runtime's overhead.
 SMALL = 32
@@ -146,6 +149,9 @@ class OnnxEngine:
         names = [i.name for i in inputs]
         if input_names is not None and sorted(input_names) != sorted(names):
             raise ArtifactError(f"Expected an ONNX model with inputs {list(input_names)}, got {names}")
+        # A --with-decision artifact adds a "class" output: the runtime decides on the first
+        # (its threshold can be changed at run time), and ONNX Runtime skips what is not asked.
+        outputs = [o for o in outputs if o.name != CLASS_OUTPUT]
         if len(outputs) != 1:
             raise ArtifactError(f"Expected an ONNX model with 1 output, got {len(outputs)}")
         self.input_names: list[str] = list(input_names) if input_names is not None else names
@@ -198,7 +204,9 @@ class LiteRTEngine:
             raise ArtifactError(f"LiteRT could not load the artifact: {exc}") from exc
         self.providers = ["LiteRT CPU (XNNPACK)"]
         in_details = self.interpreter.get_input_details()
-        out_details = self.interpreter.get_output_details()
+        out_details = [
+            d for d in self.interpreter.get_output_details() if d["name"] != CLASS_OUTPUT
+        ]
         if len(out_details) != 1:
             raise ArtifactError(f"Expected a TFLite model with 1 output, got {len(out_details)}")
         if input_names is not None and len(input_names) > 1:

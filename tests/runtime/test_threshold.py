@@ -58,8 +58,8 @@ def test_the_gate_sees_the_decision_that_ships(seed_dir, seed_val, seed_all, tmp
     from keras_edge import exporter
     from keras_edge.runtime import classifier
 
-    real = classifier._integer_cut
-    monkeypatch.setattr(classifier, "_integer_cut", lambda q, cut: min(real(q, cut) + 120, 126))
+    real = classifier.integer_cut
+    monkeypatch.setattr(classifier, "integer_cut", lambda q, cut: min(real(q, cut) + 120, 126))
     with pytest.raises(exporter.ParityError, match="tflite-int8: label agreement"):
         exporter.export(
             seed_dir / "seed.keras",

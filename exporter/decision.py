@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from keras_edge.exporter import _tf
+from keras_edge.exporter.embed import pack_tflite
 from keras_edge.runtime.classifier import decision_cut, integer_cut
 from keras_edge.runtime.engines import CLASS_OUTPUT, Quantization
 from keras_edge.runtime.manifest import Head
@@ -56,7 +57,6 @@ def into_onnx(data: bytes, head: Head, threshold: Any) -> bytes:
 
 def into_tflite(data: bytes, head: Head, threshold: Any) -> bytes:
     schema = _tf.module("ai_edge_litert.schema_py_generated")
-    flatbuffers = _tf.module("flatbuffers")
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
     graph = model.subgraphs[0]
     out_index = graph.outputs[0]
@@ -130,6 +130,4 @@ def into_tflite(data: bytes, head: Head, threshold: Any) -> bytes:
         entry = schema.TensorMapT()
         entry.name, entry.tensorIndex = CLASS_OUTPUT, result
         sig.outputs = [*(sig.outputs or []), entry]
-    builder = flatbuffers.Builder(len(data) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_tflite(model, len(data))

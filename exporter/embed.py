@@ -27,7 +27,6 @@ def into_onnx(data: bytes, record: dict[str, Any]) -> bytes:
 
 def into_tflite(data: bytes, record: dict[str, Any]) -> bytes:
     schema = _tf.module("ai_edge_litert.schema_py_generated")
-    flatbuffers = _tf.module("flatbuffers")
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
     model.metadata = [m for m in (model.metadata or []) if m.name not in (KEY, KEY.encode())]
     buffer = schema.BufferT()
@@ -37,6 +36,12 @@ def into_tflite(data: bytes, record: dict[str, Any]) -> bytes:
     entry.name = KEY
     entry.buffer = len(model.buffers) - 1
     model.metadata.append(entry)
-    builder = flatbuffers.Builder(len(data) + 4096)
+    return pack_tflite(model, len(data))
+
+
+def pack_tflite(model: Any, size_hint: int) -> bytes:
+    """A TFLite ``ModelT`` (the schema's object API) back to flatbuffer bytes."""
+    flatbuffers = _tf.module("flatbuffers")
+    builder = flatbuffers.Builder(size_hint + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

@@ -50,9 +50,23 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         help="labelled data to tune on (default: --validation, which makes the report optimistic)",
     )
     p.add_argument(
+        "--plot",
+        type=Path,
+        metavar="F.png",
+        help="with --tune-threshold: draw the objective against the threshold for Keras and "
+        "each variant (needs matplotlib)",
+    )
+    p.add_argument(
         "--with-decision",
         action="store_true",
         help="add a 'class' output to every artifact, decided in the graph (p > t, argmax)",
+    )
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        metavar="C",
+        help="multiclass: the class is -1 (unknown) unless the top probability exceeds C; "
+        "--tune-threshold tunes it",
     )
     p.add_argument("--labels", help="comma list of class names")
     p.add_argument("--min-agreement", type=float, help="minimum label agreement for every variant")
@@ -124,6 +138,8 @@ def _run_export(args: argparse.Namespace) -> int:
             tune=args.tune_threshold,
             tune_data=tune_data,
             with_decision=args.with_decision,
+            min_confidence=args.min_confidence,
+            plot=args.plot,
             progress=_Progress(f"exporting {args.model} to {args.out}"),
         )
     except (GateError, PartialExportError):  # written: show what was, then the error

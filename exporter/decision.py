@@ -5,7 +5,8 @@ It is the runtime's rule, with the runtime's cut (:func:`keras_edge.runtime.clas
 decision_cut`): ``output > cut`` for binary (shape (n,)) and multilabel ((n, k)), with the cut in
 the logit domain for a logit head and, for a full-int8 output, the integer cut that gives the
 labels of dequantizing first (the comparison runs on the integer output); ``argmax`` for
-multiclass. The probability output stays the first output, unchanged.
+multiclass, and -1 where the top probability is not above a minimum confidence. The
+probability output stays the first output, unchanged.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from keras_edge.exporter import _tf
 from keras_edge.exporter.embed import pack_tflite
 from keras_edge.runtime.classifier import decision_cut, integer_cut
 from keras_edge.runtime.engines import CLASS_OUTPUT, Quantization
+from keras_edge.runtime.gate import UNKNOWN
 from keras_edge.runtime.manifest import Head
 
 logger = logging.getLogger(__name__)
@@ -33,8 +35,22 @@ def into_onnx(data: bytes, head: Head, threshold: Any) -> bytes:
     batch = graph.output[0].type.tensor_type.shape.dim[0]
     nodes = []
     if head.kind == "multiclass":
-        nodes.append(helper.make_node("ArgMax", [out], [CLASS_OUTPUT], axis=1, keepdims=0))
         dims: list[Any] = [batch.dim_param or "batch"]
+        if threshold is None:
+            nodes.append(helper.make_node("ArgMax", [out], [CLASS_OUTPUT], axis=1, keepdims=0))
+        else:  # the minimum confidence: -1 where the top probability is not above it
+            cut = np.asarray([decision_cut(head, threshold)], dtype=np.float32)
+            graph.initializer.append(numpy_helper.from_array(cut, "keras_edge_cut"))
+            unknown = numpy_helper.from_array(np.array(UNKNOWN, np.int64), "keras_edge_unknown")
+            graph.initializer.append(unknown)
+            nodes += [
+                helper.make_node("ArgMax", [out], ["keras_edge_top"], axis=1, keepdims=0),
+                helper.make_node("ReduceMax", [out], ["keras_edge_best"], axes=[1], keepdims=0),
+                helper.make_node("Greater", ["keras_edge_best", "keras_edge_cut"], ["keras_edge_sure"]),
+                helper.make_node(
+                    "Where", ["keras_edge_sure", "keras_edge_top", "keras_edge_unknown"], [CLASS_OUTPUT]
+                ),
+            ]
     else:
         cut = np.asarray(decision_cut(head, threshold), dtype=np.float32).reshape(-1)
         graph.initializer.append(numpy_helper.from_array(cut, "keras_edge_cut"))
@@ -99,19 +115,25 @@ def into_tflite(data: bytes, head: Head, threshold: Any) -> bytes:
         result = tensor(CLASS_OUTPUT, types.INT64, shape[:1], signature[:1])
         options = schema.ArgMaxOptionsT()
         options.outputType = types.INT64
-        operator(ops.ARG_MAX, [out_index, axis], [result], options, schema.BuiltinOptions.ArgMaxOptions)
+        argmax_options = schema.BuiltinOptions.ArgMaxOptions
+        if threshold is None:
+            operator(ops.ARG_MAX, [out_index, axis], [result], options, argmax_options)
+        else:  # the minimum confidence: -1 where the top probability is not above it
+            top = tensor("keras_edge_top", types.INT64, shape[:1], signature[:1])
+            operator(ops.ARG_MAX, [out_index, axis], [top], options, argmax_options)
+            best = tensor("keras_edge_best", out.type, shape[:1], signature[:1],
+                          quantization=out.quantization)  # fmt: skip
+            reducer = schema.ReducerOptionsT()
+            reducer.keepDims = False
+            operator(ops.REDUCE_MAX, [out_index, axis], [best], reducer,
+                     schema.BuiltinOptions.ReducerOptions)  # fmt: skip
+            cut = _cut_tensor(tensor, types, out, head, threshold)
+            sure = tensor("keras_edge_sure", types.BOOL, shape[:1], signature[:1])
+            operator(ops.GREATER, [best, cut], [sure])
+            unknown = tensor("keras_edge_unknown", types.INT64, [], [], np.array(UNKNOWN, np.int64))
+            operator(ops.SELECT_V2, [sure, top, unknown], [result])
     else:
-        if out.type == types.INT8:  # full-int8 output: compare the integers, same scale
-            q = Quantization(float(out.quantization.scale[0]), int(out.quantization.zeroPoint[0]),
-                             np.dtype(np.int8))  # fmt: skip
-            cuts = np.asarray(decision_cut(head, threshold), dtype=np.float32).reshape(-1)
-            value = np.array([integer_cut(q, c) for c in cuts], dtype=np.int8)
-            cut = tensor(
-                "keras_edge_cut", types.INT8, [len(value)], [len(value)], value, out.quantization
-            )
-        else:
-            value = np.asarray(decision_cut(head, threshold), dtype=np.float32).reshape(-1)
-            cut = tensor("keras_edge_cut", types.FLOAT32, [len(value)], [len(value)], value)
+        cut = _cut_tensor(tensor, types, out, head, threshold)
         above = tensor("keras_edge_above", types.BOOL, shape, signature)
         operator(ops.GREATER, [out_index, cut], [above])
         cast_options = schema.CastOptionsT()
@@ -131,3 +153,15 @@ def into_tflite(data: bytes, head: Head, threshold: Any) -> bytes:
         entry.name, entry.tensorIndex = CLASS_OUTPUT, result
         sig.outputs = [*(sig.outputs or []), entry]
     return pack_tflite(model, len(data))
+
+
+def _cut_tensor(tensor: Any, types: Any, out: Any, head: Head, threshold: Any) -> int:
+    """The constant the output is compared with: the float cut, or for a full-int8 output the
+    integer cut (same scale) that gives the labels of dequantizing first."""
+    cuts = np.asarray(decision_cut(head, threshold), dtype=np.float32).reshape(-1)
+    if out.type == types.INT8:
+        q = Quantization(float(out.quantization.scale[0]), int(out.quantization.zeroPoint[0]),
+                         np.dtype(np.int8))  # fmt: skip
+        value = np.array([integer_cut(q, c) for c in cuts], dtype=np.int8)
+        return tensor("keras_edge_cut", types.INT8, [len(value)], [len(value)], value, out.quantization)
+    return tensor("keras_edge_cut", types.FLOAT32, [len(cuts)], [len(cuts)], cuts)

@@ -35,6 +35,7 @@ from keras_edge.exporter import (
     tuning,
 )
 from keras_edge.exporter import model as model_io
+from keras_edge.exporter import plot as plotting
 from keras_edge.exporter.calibration import Calibration, coverage_problems
 from keras_edge.exporter.calibration import coverage as calibration_coverage
 from keras_edge.exporter.errors import (
@@ -85,6 +86,7 @@ class ExportOptions:
     safe_mode: bool = True
     min_agreement: float | None = None
     int8_io: bool = False
+    min_confidence: float | None = None
 
     def __post_init__(self) -> None:
         if not self.formats or any(f not in FORMATS for f in self.formats):
@@ -156,6 +158,8 @@ def export(
     tune: str | None = None,
     tune_data: Any = None,
     with_decision: bool = False,
+    min_confidence: float | None = None,
+    plot: str | Path | None = None,
 ) -> Manifest:
     """Export a Keras model to TFLite/ONNX variants in ``out`` and prove each one.
 
@@ -177,6 +181,12 @@ def export(
             Keras model's threshold, then every variant's own, tuned on labelled data.
         with_decision: give every artifact a second output, ``class`` (int64), decided in the
             graph with the variant's own threshold (argmax for multiclass).
+        min_confidence: for a multiclass head, the top probability a sample needs for a class;
+            at or below it the class is -1 ("unknown"). It is the head's threshold: ``tune``
+            tunes it, with "correct answer" as the positive (``precision>=0.99``: the most
+            answers kept with at least 99% of the kept ones right).
+        plot: with ``tune``, draw the objective against the threshold for Keras and each
+            variant, the chosen points marked, to this .png/.svg/.pdf (needs matplotlib).
         tune_data: ``(x, y)`` to tune on; without it, the validation data (whose labels then
             both choose and report the threshold: the report is optimistic).
         progress: called as ``progress(step, total, message)`` while exporting.
@@ -198,8 +208,11 @@ def export(
         safe_mode=safe_mode,
         min_agreement=min_agreement,
         int8_io=int8_io,
+        min_confidence=min_confidence,  # checked with the head: it is a multiclass head's
     )
     out = Path(out)
+    plot_path = None if plot is None else Path(plot)
+    plotting.check(plot_path, tune)
     if out.exists() and not out.is_dir():
         raise UsageError(f"Expected --out to be a folder, got the file {str(out)!r}")
     if "int8" in options.quantize and calibration is None:
@@ -221,6 +234,7 @@ def export(
         list(options.threshold) if isinstance(options.threshold, tuple) else options.threshold,
         list(options.labels) if options.labels is not None else None,
         from_logits=model_io.trained_from_logits(keras_model, model),
+        min_confidence=options.min_confidence,
     )
     calib = Calibration.from_array(calibration, specs) if calibration is not None else None
     if validation is not None:
@@ -306,32 +320,55 @@ def export(
         )
         manifest.write(staging)  # provisional: lets runtime.load() read the staged variants
 
+        originals = {vid: (staging / v.file).read_bytes() for vid, v in variants.items()}
+
+        def ship(vid: str, threshold: Any) -> runtime.Classifier:
+            """Stage the bytes that ship, decision record (and class output) inside, with
+            ``threshold``; load them. The gate then checks these bytes, not a draft of them:
+            a class output can change how an engine fuses the graph (ONNX Runtime's int8
+            Softmax moved by one output step when the output got a second consumer)."""
+            v = replace(variants[vid], threshold=threshold)
+            data = _decided(originals[vid], manifest, v, with_decision)
+            (staging / v.file).write_bytes(data)
+            variants[vid] = replace(v, sha256=sha256_file(staging / v.file), bytes=len(data))
+            replace(manifest, variants=dict(variants)).write(staging)
+            return runtime.load(staging, variant=vid, threads=1)
+
         checked: dict[str, Variant] = {}
         answers: dict[str, np.ndarray] = {}  # per-sample answers, for the golden set
+        n = len(x_check[0])
+        samples = [rows(x_check, slice(i, i + 1)) for i in range(n)]
         for step, (vid, _, precision) in enumerate(plan, start=len(plan) + 1):
             if vid not in variants:
                 continue
             _report(progress, step, total, f"checking {vid} on {data_name}")
             try:
-                clf = runtime.load(staging, variant=vid, threads=1)
-                clf.predict(rows(x_check, slice(0, 1)))  # loads but cannot run: here
+                clf = ship(vid, variants[vid].threshold)
+                clf.predict(samples[0])  # loads but cannot run: here
             except (KerasEdgeError, RuntimeError, ValueError) as exc:  # engines raise untyped
                 _refuse(vid, "loading in its engine", exc, refused, faults)
                 (staging / variants[vid].file).unlink()
+                del variants[vid]
                 continue
             answer = clf.predict if the_head.kind == "regression" else clf.predict_proba
             # One call per sample, as a device calls the model; then one call for the whole
             # set, because some variants answer differently when samples share a batch.
-            n = len(x_check[0])
-            samples = [rows(x_check, slice(i, i + 1)) for i in range(n)]
             per_sample = np.concatenate([answer(sample) for sample in samples])
-            answers[vid] = per_sample
             tuning_failure = None
             if plan_tuning is not None:  # the variant's own threshold, on its own scores
                 try:
-                    variants[vid] = plan_tuning.tune_variant(clf, variants[vid], per_sample)
+                    tuned = plan_tuning.tune_variant(clf, variants[vid], per_sample)
+                    clf = ship(vid, tuned.threshold)  # only a constant of the graph changes
+                    variants[vid] = replace(variants[vid], tuning=tuned.tuning)
+                    again = np.concatenate([answer(sample) for sample in samples])
+                    if not np.array_equal(again, per_sample):
+                        raise TuningError(
+                            f"its scores changed when its tuned threshold was written into it "
+                            f"(largest change {float(np.abs(again - per_sample).max()):.3g})"
+                        )
                 except TuningError as exc:
                     tuning_failure = f"its own threshold could not be tuned: {exc}"
+            answers[vid] = per_sample
             # The labels of the runtime's own predict(), the decision that ships, one call per
             # sample and one for the whole set; the gate compares them with Keras's p > t.
             decides = the_head.kind != "regression"
@@ -369,8 +406,6 @@ def export(
             reasons = "; ".join(f"{vid}: {why}" for vid, why in refused.items())
             error = ConversionError if faults else UnsupportedOpError
             raise error(f"No variant could be made, nothing was written: {reasons}")
-        for vid, v in checked.items():  # the decision travels inside each artifact too
-            checked[vid] = _embed(staging, manifest, v, with_decision)
         passed = [vid for vid, v in checked.items() if v.passed]
         default = passed[0] if passed else None
         golden_info = golden.write(
@@ -387,6 +422,10 @@ def export(
         _install(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if plot_path is not None and plan_tuning is not None:  # drawn before a failed gate is raised
+        partial = plot_path.with_name(f".{plot_path.name}.partial{plot_path.suffix}")
+        plotting.draw(plan_tuning, partial, the_head.labels)
+        partial.replace(plot_path)
 
     if faults:
         raise PartialExportError(
@@ -407,18 +446,14 @@ def export(
     return manifest
 
 
-def _embed(staging: Path, manifest: Manifest, variant: Variant, with_decision: bool) -> Variant:
-    """Write the variant's decision record into its file (after tuning set its threshold), and
-    with ``with_decision`` its ``class`` output."""
-    path = staging / variant.file
-    data = path.read_bytes()
+def _decided(data: bytes, manifest: Manifest, variant: Variant, with_decision: bool) -> bytes:
+    """The artifact's bytes with the variant's decision record inside, and with
+    ``with_decision`` its ``class`` output."""
     if with_decision and manifest.head.kind != "regression":
         add = decision.into_onnx if variant.format == "onnx" else decision.into_tflite
         data = add(data, manifest.head, variant.threshold)
     into = embed.into_onnx if variant.format == "onnx" else embed.into_tflite
-    data = into(data, embedded.record(manifest, variant))
-    path.write_bytes(data)
-    return replace(variant, sha256=sha256_file(path), bytes=len(data))
+    return into(data, embedded.record(manifest, variant))
 
 
 def _attempt(convert: Callable[[], Any]) -> Any:

@@ -35,13 +35,18 @@ NEAREST = 64  # of them, the rows nearest a decision boundary
 
 def distance_to_decision(head: Head, proba: np.ndarray) -> np.ndarray | None:
     """How far each row's Keras output is from changing its label: |p - t| (the nearest label's,
-    for multilabel), or the margin between the two best classes; ``None`` for regression."""
+    for multilabel), or the margin between the two best classes (and, with a minimum
+    confidence, the top probability's distance to it); ``None`` for regression."""
     if head.kind in ("binary", "multilabel"):
         t = np.asarray(head.threshold, dtype=np.float64).reshape(1, -1)
         return np.abs(proba.astype(np.float64) - t).min(axis=1)
-    if head.kind == "multiclass" and proba.shape[1] > 1:
-        top2 = np.sort(proba.astype(np.float64), axis=1)[:, -2:]
-        return top2[:, 1] - top2[:, 0]
+    if head.kind == "multiclass":
+        p = proba.astype(np.float64)
+        top2 = np.sort(p, axis=1)[:, -2:] if p.shape[1] > 1 else np.zeros((len(p), 2))
+        margin = top2[:, 1] - top2[:, 0] if p.shape[1] > 1 else np.full(len(p), np.inf)
+        if head.threshold is not None:
+            margin = np.minimum(margin, np.abs(p.max(axis=1, initial=0.0) - head.threshold))
+        return margin
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,7 @@ def infer_head(
     threshold: float | list[float] = 0.5,
     labels: list[str] | None = None,
     from_logits: bool = False,
+    min_confidence: float | None = None,
 ) -> Head:
     """Read the head from the last layer: sigmoid is binary (1 unit) or multilabel (k units),
     softmax multiclass; a linear output is logits when the model was trained from logits
@@ -272,6 +274,17 @@ def infer_head(
         t = tuple(float(v) for v in seq)
     else:
         t = None
+    if min_confidence is not None:
+        if kind != "multiclass":
+            raise UsageError(
+                f"Expected --min-confidence only for a multiclass (softmax) head, got a {kind} head; "
+                f"use --threshold"
+            )
+        t = float(min_confidence) if isinstance(min_confidence, (int, float)) else math.nan
+        if not 0.0 < t < 1.0:
+            raise UsageError(
+                f"Expected --min-confidence strictly between 0 and 1, got {min_confidence!r}"
+            )
     result = Head(kind=kind, output=output, units=units, labels=tuple(labels), threshold=t)
     logger.info("head: %s %s, %d unit(s), threshold %s", kind, output, units, t)
     return result

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_edge.exporter.golden import distance_to_decision
 from keras_edge.runtime.gate import (
     MIN_AGREEMENT,
     NEAR_BAND,
@@ -96,12 +97,7 @@ def compare(
     else:
         ref_labels = decide(head, ref, head.threshold)
         flipped = (ref_labels != labels).any(axis=1)
-        if head.kind == "multiclass":
-            top2 = np.sort(ref, axis=1)[:, -2:] if ref.shape[1] > 1 else np.zeros((n, 2))
-            distance = top2[:, 1] - top2[:, 0]  # margin between the two best classes
-        else:
-            t = np.asarray(head.threshold, dtype=np.float64).reshape(1, -1)
-            distance = np.abs(ref.astype(np.float64) - t).min(axis=1)
+        distance = distance_to_decision(head, ref)
     flips = int(flipped.sum())
     ties = int((flipped & (distance <= TIE_BAND)).sum())
     near = int((flipped & (distance <= NEAR_BAND)).sum())

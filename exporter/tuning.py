@@ -8,14 +8,15 @@ sort and cumulative sums.
 
 Ties between equally good thresholds are broken toward the default 0.5: the candidate nearest
 0.5 wins, and of two equally near, the higher (fewer positives). A multilabel head is tuned one
-label at a time.
+label at a time. A multiclass head's threshold is its minimum confidence, tuned on the top
+probability with "the top class is right" as the positive.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 OBJECTIVES = ("f1", "fbeta:B", "youden", "balanced-accuracy", "mcc", "precision>=X", "recall>=X",
               "cost:fp=A,fn=B")  # fmt: skip
+TUNABLE = ("binary", "multilabel", "multiclass")  # multiclass: the minimum confidence
 _FBETA = re.compile(r"^fbeta:(\d+(?:\.\d+)?)$")
 _FLOOR = re.compile(r"^(precision|recall)>=(0?\.\d+|1(?:\.0*)?|0)$")
 _COST = re.compile(r"^cost:fp=(\d+(?:\.\d+)?),fn=(\d+(?:\.\d+)?)$")
@@ -169,20 +171,50 @@ def tune(scores: np.ndarray, y: np.ndarray, objective: Objective, what: str = ""
     return Tuned(float(cuts[i]), value, int(tp[i]), int(fp[i]), int(tn[i]), int(fn[i]))
 
 
-def tune_head(
-    kind: str, scores: np.ndarray, y: np.ndarray, objective: Objective, what: str
-) -> tuple[float | tuple[float, ...], list[Tuned]]:
-    """The threshold(s) for a binary or multilabel head: one per label."""
-    if kind not in ("binary", "multilabel"):
-        raise UsageError(f"Expected a binary or multilabel head to tune a threshold for, got {kind}")
+def problems(
+    kind: str, scores: np.ndarray, y: np.ndarray, what: str
+) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """The one-cut problems a head's threshold(s) solve, as (scores, 0/1 labels, name): one per
+    label for binary and multilabel. For a multiclass head, the minimum confidence: the cut on
+    each sample's top probability, with "the top class is right" as the positive (tp: answered
+    and right, fp: answered and wrong, tn: refused and would have been wrong, fn: refused and
+    would have been right)."""
+    if kind not in TUNABLE:
+        raise UsageError(f"Expected a head from {TUNABLE} to tune a threshold for, got {kind}")
+    if kind == "multiclass":
+        scores = np.asarray(scores)
+        y = np.asarray(y)
+        y = y.argmax(axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1)
+        if len(y) != len(scores) or not np.issubdtype(y.dtype, np.number):
+            raise UsageError(
+                f"Expected {len(scores)} class indices to tune {what}'s minimum confidence, got "
+                f"{y.shape} {y.dtype}"
+            )
+        right = (scores.argmax(axis=1) == y).astype(np.int64)
+        return [(scores.max(axis=1), right, f"{what} (minimum confidence)")]
     scores = np.asarray(scores).reshape(len(scores), -1)
     y = np.asarray(y).reshape(len(scores), -1)
     if y.shape != scores.shape:
         raise UsageError(f"Expected labels of shape {scores.shape} to tune {what}, got {y.shape}")
     names = [f"{what} label {k}" if kind == "multilabel" else what for k in range(scores.shape[1])]
-    results = [tune(scores[:, k], y[:, k], objective, names[k]) for k in range(scores.shape[1])]
+    return [(scores[:, k], y[:, k], names[k]) for k in range(scores.shape[1])]
+
+
+def tune_head(
+    kind: str, scores: np.ndarray, y: np.ndarray, objective: Objective, what: str
+) -> tuple[float | tuple[float, ...], list[Tuned]]:
+    """The threshold(s) for a head (see :func:`problems`): one per label for multilabel."""
+    results = [tune(s, t, objective, name) for s, t, name in problems(kind, scores, y, what)]
     thresholds = tuple(r.threshold for r in results)
-    return (thresholds[0] if kind == "binary" else thresholds), results
+    return (thresholds if kind == "multilabel" else thresholds[0]), results
+
+
+def curve(scores: np.ndarray, y: np.ndarray, objective: Objective) -> tuple[np.ndarray, np.ndarray]:
+    """The objective at every candidate cut, (cuts, values); NaN where a floor is not met."""
+    cuts, tp, fp, tn, fn = confusion_at_candidates(scores, y)
+    values, feasible = _values(objective, tp, fp, tn, fn)
+    values = -values if objective.kind == "cost" else values
+    return cuts, values if feasible is None else np.where(feasible, values, np.nan)
 
 
 @dataclass
@@ -198,15 +230,18 @@ class Plan:
     optimistic: bool
     keras_threshold: float | tuple[float, ...]
     keras: list[Tuned]
+    scores: dict[str, tuple[np.ndarray, list[Tuned]]] = field(default_factory=dict)
 
     def tune_variant(self, clf: Any, variant: Variant, parity_scores: np.ndarray) -> Variant:
+        """``variant`` with its own threshold, tuned on ``clf``'s scores (the parity data's
+        ``parity_scores``, or the separate tuning data's), and the tuning record."""
         scores = (
             parity_scores
             if self.samples is None
             else np.concatenate([clf.predict_proba(s) for s in self.samples])
         )
         threshold, results = tune_head(self.kind, scores, self.y, self.objective, variant.id)
-        clf.threshold = threshold  # the gate then judges the decision at the tuned cut
+        self.scores[variant.id] = (scores, results)
         record = {"objective": self.objective.text, "labels": [r.to_dict() for r in results]}
         return replace(variant, threshold=threshold, tuning=record)
 
@@ -216,6 +251,7 @@ class Plan:
             "data": self.data,
             "optimistic": self.optimistic,
             "keras": [r.to_dict() for r in self.keras],
+            **({"positive": "the top class is right"} if self.kind == "multiclass" else {}),
         }
 
 
@@ -233,10 +269,8 @@ def plan(
     if tune is None:
         return None
     objective = Objective.parse(tune)
-    if head.kind not in ("binary", "multilabel"):
-        raise UsageError(
-            f"Expected a binary or multilabel head to tune a threshold for, got {head.kind}"
-        )
+    if head.kind not in TUNABLE:
+        raise UsageError(f"Expected a head from {TUNABLE} to tune a threshold for, got {head.kind}")
     if tune_data is not None:
         if not isinstance(tune_data, tuple) or len(tune_data) != 2 or tune_data[1] is None:
             raise UsageError("Expected tuning data as (x, y) with labels y")
@@ -261,4 +295,5 @@ def plan(
             "values reported are optimistic; pass --tune-data (tune_data=) to tune on other data"
         )
     threshold, results = tune_head(head.kind, keras_scores, y, objective, "the Keras model")
-    return Plan(objective, head.kind, samples, y, data, optimistic, threshold, results)
+    scores = {"keras": (keras_scores, results)}
+    return Plan(objective, head.kind, samples, y, data, optimistic, threshold, results, scores)

@@ -34,6 +34,7 @@ from keras_edge.runtime.errors import (
     ManifestError,
     UnknownVariantError,
 )
+from keras_edge.runtime.gate import UNKNOWN, multiclass_labels
 from keras_edge.runtime.golden import check_classifier, raise_on_failure, read_golden
 from keras_edge.runtime.manifest import Head, InputSpec, Manifest, Variant, validate_threshold
 from keras_edge.runtime.report import export_order
@@ -97,8 +98,9 @@ class Classifier:
     @property
     def threshold(self) -> float | tuple[float, ...] | None:
         """The threshold ``predict`` decides with (rule ``p > threshold``; one per label for
-        multilabel; ``None`` for multiclass and regression). Settable: the new value is checked
-        like the manifest's and decides from the next call on."""
+        multilabel; for multiclass the minimum confidence, or ``None`` for a plain argmax;
+        ``None`` for regression). Settable: the new value is checked like the manifest's and
+        decides from the next call on."""
         return self._threshold
 
     @threshold.setter
@@ -338,7 +340,8 @@ class Classifier:
         return self.head.labels
 
     def predict_labels(self, x: Any) -> np.ndarray | list[list[str]]:
-        """Decisions as label names: an array of names, (n,), for binary and multiclass; for
+        """Decisions as label names: an array of names, (n,), for binary and multiclass
+        (``"unknown"`` where a multiclass sample is below the minimum confidence); for
         multilabel, the list of names that apply to each sample."""
         if self.head.kind == "regression":
             raise InputError("Expected a classifier head for predict_labels, got a regression head")
@@ -346,13 +349,15 @@ class Classifier:
         names = np.asarray(self.head.labels, dtype=object)
         if self.head.kind == "multilabel":
             return [[str(n) for n in names[row.astype(bool)]] for row in labels]
-        return names[labels]
+        return label_names(self.head.labels, labels)
 
     def predict(self, x: Any) -> np.ndarray:
         """Decisions: int labels (n,) for binary and multiclass, (n, k) for multilabel.
 
         Binary and multilabel use the rule of Keras ``BinaryAccuracy``: ``p > threshold``
-        (for a logit head, ``z > log(t / (1 - t))``, the same rule). Multiclass takes the argmax.
+        (for a logit head, ``z > log(t / (1 - t))``, the same rule). Multiclass takes the argmax;
+        with a threshold (the minimum confidence), -1 ("unknown") where the top probability is
+        not above it.
         A regression head returns its values as they are (float32, (n, units)).
         """
         kind = self.head.kind
@@ -363,7 +368,7 @@ class Classifier:
         if kind == "multilabel":
             return (y > self._cut).astype(np.int64)
         if kind == "multiclass":
-            return y.argmax(axis=1).astype(np.int64)
+            return multiclass_labels(y, self._threshold)
         return y
 
 
@@ -381,6 +386,15 @@ def _all_finite(x: np.ndarray) -> bool:
     return _isfinite(float(np.dot(x.reshape(-1), _ZEROS[:n])))
 
 
+UNKNOWN_LABEL = "unknown"
+
+
+def label_names(labels: Sequence[str], classes: np.ndarray) -> np.ndarray:
+    """Label names for class indices (n,), ``"unknown"`` for -1 (below the minimum confidence)."""
+    names = np.asarray([*labels, UNKNOWN_LABEL], dtype=object)
+    return names[np.where(classes == UNKNOWN, len(labels), classes)]
+
+
 def _binary_labels(y: np.ndarray, cut: float | int) -> np.ndarray:
     """``y > cut`` as int64 labels of shape (n,), for a binary head's raw output."""
     if y.size == 1:  # one sample, the usual call on a device: no numpy operation
@@ -396,7 +410,8 @@ def decision_cut(
     """What the raw output is compared with, ``output > cut``: the threshold in float32 (Keras
     compares float32 outputs with a float32 threshold), in the logit domain for a logit head,
     one per label for multilabel (shape (1, k)), and for an int8 output the integer cut that
-    gives exactly the labels of dequantizing first. None for multiclass (argmax) and regression.
+    gives exactly the labels of dequantizing first; for multiclass the minimum confidence the
+    top probability must exceed (None: plain argmax). None for regression.
     The exporter bakes the same cut into ``--with-decision`` artifacts."""
     if head.kind == "multilabel":
         ts = np.asarray(threshold, dtype=np.float64)
@@ -405,6 +420,9 @@ def decision_cut(
     if head.kind == "binary":
         t = float(threshold)
         cut32 = np.float32(math.log(t / (1.0 - t)) if head.output == "logit" else t)
+        return float(cut32) if out_q is None else integer_cut(out_q, cut32)
+    if head.kind == "multiclass" and threshold is not None:  # softmax outputs: never logits
+        cut32 = np.float32(threshold)
         return float(cut32) if out_q is None else integer_cut(out_q, cut32)
     return None
 

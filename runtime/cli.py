@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TextIO
 
 import numpy as np
 
-from keras_edge.runtime.classifier import load
+from keras_edge.runtime.classifier import label_names, load
 from keras_edge.runtime.data import read_data
 from keras_edge.runtime.errors import GateError, KerasEdgeError, UsageError
 from keras_edge.runtime.manifest import Manifest
@@ -107,8 +107,10 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="engine threads")
     p.add_argument(
         "--threshold",
+        "--min-confidence",
+        dest="threshold",
         help="decide with this threshold for this run instead of the variant's (comma list for "
-        "multilabel)",
+        "multilabel; for multiclass the minimum confidence, below which the class is -1)",
     )
     p.set_defaults(handler=run_predict)
 
@@ -145,13 +147,14 @@ def run_predict(args: argparse.Namespace) -> int:
     named = labels is not None and labels.ndim == 1  # binary, multiclass: the label's name too
     if labels is not None:
         columns += ["class", "label"] if named else [f"class_{lab}" for lab in head.labels]
+    names = label_names(head.labels, labels) if named else None
     rows = []
     for i in range(len(values)):
         row: list[Any] = [float(v) for v in values[i]]
         if labels is not None:
             row += [int(v) for v in np.atleast_1d(labels[i])]
-            if named:
-                row.append(head.labels[int(labels[i])])
+            if names is not None:
+                row.append(str(names[i]))
         rows.append(row)
     buffer = io.StringIO()
     if args.format == "json":

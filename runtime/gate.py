@@ -72,10 +72,23 @@ def regression_tolerance(precision: str, reference: np.ndarray) -> tuple[float, 
 
 
 def decide(head: Head, proba: np.ndarray, threshold: float | tuple[float, ...] | None) -> np.ndarray:
-    """Labels by the runtime's rule, as an (n, k) int array (k = 1 for binary/multiclass)."""
+    """Labels by the runtime's rule, as an (n, k) int array (k = 1 for binary/multiclass).
+    Multiclass with a threshold (the minimum confidence) gives -1 where the top p is not above it."""
     if head.kind == "multiclass":
-        return proba.argmax(axis=1).reshape(-1, 1)
+        return multiclass_labels(proba, threshold).reshape(-1, 1)
     if head.kind == "regression":
         return np.zeros((len(proba), 1), dtype=np.int64)
     t = np.asarray(threshold, dtype=np.float32).reshape(1, -1)
     return (proba > t).astype(np.int64)
+
+
+UNKNOWN = -1  # the class of a multiclass sample whose top probability is not above the threshold
+
+
+def multiclass_labels(proba: np.ndarray, threshold: float | None) -> np.ndarray:
+    """argmax of each row, or ``UNKNOWN`` where the row's top probability is not above
+    ``threshold`` (the minimum confidence, float32 as the model's output); int64 (n,)."""
+    labels = proba.argmax(axis=1).astype(np.int64)
+    if threshold is not None and len(proba):
+        labels[proba.max(axis=1) <= np.float32(threshold)] = UNKNOWN
+    return labels

@@ -45,8 +45,9 @@ def _require(data: dict[str, Any], key: str, where: str) -> Any:
 
 def validate_threshold(kind: str, units: int, threshold: Any, where: str) -> None:
     """A threshold fit for a head of ``kind``: one number strictly between 0 and 1 (binary),
-    one per label (multilabel), none otherwise; else :class:`ManifestError` naming ``where``
-    and the value."""
+    one per label (multilabel), none or one such number for multiclass (the minimum confidence:
+    below it the class is -1, "unknown"), none for regression; else :class:`ManifestError`
+    naming ``where`` and the value."""
     if kind == "multilabel":
         if not isinstance(threshold, tuple) or len(threshold) != units:
             raise ManifestError(
@@ -54,7 +55,7 @@ def validate_threshold(kind: str, units: int, threshold: Any, where: str) -> Non
             )
         for t in threshold:
             _check_threshold(t, where)
-    elif kind == "binary":
+    elif kind == "binary" or (kind == "multiclass" and threshold is not None):
         _check_threshold(threshold, where)
     elif threshold is not None:
         raise ManifestError(f"Expected no threshold for {where} (a {kind} head), got {threshold!r}")

@@ -3,6 +3,8 @@ metrics as the reference."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn import metrics
@@ -159,3 +161,32 @@ def test_cli_refuses_an_objective_no_threshold_reaches(is_it_a_three, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2 and "Expected a tuning objective" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "e").exists()
+
+
+def test_plot_draws_the_objective_for_keras_and_each_variant(is_it_a_three, tmp_path):
+    import subprocess
+    import sys
+
+    model, tune_data, validation = is_it_a_three
+    model.save(tmp_path / "m.keras")
+    np.savez(tmp_path / "val.npz", x=validation[0], y=validation[1])
+    np.savez(tmp_path / "tune.npz", x=tune_data[0], y=tune_data[1])
+    cli = [sys.executable, "-m", "keras_edge", "export", str(tmp_path / "m.keras"), "--out",
+           str(tmp_path / "d"), "--validation", str(tmp_path / "val.npz"),
+           "--formats", "onnx"]  # fmt: skip
+    proc = subprocess.run([*cli, "--plot", str(tmp_path / "t.png")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Expected --tune-threshold with --plot" in proc.stderr
+    proc = subprocess.run([*cli, "--tune-threshold", "f1", "--plot", str(tmp_path / "t.txt")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and "Expected a .png, .svg or .pdf file for --plot" in proc.stderr
+    assert not (tmp_path / "d").exists()
+    tuned = ["--tune-threshold", "f1", "--tune-data", str(tmp_path / "tune.npz")]
+    proc = subprocess.run([*cli, *tuned, "--plot", str(tmp_path / "t.svg")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    svg = (tmp_path / "t.svg").read_text()
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    for name, threshold in [("keras", manifest["head"]["threshold"]),
+                            ("onnx-fp32", manifest["variants"]["onnx-fp32"]["threshold"])]:  # fmt: skip
+        assert f"{name}: t={threshold:.4g}" in svg  # each curve's legend names its chosen cut
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

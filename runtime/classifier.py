@@ -20,6 +20,8 @@ import numpy as np
 
 from keras_edge.runtime import embedded
 from keras_edge.runtime.engines import (
+    LITERT_ACCELERATORS,
+    ONNX_PROVIDERS,
     SMALL,
     LiteRTEngine,
     OnnxEngine,
@@ -30,6 +32,7 @@ from keras_edge.runtime.engines import (
 )
 from keras_edge.runtime.errors import (
     ArtifactError,
+    DeviceUnavailableError,
     InputError,
     ManifestError,
     UnknownVariantError,
@@ -63,7 +66,9 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 class Classifier:
     """One loaded variant. ``predict`` gives classes; ``predict_proba`` gives probabilities.
 
-    Not safe to share between threads: LiteRT interpreters are not. Load one per thread.
+    Safe to share between threads: ONNX Runtime sessions are, and a LiteRT variant gives each
+    calling thread its own interpreter. Picklable: it travels as its artifact's bytes and is
+    rebuilt where it lands (a process pool, Ray, Spark).
     """
 
     def __init__(
@@ -125,6 +130,14 @@ class Classifier:
         ):
             # Shadows the method for this instance: same results, fewer steps per call.
             self.predict = self._fast_binary_predict()  # type: ignore[method-assign]
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle as the artifact's bytes, the manifest, the variant and the settings: the
+        engine is rebuilt where it is unpickled (a process pool's worker, a Ray or Spark
+        task), with the threshold as it is now."""
+        engine = self.engine
+        state = (self.manifest, self.variant_info, engine.model, self.device, engine.threads)
+        return _rebuild, (*state, self._threshold)
 
     def __repr__(self) -> str:
         return (
@@ -380,10 +393,10 @@ def _all_finite(x: np.ndarray) -> bool:
     zeros is 0 for finite values and NaN as soon as one is NaN or Inf (0 x Inf is NaN), it cannot
     overflow, and BLAS computes it without a temporary array, 3x faster than a float64 sum."""
     global _ZEROS
-    n = x.size
-    if _ZEROS.size < n:
-        _ZEROS = np.zeros(n, dtype=np.float32)
-    return _isfinite(float(np.dot(x.reshape(-1), _ZEROS[:n])))
+    n, zeros = x.size, _ZEROS  # one read: another thread may replace it meanwhile
+    if zeros.size < n:
+        zeros = _ZEROS = np.zeros(n, dtype=np.float32)
+    return _isfinite(float(np.dot(x.reshape(-1), zeros[:n])))
 
 
 UNKNOWN_LABEL = "unknown"
@@ -435,7 +448,42 @@ def integer_cut(q: Quantization, cut: float) -> int:
     return int(above[0]) - 1 if len(above) else int(info.max)
 
 
-def _choose_variant(manifest: Manifest, requested: str | None) -> Variant:
+DEVICES = ("cpu", "auto", *(d for d in ONNX_PROVIDERS if d != "cpu"), *LITERT_ACCELERATORS)
+# ``auto``'s preference among ONNX Runtime's accelerators. TensorRT is left to be asked for by
+# name: it builds an engine when a session starts, which takes minutes on a new model.
+AUTO_ORDER = ("cuda", "rocm", "directml", "coreml", "openvino", "qnn")
+
+
+def device_format(device: str) -> str | None:
+    """The artifact format an accelerator needs (None: the CPU runs both)."""
+    if device in LITERT_ACCELERATORS:
+        return "tflite"
+    return None if device == "cpu" else "onnx"
+
+
+def resolve_device(device: str, formats: set[str]) -> str:
+    """``device`` checked; ``auto`` becomes the best accelerator ONNX Runtime offers here for
+    an onnx variant (among ``formats``), else ``cpu``. LiteRT's gpu/npu are not probed by
+    ``auto`` (compiling for them is the only test, and costs a model compilation): ask for
+    them by name."""
+    if not isinstance(device, str) or device not in DEVICES:
+        raise DeviceUnavailableError(f"Expected device from {list(DEVICES)}, got {device!r}")
+    if device != "auto":
+        return device
+    if "onnx" in formats and engine_installed("onnx"):
+        import onnxruntime as ort
+
+        offered = set(ort.get_available_providers())
+        for candidate in AUTO_ORDER:
+            if ONNX_PROVIDERS[candidate] in offered:
+                logger.info("device auto: %s (ONNX Runtime offers %s)", candidate, sorted(offered))
+                return candidate
+    logger.info("device auto: cpu (no accelerator found for %s)", sorted(formats))
+    return "cpu"
+
+
+def _choose_variant(manifest: Manifest, requested: str | None, device: str = "cpu") -> Variant:
+    needs = device_format(device)
     if requested is not None:
         if requested in manifest.refused:
             raise UnknownVariantError(
@@ -446,25 +494,39 @@ def _choose_variant(manifest: Manifest, requested: str | None) -> Variant:
             raise UnknownVariantError(
                 f"Unknown variant {requested!r}; this manifest has {sorted(manifest.variants)}"
             )
-        return manifest.variants[requested]
+        chosen = manifest.variants[requested]
+        if needs is not None and chosen.format != needs:
+            able = sorted(v for v, info in manifest.variants.items() if info.format == needs)
+            raise DeviceUnavailableError(
+                f"Variant {requested!r} is {chosen.format}, but device {device!r} runs {needs} "
+                f"variants: one of {able}"
+            )
+        return chosen
     # The export's order: tflite before onnx, fp32 before quantized (never the JSON's order).
-    candidates = sorted((v for v in manifest.variants.values() if v.passed), key=export_order)
-    if not candidates:
+    passed = sorted((v for v in manifest.variants.values() if v.passed), key=export_order)
+    if not passed:
         raise UnknownVariantError(
             f"No variant passed its parity gate; the manifest lists {sorted(manifest.variants)} "
             f"(ask for one by name to load it anyway)"
         )
+    candidates = [v for v in passed if needs is None or v.format == needs]
+    if not candidates:
+        raise DeviceUnavailableError(
+            f"Device {device!r} runs {needs} variants, and none passed in this export: it has "
+            f"{sorted(v.id for v in passed)}"
+        )
     default = manifest.variants.get(manifest.default_variant or "")
-    if default is not None and default.passed and engine_installed(default.format):
-        return default
+    if default in candidates and engine_installed(default.format):  # type: ignore[operator]
+        return default  # type: ignore[return-value]
     for variant in candidates:
         if engine_installed(variant.format):
-            logger.warning(
-                "default variant %r cannot run here (%s); loading %r instead",
-                manifest.default_variant,
-                missing_engine(default.format) if default is not None else "no default",
-                variant.id,
-            )
+            if default is not None and default in candidates:
+                logger.warning(
+                    "default variant %r cannot run here (%s); loading %r instead",
+                    default.id, missing_engine(default.format), variant.id,
+                )  # fmt: skip
+            else:
+                logger.info("device %s runs %s variants: loading %r", device, needs, variant.id)
             return variant
     # Nothing can run: report the first candidate's missing engine.
     return candidates[0]
@@ -502,9 +564,15 @@ def load(
             which decides as its folder does from the record embedded in it.
         variant: a variant id (e.g. ``"onnx-int8"``). ``None`` takes the manifest's default,
             or the first variant that passed its gate and whose engine is installed here.
-        device: ``"cpu"``, or an accelerator ONNX Runtime knows (``"cuda"``, ...). Refused
-            with :class:`DeviceUnavailableError` when the engine cannot use it.
-        threads: intra-op threads for the engine; ``None`` leaves the engine's default.
+        device: ``"cpu"``; ``"auto"`` (the best accelerator found, else the CPU; see
+            ``clf.device`` and ``clf.providers``); ONNX Runtime's ``"cuda"``, ``"tensorrt"``,
+            ``"rocm"``, ``"openvino"``, ``"coreml"``, ``"directml"``, ``"qnn"``; LiteRT's
+            ``"gpu"``, ``"npu"``. Without ``variant``, the first passing variant whose engine
+            can run there. An accelerator that is not there raises
+            :class:`DeviceUnavailableError` listing what is; never a silent CPU.
+        threads: intra-op threads for the engine; ``None`` is 1 on both engines (see
+            ``DEFAULT_THREADS``: calls of a few samples, and no oversubscription when many
+            threads share a classifier).
         verify: run the export's golden set through the loaded variant first (a few hundred
             calls, milliseconds for small models) and raise :class:`VerificationError` if this
             machine's engine no longer decides as the export did (see ``keras-edge verify``).
@@ -523,7 +591,8 @@ def load(
             )
         return _load_artifact(folder, device, threads)
     manifest = Manifest.read(folder)
-    chosen = _choose_variant(manifest, variant)
+    device = resolve_device(device, {v.format for v in manifest.variants.values() if v.passed})
+    chosen = _choose_variant(manifest, variant, device)
     names = [spec.name for spec in manifest.inputs]
     data = read_artifact(folder, chosen)
     engine = make_engine(chosen.format, data, device, threads, names)
@@ -542,9 +611,26 @@ def load(
 ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
 
 
+def _rebuild(
+    manifest: Manifest, variant: Variant, model: bytes, device: str, threads: int | None,
+    threshold: Any,
+) -> Classifier:  # fmt: skip
+    """Unpickle a :class:`Classifier`: its engine, built again from the artifact's bytes."""
+    names = [spec.name for spec in manifest.inputs]
+    engine = make_engine(variant.format, model, device, threads, names)
+    clf = Classifier(manifest, variant, engine, device)
+    clf._set_threshold(threshold)
+    return clf
+
+
 def _load_artifact(path: Path, device: str, threads: int | None) -> Classifier:
     """A lone artifact: the manifest it needs is rebuilt from the record embedded in it."""
     fmt = ARTIFACT_SUFFIXES[path.suffix]
+    device = resolve_device(device, {fmt})
+    if device_format(device) not in (None, fmt):
+        raise DeviceUnavailableError(
+            f"Device {device!r} runs {device_format(device)} artifacts, got {str(path)!r}"
+        )
     data = path.read_bytes()
     # ONNX Runtime reads the record from a session; LiteRT's needs the inputs' order first.
     engine = make_engine(fmt, data, device, threads) if fmt == "onnx" else None

@@ -48,7 +48,12 @@ def encode(data: dict[str, Any]) -> str:
 
 def read_onnx(session: Any) -> dict[str, Any] | None:
     """The record of a loaded ONNX Runtime session, or None for an artifact without one."""
-    text = session.get_modelmeta().custom_metadata_map.get(KEY)
+    try:
+        text = session.get_modelmeta().custom_metadata_map.get(KEY)
+    except UnicodeDecodeError as exc:  # a damaged file: its metadata is not UTF-8
+        raise ArtifactError(
+            f"Expected UTF-8 metadata in the ONNX artifact, got bytes that are not: {exc}"
+        ) from exc
     return None if text is None else _decode(text, "ONNX metadata_props")
 
 
@@ -130,3 +135,45 @@ def check_agrees(embedded: dict[str, Any], manifest: Any, variant: Any) -> None:
                 f"Variant {variant.id!r}: the artifact's embedded {key} is {embedded.get(key)!r}, "
                 f"the manifest says {expected[key]!r}; one of them was changed after the export"
             )
+
+
+def check_tflite_structure(model: bytes) -> None:
+    """Refuse a TFLite flatbuffer whose tables point outside themselves, before LiteRT reads
+    it: LiteRT checks little, and some damaged files corrupt its heap (an abort when the
+    interpreter is freed, after a typed error). Checked: buffer, opcode and tensor indices in
+    range, and every constant tensor's data exactly as long as its shape and type say."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    sizes = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2, schema.TensorType.INT32: 4,
+             schema.TensorType.INT8: 1, schema.TensorType.UINT8: 1, schema.TensorType.INT64: 8,
+             schema.TensorType.BOOL: 1, schema.TensorType.INT16: 2}  # fmt: skip
+    try:
+        root = schema.Model.GetRootAsModel(model, 0)
+        buffers, codes = root.BuffersLength(), root.OperatorCodesLength()
+        for g in range(root.SubgraphsLength()):
+            graph = root.Subgraphs(g)
+            count = graph.TensorsLength()
+            for t in range(count):
+                tensor = graph.Tensors(t)
+                index = tensor.Buffer()
+                if not 0 <= index < buffers:
+                    raise ArtifactError(f"tensor {t} names buffer {index} of {buffers}")
+                length = root.Buffers(index).DataLength()
+                size = sizes.get(tensor.Type())
+                if length and size is not None:
+                    expected = int(np.prod(tensor.ShapeAsNumpy(), dtype=np.int64)) * size
+                    if length != expected:
+                        raise ArtifactError(
+                            f"tensor {t} holds {length} bytes, its shape and type need {expected}"
+                        )
+            for o in range(graph.OperatorsLength()):
+                op = graph.Operators(o)
+                if not 0 <= op.OpcodeIndex() < codes:
+                    raise ArtifactError(f"operator {o} names opcode {op.OpcodeIndex()} of {codes}")
+                for i in [*op.InputsAsNumpy().tolist(), *op.OutputsAsNumpy().tolist()]:
+                    if not -1 <= i < count:
+                        raise ArtifactError(f"operator {o} names tensor {i} of {count}")
+    except ArtifactError as exc:
+        raise ArtifactError(f"Expected a well-formed TFLite file, got a damaged one: {exc}") from exc
+    except Exception as exc:  # offsets outside the file: flatbuffers raises what it hits
+        raise ArtifactError(f"Expected a well-formed TFLite file, got one that is not: {exc}") from exc

@@ -252,11 +252,21 @@ class LiteRTEngine:
         self._model, self._threads = model, DEFAULT_THREADS if threads is None else threads
         from ai_edge_litert.interpreter import Interpreter
 
+        from keras_edge.runtime.embedded import check_tflite_structure
+
+        check_tflite_structure(model)
         try:
             probe = Interpreter(model_content=model, num_threads=self._threads)
             probe.allocate_tensors()
+            # One call on zeros: a damaged file that loads can still fail to run (a constant
+            # without data, a tensor without memory); it fails here, as a typed error.
+            for detail in probe.get_input_details():
+                probe.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+            probe.invoke()
+            for detail in probe.get_output_details():
+                probe.get_tensor(detail["index"])
         except Exception as exc:  # LiteRT raises ValueError/RuntimeError for corrupt files
-            raise ArtifactError(f"LiteRT could not load the artifact: {exc}") from exc
+            raise ArtifactError(f"LiteRT could not load and run the artifact: {exc}") from exc
         self.providers = ["LiteRT CPU (XNNPACK)"]
         in_details = probe.get_input_details()
         out_details = [d for d in probe.get_output_details() if d["name"] != CLASS_OUTPUT]

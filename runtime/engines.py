@@ -249,7 +249,7 @@ class LiteRTEngine:
                 f"CompiledModel; ONNX Runtime's accelerators need an onnx variant), got {device!r}"
             )
         self.model, self.threads = model, threads  # to rebuild it elsewhere (pickling)
-        self._model, self._threads = model, DEFAULT_THREADS if threads is None else threads
+        self._threads = DEFAULT_THREADS if threads is None else threads
         from ai_edge_litert.interpreter import Interpreter
 
         from keras_edge.runtime.embedded import check_tflite_structure
@@ -293,7 +293,7 @@ class LiteRTEngine:
         """This thread's interpreter, made on its first call."""
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_content=self._model, num_threads=self._threads)
+        interpreter = Interpreter(model_content=self.model, num_threads=self._threads)
         interpreter.allocate_tensors()
         mine = _Interpreter(interpreter, self._in_details, self._out_index)
         self._local.interpreter = mine
@@ -403,8 +403,8 @@ class CompiledModelEngine:
         self._shapes: list[tuple[int, ...]] = []
         self._lock = threading.Lock()
         self.providers = [f"LiteRT CompiledModel {device.upper()}"]
-        self._per_sample = int(np.prod(cpu.interpreter.get_output_details()[0]["shape"][1:]))
-        self._out_dtype = np.dtype(cpu.interpreter.get_output_details()[0]["dtype"])
+        out = next(d for d in cpu.interpreter.get_output_details() if d["name"] != CLASS_OUTPUT)
+        self._per_sample, self._out_dtype = int(np.prod(out["shape"][1:])), np.dtype(out["dtype"])
 
     def run_many(self, xs: Sequence[np.ndarray]) -> np.ndarray:
         with self._lock:

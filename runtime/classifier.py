@@ -51,6 +51,7 @@ _isfinite = math.isfinite
 _ONE, _ZERO = np.ones(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
 # Kinds of input dtype that cast to float32 without losing what they mean.
 _CASTABLE_KINDS = "fiub"
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -170,7 +171,10 @@ class Classifier:
                         f"{spec.name!r}, got dtype {x.dtype}"
                     )
                 with np.errstate(over="ignore"):
-                    x = x.astype(np.float32)  # out-of-range float64 becomes inf: refused later
+                    cast = x.astype(np.float32)
+                if x.dtype.kind == "f" and x.dtype.itemsize > 4 and x.size:
+                    self._refuse_out_of_range(x, cast, spec.name)
+                x = cast
         else:
             x = self._check_integers(x, spec)
         if x.shape[1:] != feature_shape:
@@ -236,6 +240,20 @@ class Classifier:
                 f"{dict(zip(names, sizes, strict=True))}"
             )
         return checked
+
+    @staticmethod
+    def _refuse_out_of_range(x: np.ndarray, cast: np.ndarray, name: str) -> None:
+        """A finite float64 beyond float32's range becomes Inf in the cast: say so, rather
+        than blame an Inf the caller never passed."""
+        if _all_finite(cast):
+            return
+        beyond = np.isfinite(x) & ~np.isfinite(cast)
+        if beyond.any():
+            raise InputError(
+                f"Expected values within float32's range (|x| <= {_F32_MAX:.4g}) for {name!r}, "
+                f"got {int(beyond.sum())} value(s) beyond it (largest |x| "
+                f"{float(np.abs(x[beyond]).max()):.4g})"
+            )
 
     @staticmethod
     def _refuse_nonfinite(x: np.ndarray) -> None:
@@ -396,7 +414,8 @@ def _all_finite(x: np.ndarray) -> bool:
     n, zeros = x.size, _ZEROS  # one read: another thread may replace it meanwhile
     if zeros.size < n:
         zeros = _ZEROS = np.zeros(n, dtype=np.float32)
-    return _isfinite(float(np.dot(x.reshape(-1), zeros[:n])))
+    with np.errstate(invalid="ignore"):  # NaN is the answer here, not a warning
+        return _isfinite(float(np.dot(x.reshape(-1), zeros[:n])))
 
 
 UNKNOWN_LABEL = "unknown"

@@ -76,10 +76,14 @@ def captured_output() -> Iterator[None]:
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         buffer = io.StringIO()
+        failure: BaseException | None = None
         try:
             with contextlib.redirect_stdout(buffer), warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 yield
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -92,3 +96,19 @@ def captured_output() -> Iterator[None]:
             text += "".join(f"\n{w.category.__name__}: {w.message}" for w in caught)
             if text.strip():
                 logger.debug("converter output:\n%s", text.strip())
+                if failure is not None:  # kept for the failure's report: see converter_output()
+                    failure.converter_output = text.strip()  # type: ignore[attr-defined]
+
+
+def converter_output(exc: BaseException) -> str | None:
+    """What the converters printed while failing with ``exc`` (or the error it was raised
+    from), or None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = getattr(current, "converter_output", None)
+        if text:
+            return str(text)
+        current = current.__cause__ or current.__context__
+    return None

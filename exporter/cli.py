@@ -76,6 +76,12 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         help="tflite-int8 with int8 input/output (integer-only targets); default float32 IO",
     )
     p.add_argument(
+        "--force",
+        action="store_true",
+        help="export into a non-empty folder that is not a previous export (files with the "
+        "export's names are replaced, the others kept)",
+    )
+    p.add_argument(
         "--unsafe",
         action="store_true",
         help="turn Keras safe mode off (allows Lambda layers; only for trusted files)",
@@ -140,6 +146,7 @@ def _run_export(args: argparse.Namespace) -> int:
             with_decision=args.with_decision,
             min_confidence=args.min_confidence,
             plot=args.plot,
+            force=args.force,
             progress=_Progress(f"exporting {args.model} to {args.out}"),
         )
     except (GateError, PartialExportError):  # written: show what was, then the error

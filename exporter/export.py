@@ -12,9 +12,7 @@ one a converter or engine fails on is left out the same way, the rest are writte
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +28,7 @@ from keras_edge.exporter import (
     embed,
     golden,
     parity,
+    release,
     to_onnx,
     to_tflite,
     tuning,
@@ -49,6 +48,7 @@ from keras_edge.exporter.errors import (
 from keras_edge.runtime import embedded
 from keras_edge.runtime.data import rows
 from keras_edge.runtime.errors import KerasEdgeError, UsageError
+from keras_edge.runtime.golden import GOLDEN_NAME
 from keras_edge.runtime.manifest import (
     MANIFEST_NAME,
     InputSpec,
@@ -64,6 +64,8 @@ logger = logging.getLogger(__name__)
 FORMATS = ("tflite", "onnx")
 QUANTIZATIONS = ("fp16", "dynamic", "int8")
 EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
+LOGS = "logs"  # what a converter printed when it failed, one file per variant
+LOG_TAIL = 12  # lines of it shown in the warning
 
 # Without validation data, parity is checked on this documented, seeded probe set.
 PROBE_SIZE = 10_000
@@ -160,6 +162,7 @@ def export(
     with_decision: bool = False,
     min_confidence: float | None = None,
     plot: str | Path | None = None,
+    force: bool = False,
 ) -> Manifest:
     """Export a Keras model to TFLite/ONNX variants in ``out`` and prove each one.
 
@@ -190,6 +193,8 @@ def export(
         tune_data: ``(x, y)`` to tune on; without it, the validation data (whose labels then
             both choose and report the threshold: the report is optimistic).
         progress: called as ``progress(step, total, message)`` while exporting.
+        force: export into a non-empty folder that is not a previous export (files with the
+            export's names are replaced, the others kept); without it, a UsageError.
 
     Raises:
         UsageError: bad input (exit 2); nothing is written. Its subclass UnsupportedOpError when
@@ -213,8 +218,7 @@ def export(
     out = Path(out)
     plot_path = None if plot is None else Path(plot)
     plotting.check(plot_path, tune)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"Expected --out to be a folder, got the file {str(out)!r}")
+    release.check_out(out, force)
     if "int8" in options.quantize and calibration is None:
         if not asked_all:
             raise CalibrationError(
@@ -275,8 +279,7 @@ def export(
         keras_version=_tf.version("keras"),
         tensorflow_version=tf.__version__,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = release.staging_for(out)
     try:
         variants: dict[str, Variant] = {}
         refused: dict[str, str] = {}  # variant -> why it was not written
@@ -294,7 +297,7 @@ def export(
                         raise onnx_fp32
                     data = to_onnx.from_fp32(onnx_fp32, specs, precision, calib)
             except (ConversionError, UnsupportedOpError) as exc:
-                _refuse(vid, "conversion", exc, refused, faults)
+                _refuse(vid, "conversion", exc, refused, faults, staging)
                 continue
             path = staging / f"{vid}{EXTENSIONS[fmt]}"
             path.write_bytes(data)
@@ -346,7 +349,7 @@ def export(
                 clf = ship(vid, variants[vid].threshold)
                 clf.predict(samples[0])  # loads but cannot run: here
             except (KerasEdgeError, RuntimeError, ValueError) as exc:  # engines raise untyped
-                _refuse(vid, "loading in its engine", exc, refused, faults)
+                _refuse(vid, "loading in its engine", exc, refused, faults, staging)
                 (staging / variants[vid].file).unlink()
                 del variants[vid]
                 continue
@@ -419,7 +422,7 @@ def export(
         )
         manifest.write(staging)
         (staging / REPORT_NAME).write_text(report_json(manifest), encoding="utf-8")
-        _install(staging, out)
+        release.install(staging, out, own=_own_names())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if plot_path is not None and plan_tuning is not None:  # drawn before a failed gate is raised
@@ -465,15 +468,29 @@ def _attempt(convert: Callable[[], Any]) -> Any:
         return exc
 
 
-def _refuse(vid: str, step: str, exc: Exception, refused: dict[str, str], faults: list[str]) -> None:
+def _refuse(
+    vid: str, step: str, exc: Exception, refused: dict[str, str], faults: list[str], staging: Path
+) -> None:
     """Record why ``vid`` is not written; a converter or engine fault (not a format's known
-    limit) also goes into ``faults``, which makes the export exit 1 after writing the rest."""
+    limit) also goes into ``faults``, which makes the export exit 1 after writing the rest.
+    What the converter printed is kept in ``logs/VARIANT.log`` and its last lines shown."""
     unsupported = isinstance(exc, UnsupportedOpError)
     text = " ".join(str(exc).split())
     refused[vid] = text if unsupported else f"failed at {step}: {text}"
+    output = _tf.converter_output(exc)
+    tail = ""
+    if output:
+        log = staging / LOGS / f"{vid}.log"
+        log.parent.mkdir(exist_ok=True)
+        log.write_text(output + "\n", encoding="utf-8")
+        refused[vid] += f" (converter output: {LOGS}/{log.name})"
+        lines = output.splitlines()[-LOG_TAIL:]
+        tail = f"\n  last {len(lines)} line(s) the converter printed:\n" + "\n".join(
+            f"    {line}" for line in lines
+        )
     if not unsupported:
         faults.append(vid)
-    logger.warning("%s not written: %s", vid, refused[vid])
+    logger.warning("%s not written: %s%s", vid, refused[vid], tail)
 
 
 def _report(progress: Progress | None, step: int, total: int, message: str) -> None:
@@ -482,19 +499,8 @@ def _report(progress: Progress | None, step: int, total: int, message: str) -> N
         progress(step, total, message)
 
 
-def _install(staging: Path, out: Path) -> None:
-    """Move the staged files into ``out``; drop artifacts of an older export left there."""
-    out.mkdir(parents=True, exist_ok=True)
-    old = out / MANIFEST_NAME
-    if old.is_file():
-        try:
-            previous = Manifest.read(out)
-            for v in previous.variants.values():
-                if not (staging / v.file).exists():
-                    (out / v.file).unlink(missing_ok=True)
-        except UsageError:
-            logger.warning("replacing an unreadable manifest in %s", out)
-    for path in sorted(staging.iterdir()):
-        if path.name != MANIFEST_NAME:
-            os.replace(path, out / path.name)
-    os.replace(staging / MANIFEST_NAME, out / MANIFEST_NAME)  # last: the folder is consistent
+def _own_names() -> set[str]:
+    """Every name an export writes into its folder, whichever variants it made."""
+    ids = [f"{fmt}-{precision}" for fmt in FORMATS for precision in ("fp32", *QUANTIZATIONS)]
+    files = {f"{vid}{EXTENSIONS[vid.split('-')[0]]}" for vid in ids}
+    return files | {MANIFEST_NAME, REPORT_NAME, GOLDEN_NAME, LOGS}

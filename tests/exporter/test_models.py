@@ -161,6 +161,10 @@ def test_one_format_refused_the_other_still_exports(tmp_path):
     assert manifest.default_variant == "onnx-fp32"
     assert {p.name for p in (tmp_path / "dist").iterdir()} >= {"onnx-fp32.onnx", "onnx-fp16.onnx"}
     assert not list((tmp_path / "dist").glob("*.tflite"))
+    # What the converter printed while failing is kept beside the manifest, which names it.
+    assert "(converter output: logs/tflite-fp32.log)" in manifest.refused["tflite-fp32"]
+    log = (tmp_path / "dist" / "logs" / "tflite-fp32.log").read_text()
+    assert "MatrixDeterminant" in log and "error" in log.lower()
     with pytest.raises(runtime.UnknownVariantError, match=r"not written by the export.*Flex"):
         runtime.load(tmp_path / "dist", variant="tflite-fp32")
     assert runtime.load(tmp_path / "dist").variant == "onnx-fp32"

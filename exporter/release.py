@@ -1,0 +1,165 @@
+"""The output folder of a release build: checked before anything is converted, built beside it,
+and swapped in whole, so that an export killed at any moment (SIGKILL included: no handler
+runs) leaves either the previous release or the new one, never a mix of the two.
+
+The new release is built in a staging folder next to ``out`` (the same file system), then the
+two folders are exchanged in one step: Linux's ``renameat2(RENAME_EXCHANGE)``. Where that call
+is missing (macOS, Windows, old kernels, some file systems), two renames: ``out`` moves aside
+to ``.NAME.previous-PID``, then the staging folder takes its name; a kill between the two
+leaves the previous release whole under the aside name, and the next export puts it back before
+anything else. Staging folders of a killed export are removed by the next one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from keras_edge.runtime.errors import ManifestError, UsageError
+from keras_edge.runtime.manifest import MANIFEST_NAME, Manifest
+
+logger = logging.getLogger(__name__)
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+_STAGING = "staging"
+_PREVIOUS = "previous"
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse an ``out`` that is a file, or a non-empty folder that is not a keras-edge export
+    (a typo that would otherwise replace someone's files), unless ``force``."""
+    _recover(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"Expected --out to be a folder, got the file {str(out)!r}")
+    if not out.is_dir() or force:
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    if (out / MANIFEST_NAME).is_file():
+        try:
+            Manifest.read(out)
+            return  # a previous export: replaced whole, its other files kept
+        except (ManifestError, UsageError) as exc:
+            why = f"its {MANIFEST_NAME} is not a keras-edge manifest ({exc})"
+    else:
+        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        why = f"it holds {len(entries)} entries and no {MANIFEST_NAME}: {shown}"
+    raise UsageError(
+        f"Expected --out to be missing, empty or a previous keras-edge export, got {str(out)!r}: "
+        f"{why}; pass --force (force=True) to export into it (files with the export's names "
+        f"are replaced, the others kept)"
+    )
+
+
+def staging_for(out: Path) -> Path:
+    """A new, empty staging folder beside ``out``; stale ones of killed exports are removed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.{_STAGING}-*"):
+        if not _alive(stale.name):
+            logger.info("removing %s, left by an export that was killed", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+    prefix = f".{out.name}.{_STAGING}-{os.getpid()}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
+
+
+def install(staging: Path, out: Path, own: set[str]) -> None:
+    """Make ``staging`` the folder ``out`` in one step. Files of ``out`` that the previous
+    export did not write (notes, a README a user keeps there) are linked into the new release
+    first; ``own`` names the files an export writes (the new ones are in ``staging``)."""
+    previous = _written_by_previous(out)
+    if out.is_dir():
+        for path in out.iterdir():
+            keep = path.name not in own and path.name not in previous
+            if keep and not (staging / path.name).exists():
+                _carry(path, staging / path.name)
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    if _exchange(staging, out):
+        shutil.rmtree(staging, ignore_errors=True)  # now the previous release
+        return
+    aside = out.parent / f".{out.name}.{_PREVIOUS}-{os.getpid()}"
+    os.rename(out, aside)
+    os.rename(staging, out)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _written_by_previous(out: Path) -> set[str]:
+    try:
+        manifest = Manifest.read(out)
+    except (ManifestError, UsageError):
+        return set()
+    return {v.file for v in manifest.variants.values()}
+
+
+def _carry(src: Path, dst: Path) -> None:
+    """A hard link where the file system allows one (no copy, the original untouched), else a
+    copy."""
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(str(src), str(dst))
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with ``renameat2(RENAME_EXCHANGE)``; False where the system
+    has no such call."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, f"could not swap {str(a)!r} and {str(b)!r}: {os.strerror(code)}")
+
+
+def _recover(out: Path) -> None:
+    """Put back a previous release that an export killed between its two renames left aside."""
+    if out.exists() or not out.parent.is_dir():
+        return
+    asides = sorted(out.parent.glob(f".{out.name}.{_PREVIOUS}-*"), key=lambda p: p.stat().st_mtime)
+    if asides:
+        os.rename(asides[-1], out)
+        logger.warning("restored %s from %s, left by an export that was killed", out, asides[-1])
+
+
+def _alive(name: str) -> bool:
+    """Whether the export that made the staging folder ``name`` (".out.staging-PID-xxxx") still
+    runs on this machine."""
+    try:
+        pid = int(name.split(f".{_STAGING}-", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return True  # this process: another export of it may be running in a thread
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

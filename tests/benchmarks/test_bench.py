@@ -573,3 +573,18 @@ def test_bench_of_a_token_model_draws_ids_from_the_golden_set(tmp_path):
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["config"]["data"].startswith("the export's golden set")
     assert {r["target"] for r in data["results"]} >= {"tflite-fp32", "onnx-fp32:raw"}
+
+
+def test_soak_script_runs_and_finds_no_wrong_answer(seed_all, tmp_path):
+    """The soak script with a tiny budget (its real run is a million calls: see the README)."""
+    from keras_edge.benchmarks import soak
+
+    folder, _, _ = seed_all
+    out = tmp_path / "soak.json"
+    code = soak.main(
+        [str(folder), "--variants", "tflite-fp32,onnx-int8", "--calls", "4000", "--threads", "4",
+         "--json", str(out)]
+    )  # fmt: skip
+    results = json.loads(out.read_text())
+    assert code == 0 and [r["variant"] for r in results] == ["tflite-fp32", "onnx-int8"]
+    assert all(r["calls"] == 4000 and r["wrong"] == 0 and r["rss_end_mb"] > 0 for r in results)

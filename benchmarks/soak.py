@@ -1,0 +1,144 @@
+"""Soak: a million predictions from many threads through one shared classifier per variant,
+with the process's resident memory read before, during and after. A leak of a few bytes a
+call shows as tens of MB here. A script, not a test: it reports, it asserts nothing timed.
+
+    python -m keras_edge.benchmarks.soak build/seed/dist --calls 1000000 --threads 16 \\
+        --json benchmarks/results/soak.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keras_edge import runtime
+
+logger = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+
+
+def rss_mb() -> float:
+    """Resident set size now, from /proc (Linux); ru_maxrss elsewhere (a peak, not a level)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024 / MB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def soak(folder: Path, variant: str, calls: int, threads: int, batch: int) -> dict[str, Any]:
+    clf = runtime.load(folder, variant=variant)
+    rng = np.random.default_rng(0)
+    shape = clf.manifest.inputs[0].feature_shape
+    pool = rng.standard_normal((1024, batch, *shape)).astype(np.float32)
+    expected = [clf.predict(x) for x in pool]  # serial answers; every threaded one must equal
+    # Warm up allocators and the engine before the first reading.
+    for x in pool[:256]:
+        clf.predict(x)
+        clf.predict_proba(x)
+    gc.collect()
+    start = rss_mb()
+    per_thread = calls // threads
+    wrong = [0] * threads
+    readings: list[float] = []
+    done = threading.Event()
+
+    def work(k: int) -> None:
+        for i in range(per_thread):
+            j = (i * 7 + k) % len(pool)
+            if (i & 1) == 0:
+                got = clf.predict(pool[j])
+            else:
+                got = (clf.predict_proba(pool[j])[:, 0] > clf.threshold).astype(np.int64)
+            if not np.array_equal(got, expected[j]):
+                wrong[k] += 1
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            readings.append(rss_mb())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    t0 = time.perf_counter()
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    seconds = time.perf_counter() - t0
+    done.set()
+    watcher.join()
+    gc.collect()
+    end = rss_mb()
+    return {
+        "variant": variant,
+        "calls": per_thread * threads,
+        "threads": threads,
+        "batch": batch,
+        "wrong": sum(wrong),
+        "seconds": round(seconds, 2),
+        "calls_per_s": round(per_thread * threads / seconds),
+        "rss_start_mb": round(start, 1),
+        "rss_peak_mb": round(max([start, end, *readings]), 1),
+        "rss_end_mb": round(end, 1),
+        "rss_growth_mb": round(end - start, 1),
+        # Half a second in, every thread has made its LiteRT interpreter (one each, by design):
+        # growth from there on is what a leak would show.
+        "rss_settled_mb": round(readings[0], 1) if readings else None,
+        "rss_growth_after_settled_mb": round(end - readings[0], 1) if readings else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m keras_edge.benchmarks.soak", description=__doc__)
+    parser.add_argument("folder", type=Path, help="an exported folder")
+    parser.add_argument("--variants", help="comma list (default: every passing one installed here)")
+    parser.add_argument("--calls", type=int, default=1_000_000, help="predictions per variant")
+    parser.add_argument("--threads", type=int, default=16, help="threads sharing one classifier")
+    parser.add_argument("--batch", type=int, default=1, help="samples per call")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    manifest = runtime.Manifest.read(args.folder)
+    if args.variants:
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    else:
+        variants = [vid for vid, v in manifest.variants.items() if v.passed]
+    results = []
+    for vid in variants:
+        try:
+            result = soak(args.folder, vid, args.calls, args.threads, args.batch)
+        except runtime.BackendUnavailableError as exc:
+            print(f"{vid}: skipped, {exc}", file=sys.stderr)
+            continue
+        results.append(result)
+        print(
+            f"{vid:15} {result['calls']:>9,} calls x{result['threads']} threads "
+            f"{result['calls_per_s']:>9,}/s  wrong {result['wrong']}  RSS {result['rss_start_mb']:.1f}"
+            f" -> {result['rss_end_mb']:.1f} MB (peak {result['rss_peak_mb']:.1f}, "
+            f"growth {result['rss_growth_mb']:+.1f}; {result['rss_growth_after_settled_mb']:+.1f} "
+            f"after the first 0.5 s)",
+            flush=True,
+        )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 1 if any(r["wrong"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

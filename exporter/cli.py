@@ -12,7 +12,12 @@ from pathlib import Path
 from keras_edge.exporter.errors import PartialExportError
 from keras_edge.runtime.cli import EXIT_OK
 from keras_edge.runtime.errors import GateError, UsageError
-from keras_edge.runtime.report import REPORT_NAME, calibration_summary, format_table
+from keras_edge.runtime.report import (
+    REPORT_NAME,
+    calibration_summary,
+    format_table,
+    gate_summary,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +79,11 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         "--int8-io",
         action="store_true",
         help="tflite-int8 with int8 input/output (integer-only targets); default float32 IO",
+    )
+    p.add_argument(
+        "--allow-constant",
+        action="store_true",
+        help="export a model whose output is (nearly) constant on the parity data (exit 3 without)",
     )
     p.add_argument(
         "--force",
@@ -147,15 +157,19 @@ def _run_export(args: argparse.Namespace) -> int:
             min_confidence=args.min_confidence,
             plot=args.plot,
             force=args.force,
+            allow_constant=args.allow_constant,
             progress=_Progress(f"exporting {args.model} to {args.out}"),
         )
-    except (GateError, PartialExportError):  # written: show what was, then the error
+    except (GateError, PartialExportError) as exc:  # written: show what was, then the error
+        if not getattr(exc, "written", True):
+            raise
         from keras_edge.runtime.manifest import Manifest
 
         written = Manifest.read(args.out)
-        sys.stdout.write(format_table(written) + calibration_summary(written))
+        sys.stdout.write(format_table(written) + gate_summary(written) + calibration_summary(written))
         raise
     sys.stdout.write(format_table(manifest))
+    sys.stdout.write(gate_summary(manifest))
     sys.stdout.write(calibration_summary(manifest))
     sys.stdout.write(f"wrote {args.out / 'manifest.json'} and {args.out / REPORT_NAME}\n")
     return EXIT_OK

@@ -56,9 +56,17 @@ class ParityError(GateError):
         self.failed = failed
 
 
+class ConstantOutputError(GateError):
+    """The Keras model answers (nearly) one constant on the parity data, so agreeing with it
+    proves nothing (exit code 3, before anything is converted or written)."""
+
+    written = False
+
+
 __all__ = [
     "BackendUnavailableError",
     "CalibrationError",
+    "ConstantOutputError",
     "ConversionError",
     "ParityError",
     "PartialExportError",

@@ -12,6 +12,7 @@ one a converter or engine fails on is left out the same way, the rest are writte
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -39,6 +40,7 @@ from keras_edge.exporter.calibration import Calibration, coverage_problems
 from keras_edge.exporter.calibration import coverage as calibration_coverage
 from keras_edge.exporter.errors import (
     CalibrationError,
+    ConstantOutputError,
     ConversionError,
     ParityError,
     PartialExportError,
@@ -48,9 +50,11 @@ from keras_edge.exporter.errors import (
 from keras_edge.runtime import embedded
 from keras_edge.runtime.data import rows
 from keras_edge.runtime.errors import KerasEdgeError, UsageError
+from keras_edge.runtime.gate import decide
 from keras_edge.runtime.golden import GOLDEN_NAME
 from keras_edge.runtime.manifest import (
     MANIFEST_NAME,
+    Head,
     InputSpec,
     Manifest,
     ModelInfo,
@@ -66,6 +70,9 @@ QUANTIZATIONS = ("fp16", "dynamic", "int8")
 EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
 LOGS = "logs"  # what a converter printed when it failed, one file per variant
 LOG_TAIL = 12  # lines of it shown in the warning
+# A Keras output that moves less than this across the parity data (per unit; times the scale of
+# a regression output) is a constant: matching it proves nothing.
+CONSTANT_SPREAD = 1e-3
 
 # Without validation data, parity is checked on this documented, seeded probe set.
 PROBE_SIZE = 10_000
@@ -163,6 +170,7 @@ def export(
     min_confidence: float | None = None,
     plot: str | Path | None = None,
     force: bool = False,
+    allow_constant: bool = False,
 ) -> Manifest:
     """Export a Keras model to TFLite/ONNX variants in ``out`` and prove each one.
 
@@ -195,6 +203,8 @@ def export(
         progress: called as ``progress(step, total, message)`` while exporting.
         force: export into a non-empty folder that is not a previous export (files with the
             export's names are replaced, the others kept); without it, a UsageError.
+        allow_constant: export a model whose Keras output is (nearly) constant on the parity
+            data, with a warning; without it, ConstantOutputError (exit 3) before converting.
 
     Raises:
         UsageError: bad input (exit 2); nothing is written. Its subclass UnsupportedOpError when
@@ -215,7 +225,7 @@ def export(
         int8_io=int8_io,
         min_confidence=min_confidence,  # checked with the head: it is a multiclass head's
     )
-    out = Path(out)
+    out = Path(out).absolute()  # converters run in a scratch folder: see release.scratch()
     plot_path = None if plot is None else Path(plot)
     plotting.check(plot_path, tune)
     release.check_out(out, force)
@@ -262,6 +272,7 @@ def export(
     plan_tuning = tuning.plan(tune, tune_data, the_head, keras_model, specs, x_check, y_val, reference)
     if plan_tuning is not None:
         the_head = replace(the_head, threshold=plan_tuning.keras_threshold)
+    _check_reference(the_head, reference, allow_constant)
     coverage, problems = None, []
     if calib is not None and "int8" in options.quantize and calib.float_features.shape[1]:
         coverage = calibration_coverage(calib, x_check, data_name)
@@ -288,16 +299,17 @@ def export(
         for step, (vid, fmt, precision) in enumerate(plan, start=1):
             _report(progress, step, total, f"converting {vid}")
             try:
-                if fmt == "tflite":
-                    data = to_tflite.convert(convertible, precision, calib, int8_io=options.int8_io)
-                else:
-                    if onnx_fp32 is None:
-                        onnx_fp32 = _attempt(lambda: to_onnx.to_fp32_proto(convertible, specs))
-                    if isinstance(onnx_fp32, KerasEdgeError):
-                        raise onnx_fp32
-                    data = to_onnx.from_fp32(onnx_fp32, specs, precision, calib)
+                with release.scratch(staging):  # a converter's stray files land in the staging
+                    if fmt == "tflite":
+                        data = to_tflite.convert(convertible, precision, calib, options.int8_io)
+                    else:
+                        if onnx_fp32 is None:
+                            onnx_fp32 = _attempt(lambda: to_onnx.to_fp32_proto(convertible, specs))
+                        if isinstance(onnx_fp32, KerasEdgeError):
+                            raise onnx_fp32
+                        data = to_onnx.from_fp32(onnx_fp32, specs, precision, calib)
             except (ConversionError, UnsupportedOpError) as exc:
-                _refuse(vid, "conversion", exc, refused, faults, staging)
+                _refuse(vid, "conversion", exc, refused, faults, staging, keras_model)
                 continue
             path = staging / f"{vid}{EXTENSIONS[fmt]}"
             path.write_bytes(data)
@@ -349,7 +361,7 @@ def export(
                 clf = ship(vid, variants[vid].threshold)
                 clf.predict(samples[0])  # loads but cannot run: here
             except (KerasEdgeError, RuntimeError, ValueError) as exc:  # engines raise untyped
-                _refuse(vid, "loading in its engine", exc, refused, faults, staging)
+                _refuse(vid, "loading in its engine", exc, refused, faults, staging, keras_model)
                 (staging / variants[vid].file).unlink()
                 del variants[vid]
                 continue
@@ -469,14 +481,18 @@ def _attempt(convert: Callable[[], Any]) -> Any:
 
 
 def _refuse(
-    vid: str, step: str, exc: Exception, refused: dict[str, str], faults: list[str], staging: Path
-) -> None:
+    vid: str, step: str, exc: Exception, refused: dict[str, str], faults: list[str], staging: Path,
+    model: Any = None,
+) -> None:  # fmt: skip
     """Record why ``vid`` is not written; a converter or engine fault (not a format's known
     limit) also goes into ``faults``, which makes the export exit 1 after writing the rest.
     What the converter printed is kept in ``logs/VARIANT.log`` and its last lines shown."""
     unsupported = isinstance(exc, UnsupportedOpError)
     text = " ".join(str(exc).split())
     refused[vid] = text if unsupported else f"failed at {step}: {text}"
+    layer = None if unsupported or model is None else _keras_layer(model, text)
+    if layer is not None:
+        refused[vid] += f" (Keras layer {layer})"
     output = _tf.converter_output(exc)
     tail = ""
     if output:
@@ -491,6 +507,59 @@ def _refuse(
     if not unsupported:
         faults.append(vid)
     logger.warning("%s not written: %s%s", vid, refused[vid], tail)
+
+
+def _check_reference(head: Head, reference: parity.Reference, allow_constant: bool) -> None:
+    """Refuse a parity check that proves nothing: a Keras output that barely moves across the
+    data (an untrained backbone answers one constant; every variant then "agrees" with max diff
+    0). Warn when every sample gets the same label: the other label was never tested."""
+    proba = reference.proba.astype(np.float64).reshape(len(reference.proba), -1)
+    if len(proba) == 0:
+        return
+    spread = float((proba.max(axis=0) - proba.min(axis=0)).max())
+    scale = max(1.0, float(np.abs(proba).max())) if head.kind == "regression" else 1.0
+    if spread <= CONSTANT_SPREAD * scale:
+        message = (
+            f"the Keras model's output varies by {spread:.3g} at most across the {reference.data} "
+            f"(expected more than {CONSTANT_SPREAD * scale:.3g}): it answers one constant, so a "
+            f"variant agreeing with it proves nothing about the variant (an untrained model? "
+            f"inputs not as in training?)"
+        )
+        if not allow_constant:
+            raise ConstantOutputError(
+                f"Nothing exported: {message}; pass --allow-constant (allow_constant=True) to "
+                f"export it anyway"
+            )
+        logger.warning("exporting anyway (--allow-constant): %s", message)
+    if head.kind == "regression":
+        return
+    labels = decide(head, reference.proba, head.threshold)
+    for unit in range(labels.shape[1]):
+        seen = np.unique(labels[:, unit])
+        if len(seen) == 1:
+            which = "" if labels.shape[1] == 1 else f" for {head.labels[unit]!r}"
+            logger.warning(
+                "every sample of the %s is decided %s%s by the Keras model at threshold %s: the "
+                "gate never sees the other decision, so it is untested; give validation data "
+                "with both sides of the threshold",
+                reference.data, int(seen[0]), which, head.threshold,
+            )  # fmt: skip
+
+
+_SCOPE = re.compile(r"([A-Za-z][\w.-]*)/")
+
+
+def _keras_layer(model: Any, text: str) -> str | None:
+    """The Keras layer an engine's or converter's message points at, from the node names it
+    quotes ('functional_1/global_average_pooling1d_1/Sum'): TensorFlow scopes each op under its
+    layer, made unique with a suffix ('_1'). None when no scope names a layer of ``model``."""
+    names = {layer.name: layer for layer in getattr(model, "layers", [])}
+    for scope in _SCOPE.findall(text):
+        for candidate in (scope, re.sub(r"(_\d+)+$", "", scope)):
+            layer = names.get(candidate)
+            if layer is not None and not candidate.startswith(("input", "functional", "sequential")):
+                return f"{candidate!r} ({type(layer).__name__})"
+    return None
 
 
 def _report(progress: Progress | None, step: int, total: int, message: str) -> None:

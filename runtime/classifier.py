@@ -514,6 +514,13 @@ def _choose_variant(manifest: Manifest, requested: str | None, device: str = "cp
                 f"Unknown variant {requested!r}; this manifest has {sorted(manifest.variants)}"
             )
         chosen = manifest.variants[requested]
+        if not chosen.passed:
+            why = "; ".join(chosen.parity.failures) if chosen.parity is not None else "unchecked"
+            logger.warning(
+                "variant %r failed its parity gate at export (%s); loading it because it was asked "
+                "for by name: its decisions may differ from the Keras model's",
+                requested, why,
+            )  # fmt: skip
         if needs is not None and chosen.format != needs:
             able = sorted(v for v, info in manifest.variants.items() if info.format == needs)
             raise DeviceUnavailableError(

@@ -34,8 +34,12 @@ TOLERANCES = {
 MIN_AGREEMENT = {"fp32": 1.0, "fp16": 0.999, "dynamic": 0.999, "int8": 0.99}
 # A flip whose Keras probability lies within this distance of the threshold is a tie decided
 # by float rounding (within fp32's tolerance), not a different decision: it is not held against
-# any variant.
+# any variant. Lower precisions cannot resolve finer than their output's own step: see
+# near_tie_band().
 TIE_BAND = TOLERANCES["fp32"]
+# One step of a full-int8 probability output (a sigmoid or softmax quantized to 256 levels of
+# [0, 1]): two answers closer than this are the same int8 value.
+INT8_PROBABILITY_STEP = 1 / 256
 # Flips within this distance of the threshold are reported as "near": the model is unsure there.
 NEAR_BAND = 0.05
 # Largest |p_device - p_at_export| that another machine's engine build, CPU kernels (ARM NEON
@@ -92,3 +96,37 @@ def multiclass_labels(proba: np.ndarray, threshold: float | None) -> np.ndarray:
     if threshold is not None and len(proba):
         labels[proba.max(axis=1) <= np.float32(threshold)] = UNKNOWN
     return labels
+
+
+def near_tie_band(precision: str, head: Head, threshold: float | tuple[float, ...] | None) -> float:
+    """How close to the threshold a Keras probability may lie and its flip still be a near-tie
+    that the variant's precision cannot resolve, rather than a different decision.
+
+    float16 output: one float16 step at the threshold (2**-11 = 4.9e-4 at 0.5), the smallest
+    move its output can make there. Full int8: one output step, 1/256 for a probability. fp32
+    and dynamic (float outputs): ``TIE_BAND``. A logit head's output is not a probability: its
+    steps near logit(t) are finer than TIE_BAND in probability, so TIE_BAND it is. For
+    multiclass, the distance is the margin between the two best classes (see
+    ``distance_to_decision``), and the step is taken at 0.5, where the margin is decided.
+    """
+    if head.output != "probability" or head.kind == "regression":
+        return TIE_BAND
+    if precision == "int8":
+        return max(TIE_BAND, INT8_PROBABILITY_STEP)
+    if precision == "fp16":
+        values = threshold if isinstance(threshold, (list, tuple)) else [threshold]
+        at = [0.5 if head.kind == "multiclass" or v is None else float(v) for v in values]
+        return max(TIE_BAND, *(float(np.spacing(np.float16(t))) for t in at))
+    return TIE_BAND
+
+
+def resolution_note(n: int, need: float) -> str:
+    """What a gate on ``n`` samples can tell apart: one flip is 1/n of the agreement."""
+    if n == 0:
+        return "no samples: the gate proves nothing"
+    one = 1 / n
+    allowed = int(np.floor((1 - need) * n + 1e-9))
+    return (
+        f"one flip is {one:.2%} of {n} samples; the minimum {need:.2%} allows {allowed} "
+        f"flip(s) beyond near-ties"
+    )

@@ -198,6 +198,10 @@ class Parity:
     batch_max_abs_diff: float | None = None
     relative_tolerance: float | None = None  # regression heads: |diff| <= tolerance + this * |y|
     failures: tuple[str, ...] = ()
+    # Flips within the variant's output resolution of the threshold (gate.near_tie_band): not
+    # held against the agreement minimum. None in manifests written before keras-edge 0.3.
+    near_ties: int | None = None
+    near_tie_band: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -20,9 +20,9 @@ def export_order(v: Variant) -> tuple[int, int, str]:
 
 
 PARITY_COLUMNS = (
-    "max_abs_diff", "mean_abs_diff", "label_agreement", "flips", "flips_near_threshold",
-    "batch_flips", "batch_max_abs_diff", "accuracy", "reference_accuracy", "tolerance",
-    "min_agreement", "passed",
+    "max_abs_diff", "mean_abs_diff", "label_agreement", "flips", "near_ties", "near_tie_band",
+    "flips_near_threshold", "batch_flips", "batch_max_abs_diff", "accuracy", "reference_accuracy",
+    "tolerance", "min_agreement", "passed",
 )  # fmt: skip
 
 
@@ -91,6 +91,7 @@ COLUMNS = [
     ("max diff", "max_abs_diff", "sci"),
     ("agreement", "label_agreement", "pct"),
     ("flips", "flips", "int"),
+    ("near-ties", "near_ties", "int"),
     ("near t", "flips_near_threshold", "int"),
     ("batch flips", "batch_flips", "int"),
     ("accuracy", "accuracy", "acc"),
@@ -132,3 +133,35 @@ def calibration_summary(manifest: Manifest) -> str:
         f"{info.worst_feature_outside:.2%}); feature ranges differ by {info.range_ratio:.3g}x"
         f"{constant}\n"
     )
+
+
+def gate_summary(manifest: Manifest) -> str:
+    """One line on what the gate could resolve with the data it got: one flip's weight, the
+    flips each minimum allows, and the near-tie band of each precision."""
+    checked = [v for v in manifest.variants.values() if v.parity is not None]
+    if not checked or manifest.head.kind == "regression":
+        return ""
+    n = checked[0].parity.n  # type: ignore[union-attr]
+    if n == 0:
+        return "gate: no samples, it proves nothing\n"
+    needs: dict[float, list[str]] = {}
+    bands: dict[float, list[str]] = {}
+    for v in sorted(checked, key=export_order):
+        parity = v.parity
+        assert parity is not None
+        needs.setdefault(parity.min_agreement, [])
+        if v.precision not in needs[parity.min_agreement]:
+            needs[parity.min_agreement].append(v.precision)
+        if parity.near_tie_band is not None:
+            bands.setdefault(parity.near_tie_band, [])
+            if v.precision not in bands[parity.near_tie_band]:
+                bands[parity.near_tie_band].append(v.precision)
+    minimums = ", ".join(
+        f"{'/'.join(p)} {need:.2%} ({int((1 - need) * n + 1e-9)} allowed)"
+        for need, p in sorted(needs.items(), reverse=True)
+    )
+    ties = ", ".join(f"{'/'.join(p)} {band:.2g}" for band, p in sorted(bands.items()))
+    line = f"gate: {n} samples, one flip is {1 / n:.2%}; flips allowed: {minimums}"
+    if ties:
+        line += f"; near-ties (flips this close to the threshold, not counted): {ties}"
+    return line + "\n"

@@ -118,7 +118,22 @@ def format_table(manifest: Manifest) -> str:
         cells[0] += "*" if row["default"] else ""
         rows.append(cells)
     refused = "".join(f"{vid}: not written: {why}\n" for vid, why in sorted(manifest.refused.items()))
-    return text_table([title for title, _, _ in COLUMNS], rows) + refused
+    return text_table([title for title, _, _ in COLUMNS], rows) + refused + larger_note(manifest)
+
+
+def larger_note(manifest: Manifest) -> str:
+    """A line for each quantized variant whose file is larger than its format's fp32 one: on a
+    tiny model the bookkeeping of quantization outweighs the bytes it saves."""
+    lines = []
+    for row in variant_rows(manifest):
+        ratio = row["ratio_to_fp32"]
+        if ratio is not None and ratio > 1 and not row["variant"].endswith("-fp32"):
+            lines.append(
+                f"{row['variant']} is {ratio:.2f}x the size of its fp32 file: the weights are too "
+                f"few for quantization to pay (each quantized tensor adds a scale, a zero point "
+                f"and quantize/dequantize ops); it is for speed or integer-only hardware, not size"
+            )
+    return "".join(line + "\n" for line in lines)
 
 
 def calibration_summary(manifest: Manifest) -> str:

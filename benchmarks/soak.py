@@ -103,6 +103,11 @@ def soak(folder: Path, variant: str, calls: int, threads: int, batch: int) -> di
     }
 
 
+def settled(result: dict[str, Any]) -> str:
+    growth = result["rss_growth_after_settled_mb"]
+    return "" if growth is None else f"; {growth:+.1f} after the first 0.5 s"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keras_edge.benchmarks.soak", description=__doc__)
     parser.add_argument("folder", type=Path, help="an exported folder")
@@ -130,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{vid:15} {result['calls']:>9,} calls x{result['threads']} threads "
             f"{result['calls_per_s']:>9,}/s  wrong {result['wrong']}  RSS {result['rss_start_mb']:.1f}"
             f" -> {result['rss_end_mb']:.1f} MB (peak {result['rss_peak_mb']:.1f}, "
-            f"growth {result['rss_growth_mb']:+.1f}; {result['rss_growth_after_settled_mb']:+.1f} "
-            f"after the first 0.5 s)",
+            f"growth {result['rss_growth_mb']:+.1f}{settled(result)})",
             flush=True,
         )
     if args.json is not None:

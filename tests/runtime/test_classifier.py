@@ -102,7 +102,7 @@ class TestBadInput:
 
     def test_float64_overflowing_float32_is_refused(self, fp32_export, variant):
         clf = runtime.load(fp32_export, variant=variant)
-        with pytest.raises(InputError, match="NaN or Inf"):
+        with pytest.raises(InputError, match=r"within float32.s range .*largest \|x\| 1e\+300"):
             clf.predict(np.array([[1e300, 0.0]]))
 
     def test_huge_finite_values_that_overflow_a_sum_are_accepted(self, fp32_export, variant):

@@ -166,6 +166,17 @@ def check_tflite_structure(model: bytes) -> None:
                         raise ArtifactError(
                             f"tensor {t} holds {length} bytes, its shape and type need {expected}"
                         )
+            # Data flow: each operator reads tensors that hold constants, are the graph's
+            # inputs or state, or that an earlier operator wrote; it writes tensors nobody wrote
+            # before. A flipped output index that makes an operator write over a constant or
+            # another operator's output passes every check above, and LiteRT then runs it and
+            # corrupts its heap (an abort when the interpreter is freed).
+            written = set(graph.InputsAsNumpy().tolist())
+            for t in range(count):
+                tensor = graph.Tensors(t)
+                if tensor.IsVariable() or root.Buffers(tensor.Buffer()).DataLength():
+                    written.add(t)
+            constant = set(written) - set(graph.InputsAsNumpy().tolist())
             for o in range(graph.OperatorsLength()):
                 op = graph.Operators(o)
                 if not 0 <= op.OpcodeIndex() < codes:
@@ -173,6 +184,14 @@ def check_tflite_structure(model: bytes) -> None:
                 for i in [*op.InputsAsNumpy().tolist(), *op.OutputsAsNumpy().tolist()]:
                     if not -1 <= i < count:
                         raise ArtifactError(f"operator {o} names tensor {i} of {count}")
+                if g == 0:  # the main graph; control-flow subgraphs are fed by their callers
+                    for i in op.InputsAsNumpy().tolist():
+                        if i != -1 and i not in written:
+                            raise ArtifactError(f"operator {o} reads tensor {i} before it is written")
+                for i in op.OutputsAsNumpy().tolist():
+                    if i in constant or (g == 0 and i in written):
+                        raise ArtifactError(f"operator {o} writes tensor {i}, already written")
+                    written.add(i)
     except ArtifactError as exc:
         raise ArtifactError(f"Expected a well-formed TFLite file, got a damaged one: {exc}") from exc
     except Exception as exc:  # offsets outside the file: flatbuffers raises what it hits

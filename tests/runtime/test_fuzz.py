@@ -84,3 +84,39 @@ def test_mutated_artifacts_end_in_typed_errors_or_answers_never_crashes(seed_all
     bad = {f"{Path(c[0]).name} ({c[2]})": o for c, o in outcomes.items() if o not in fine}
     assert not bad, bad
     assert counts["typed error"] > len(cases) // 2 and counts["answer"] > 0  # both paths exercised
+
+
+def _rewire(data: bytes) -> bytes:
+    """The damage the fuzz found LiteRT running into heap corruption: one operator's output
+    index changed to a tensor already written (in the fuzz, op 6 of tflite-fp16 writing over
+    tensor 10). Here: the last operator's output made the graph's input."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    graph = schema.Model.GetRootAsModel(data, 0).Subgraphs(0)
+    op = graph.Operators(graph.OperatorsLength() - 1)
+    field = op._tab.Offset(8)  # Operator.outputs
+    at = op._tab.Vector(field)
+    out = bytearray(data)
+    out[at : at + 4] = int(graph.Inputs(0)).to_bytes(4, "little", signed=True)
+    return bytes(out)
+
+
+def test_an_operator_writing_over_a_written_tensor_is_refused_at_load(seed_all, tmp_path):
+    folder, manifest, _ = seed_all
+    for vid in ("tflite-fp32", "tflite-fp16", "tflite-int8"):
+        case = tmp_path / vid
+        case.mkdir()
+        damaged = _rewire((folder / manifest.variants[vid].file).read_bytes())
+        (case / manifest.variants[vid].file).write_bytes(damaged)
+        edited = json.loads((folder / "manifest.json").read_text())
+        edited["variants"][vid].update(sha256=hashlib.sha256(damaged).hexdigest(), bytes=len(damaged))
+        (case / "manifest.json").write_text(json.dumps(edited))
+        from keras_edge import runtime
+        from keras_edge.runtime.errors import ArtifactError
+
+        try:
+            runtime.load(case, variant=vid)
+        except ArtifactError as exc:
+            assert "writes tensor" in str(exc) and "already written" in str(exc), exc
+        else:
+            raise AssertionError(f"{vid}: a rewired operator output was loaded")

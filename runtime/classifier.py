@@ -37,7 +37,7 @@ from keras_edge.runtime.errors import (
     ManifestError,
     UnknownVariantError,
 )
-from keras_edge.runtime.gate import UNKNOWN, multiclass_labels
+from keras_edge.runtime.gate import label_names, multiclass_labels
 from keras_edge.runtime.golden import check_classifier, raise_on_failure, read_golden
 from keras_edge.runtime.manifest import Head, InputSpec, Manifest, Variant, validate_threshold
 from keras_edge.runtime.report import export_order
@@ -384,6 +384,25 @@ class Classifier:
             return multiclass_labels(y, self._threshold)
         return y
 
+    def predict_both(self, x: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(predict_proba(x), predict(x))`` from one engine call, equal to the two calls
+        bit for bit: what scoring files and batches needs. A regression head gives
+        ``(values, None)``."""
+        kind = self.head.kind
+        y = self._raw(x)
+        if kind == "regression":
+            return y, None
+        values = self._values(y)
+        if kind == "binary":
+            labels = _binary_labels(y, self._cut)  # type: ignore[arg-type]
+        elif kind == "multilabel":
+            labels = (values > self._cut).astype(np.int64)
+        else:
+            labels = multiclass_labels(values, self._threshold)
+        if self.head.output == "logit":
+            values = _softmax(values) if kind == "multiclass" else _sigmoid(values)
+        return values, labels
+
 
 _ZEROS = np.zeros(0, dtype=np.float32)  # grows to the largest input seen; never written
 
@@ -397,15 +416,6 @@ def _all_finite(x: np.ndarray) -> bool:
     if zeros.size < n:
         zeros = _ZEROS = np.zeros(n, dtype=np.float32)
     return _isfinite(float(np.dot(x.reshape(-1), zeros[:n])))
-
-
-UNKNOWN_LABEL = "unknown"
-
-
-def label_names(labels: Sequence[str], classes: np.ndarray) -> np.ndarray:
-    """Label names for class indices (n,), ``"unknown"`` for -1 (below the minimum confidence)."""
-    names = np.asarray([*labels, UNKNOWN_LABEL], dtype=object)
-    return names[np.where(classes == UNKNOWN, len(labels), classes)]
 
 
 def _binary_labels(y: np.ndarray, cut: float | int) -> np.ndarray:

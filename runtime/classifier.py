@@ -403,6 +403,30 @@ class Classifier:
             values = _softmax(values) if kind == "multiclass" else _sigmoid(values)
         return values, labels
 
+    def score_batch(
+        self,
+        batch: Any,
+        columns: Sequence[str] | None = None,
+        keep: Sequence[str] | None = None,
+        classes: bool = True,
+        on_bad_row: str = "error",
+        exclude: Sequence[str] = (),
+    ) -> Any:
+        """Score one batch of a table and return it with the outputs added: the function that
+        Ray Data's ``map_batches``, Spark's ``mapInArrow`` and Dask's ``map_partitions`` call.
+
+        ``batch`` is a ``pyarrow.Table`` or ``RecordBatch``, a ``pandas.DataFrame``, or a dict
+        of numpy arrays (Ray's ``"numpy"`` batch format); the result is the same kind, with
+        ``probability`` (binary) or ``p_<label>`` columns and ``class`` (``class_<label>`` for
+        multilabel; ``value_<label>`` for regression). ``columns``: the feature columns (default:
+        every numeric column but ``exclude``); ``keep``: the input columns returned (default:
+        all); ``classes=False``: probabilities only; ``on_bad_row``: ``error``, ``skip`` or
+        ``null`` (see :func:`keras_edge.runtime.batch.score_batch`).
+        """
+        from keras_edge.runtime.batch import score_batch
+
+        return score_batch(self, batch, columns, keep, classes, on_bad_row, exclude)
+
 
 _ZEROS = np.zeros(0, dtype=np.float32)  # grows to the largest input seen; never written
 

@@ -16,7 +16,7 @@ from typing import NoReturn
 from keras_edge.runtime.classifier import Classifier, load
 from keras_edge.runtime.errors import GateError, KerasEdgeError, UsageError
 from keras_edge.runtime.manifest import Manifest
-from keras_edge.runtime.readers import open_source
+from keras_edge.runtime.readers import ArrowSource, open_source
 from keras_edge.runtime.report import export_order, format_table, text_table
 from keras_edge.runtime.scoring import BAD_ROW_POLICIES, Layout
 from keras_edge.runtime.stream import Progress, StreamOptions, Summary, score_stream
@@ -108,7 +108,7 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
         help="output format on stdout (default csv); with --output, its suffix decides "
         "(.csv, .jsonl, .json, .npy, .parquet)",
     )  # fmt: skip
-    p.add_argument("--output", type=Path, help="write here instead of stdout")
+    p.add_argument("--output", type=Path, help="write here instead of stdout (a folder with --ray)")
     p.add_argument("--label-column", help="the label column (CSV, Parquet) or array (.npz; default y): "
                    "not a feature; with labels, the metrics are printed")  # fmt: skip
     p.add_argument("--columns", help="comma list of feature columns (default: every numeric column "
@@ -135,6 +135,9 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
         help="decide with this threshold for this run instead of the variant's (comma list for "
         "multilabel; for multiclass the minimum confidence, below which the class is -1)",
     )
+    p.add_argument("--ray", action="store_true", help="score Parquet with Ray Data (the ray extra)")
+    p.add_argument("--address", help="with --ray: the cluster to join (default: start a local Ray)")
+    p.add_argument("--concurrency", type=int, default=2, help="with --ray: scoring actors (default 2)")
     p.set_defaults(handler=run_predict)
 
 
@@ -159,10 +162,17 @@ def _set_threshold(clf: Classifier, text: str) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     """Stream the input through the classifier: chunks in, scores out, counts and metrics."""
     options = StreamOptions(args.chunk_size, args.on_bad_row, args.proba)
-    fmt = output_format(args.output, args.format)
+    if not args.ray and args.address:
+        raise UsageError("Expected --address only with --ray")
+    fmt = "parquet" if args.ray else output_format(args.output, args.format)
     if fmt == "npy" and args.on_bad_row == "null":
         raise UsageError("Expected --on-bad-row error or skip for .npy output (it has no nulls); "
                          "write .parquet, .csv or .jsonl for null")  # fmt: skip
+    if args.ray:
+        from keras_edge.runtime.cluster import check_output, ray_module
+
+        check_output(args.output)
+        ray_module()  # installed, or the error names the extra, before anything is loaded
     clf = load(args.folder, variant=args.variant, device=args.device, threads=args.threads)
     if args.threshold is not None:
         _set_threshold(clf, args.threshold)
@@ -170,11 +180,19 @@ def run_predict(args: argparse.Namespace) -> int:
         args.input, [s.name for s in clf.manifest.inputs], _names(args.columns) or None,
         args.label_column, _names(args.keep_columns), args.no_header,
     )  # fmt: skip
-    meta = {"variant": clf.variant, "threshold": clf.threshold,
-            "decision_rule": clf.manifest.decision_rule}  # fmt: skip
-    layout = Layout(clf.head, proba_only=args.proba)
-    writer = open_writer(args.output, fmt, layout, source.keep_names, meta)
-    summary = score_stream(clf, source, writer, options, Progress(source.total, source))
+    if args.ray:
+        from keras_edge.runtime.cluster import score_with_ray
+
+        if not isinstance(source, ArrowSource):
+            raise UsageError(f"Expected Parquet input with --ray, got {args.input!r}")
+        summary = score_with_ray(clf, source, args.output, options, args.address, args.concurrency,
+                                 verbose=getattr(args, "verbose", 0) > 0)  # fmt: skip
+    else:
+        meta = {"variant": clf.variant, "threshold": clf.threshold,
+                "decision_rule": clf.manifest.decision_rule}  # fmt: skip
+        layout = Layout(clf.head, proba_only=args.proba)
+        writer = open_writer(args.output, fmt, layout, source.keep_names, meta)
+        summary = score_stream(clf, source, writer, options, Progress(source.total, source))
     _report(summary, clf, args)
     return 0
 

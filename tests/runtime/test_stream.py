@@ -276,6 +276,7 @@ def test_table_columns_are_checked_before_scoring(fp32_export, data, tmp_path, c
         (["--keep-columns", "nope"], "Expected columns ['nope']"),
         (["--columns", "x0,id,y"], None),
         (["--format", "jsonl", "--output", str(tmp_path / "o.csv")], "Expected --format csv"),
+        (["--address", "x"], "only with --ray"),
         (["--chunk-size", "0"], "positive chunk size"),
     ]:
         code = main(["predict", str(fp32_export), str(paths["parquet"]), "--label-column", "y", *args])

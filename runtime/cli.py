@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from keras_edge.runtime.arrow import ArrowSource
 from keras_edge.runtime.classifier import Classifier, load
 from keras_edge.runtime.errors import GateError, KerasEdgeError, UsageError
 from keras_edge.runtime.manifest import Manifest
-from keras_edge.runtime.readers import ArrowSource, open_source
+from keras_edge.runtime.readers import open_source
 from keras_edge.runtime.report import export_order, format_table, text_table
 from keras_edge.runtime.scoring import BAD_ROW_POLICIES, Layout
 from keras_edge.runtime.stream import Progress, StreamOptions, Summary, score_stream

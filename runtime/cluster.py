@@ -27,11 +27,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from keras_edge.runtime.arrow import ArrowSource
 from keras_edge.runtime.batch import BatchStats, score_batch, score_table
 from keras_edge.runtime.classifier import Classifier, load
 from keras_edge.runtime.errors import KerasEdgeError, UsageError
 from keras_edge.runtime.metrics import Metrics
-from keras_edge.runtime.readers import ArrowSource
 from keras_edge.runtime.stream import StreamOptions, Summary, auto_chunk_size, check_features
 
 logger = logging.getLogger(__name__)

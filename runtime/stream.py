@@ -25,10 +25,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from keras_edge.runtime.arrow import from_numpy
+from keras_edge.runtime.chunks import Source
 from keras_edge.runtime.classifier import Classifier
 from keras_edge.runtime.errors import UsageError
 from keras_edge.runtime.metrics import Metrics
-from keras_edge.runtime.readers import Source
 from keras_edge.runtime.scoring import check_policy, parse_labels, score_rows
 from keras_edge.runtime.writers import Writer
 

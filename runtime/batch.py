@@ -157,7 +157,7 @@ def score_table(
         raise UsageError(
             "Expected on_bad_row 'error' or 'skip' for numpy and pandas batches (nulls need Arrow)"
         )
-    skip = {*exclude, *outputs, *([label] if label else [])}
+    skip = {*exclude, *outputs, *([label] if label else []), *(keep or [])}  # never features
     x, invalid, reasons = _features(clf, batch, kind, columns, skip)
     n = _rows(batch, kind)
     stats = BatchStats(rows=n)
@@ -237,8 +237,10 @@ def score_batch(
         batch: a ``pyarrow.Table`` / ``RecordBatch``, a ``pandas.DataFrame``, or a dict of numpy
             arrays (one per column; or one n-d array per model input, named as the input).
         columns: the feature columns, in the model's feature order. Default: every numeric
-            column but those in ``exclude`` (ids, labels) and those named as outputs.
-        keep: the input columns to return beside the outputs (default: all of them).
+            column but those in ``exclude`` (ids, labels) or ``keep``, and those named as
+            outputs.
+        keep: the input columns to return beside the outputs (default: all of them); named
+            here, they are not features unless ``columns`` says so.
         classes: add ``class`` (``class_<label>`` for multilabel) beside the probabilities
             (``probability``, or ``p_<label>``); False: the probabilities only, as
             ``predict --proba`` does.

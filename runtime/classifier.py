@@ -419,8 +419,8 @@ class Classifier:
         of numpy arrays (Ray's ``"numpy"`` batch format); the result is the same kind, with
         ``probability`` (binary) or ``p_<label>`` columns and ``class`` (``class_<label>`` for
         multilabel; ``value_<label>`` for regression). ``columns``: the feature columns (default:
-        every numeric column but ``exclude``); ``keep``: the input columns returned (default:
-        all); ``classes=False``: probabilities only; ``on_bad_row``: ``error``, ``skip`` or
+        every numeric column but ``exclude`` and ``keep``); ``keep``: the input columns returned
+        (default: all); ``classes=False``: probabilities only; ``on_bad_row``: ``error``, ``skip`` or
         ``null`` (see :func:`keras_edge.runtime.batch.score_batch`).
         """
         from keras_edge.runtime.batch import score_batch

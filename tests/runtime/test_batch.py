@@ -33,10 +33,14 @@ def test_every_container_comes_back_as_it_came(scored):
         np.testing.assert_array_equal(got["id"], np.arange(len(x)))
         np.testing.assert_array_equal(got["probability"], p)
         np.testing.assert_array_equal(got["class"], c)
-    # Default features: every numeric column but those excluded; keep= selects what comes back.
-    out = clf.score_batch(table, exclude=["id"], keep=["id"], classes=False)
+    # Default features: every numeric column but those excluded or kept; keep= selects what
+    # comes back.
+    out = clf.score_batch(table, keep=["id"], classes=False)
     assert out.column_names == ["id", "probability"]
     np.testing.assert_array_equal(out["probability"].to_numpy(), p)
+    out = clf.score_batch(pd.DataFrame(_columns(x)), exclude=["id"])
+    assert list(out.columns) == ["id", "x0", "x1", "probability", "class"]
+    np.testing.assert_array_equal(out["class"].to_numpy(), c)
     # Tensor columns named as the model's input (Ray's numpy batches).
     out = clf.score_batch({"features": x, "id": np.arange(len(x))})
     np.testing.assert_array_equal(out["class"], c)

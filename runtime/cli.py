@@ -181,6 +181,11 @@ def run_predict(args: argparse.Namespace) -> int:
         args.input, [s.name for s in clf.manifest.inputs], _names(args.columns) or None,
         args.label_column, _names(args.keep_columns), args.no_header,
     )  # fmt: skip
+    if args.metrics is not None and (not source.has_labels or clf.head.kind == "regression"):
+        raise UsageError(
+            f"Expected labels for --metrics (--label-column, or y in an .npz) and a classifier "
+            f"head, got {'a regression head' if source.has_labels else f'no labels in {args.input!r}'}"
+        )
     if args.ray:
         from keras_edge.runtime.cluster import score_with_ray
 
@@ -212,8 +217,6 @@ def _report(summary: Summary, clf: Classifier, args: argparse.Namespace) -> None
         if args.metrics is not None:
             data = {"variant": clf.variant, "input": str(args.input), **summary.metrics.to_dict()}
             args.metrics.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    elif args.metrics is not None:
-        raise UsageError(f"Expected labels for --metrics ({args.input!r} has none: --label-column)")
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -130,21 +130,25 @@ class _Background:
         self.error: BaseException | None = None
         self.stop = threading.Event()
 
+    def _put(self, item: Any) -> bool:
+        """Queue ``item`` unless the consumer has stopped (then False: it reads no more)."""
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def read(self, items: Iterator[Any]) -> Iterator[Any]:
         def produce() -> None:
             try:
                 for item in items:
-                    while not self.stop.is_set():
-                        try:
-                            self.queue.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if self.stop.is_set():
+                    if not self._put(item):
                         return
             except BaseException as exc:  # handed to the caller
                 self.error = exc
-            self.queue.put(_DONE)
+            self._put(_DONE)
 
         thread = threading.Thread(target=produce, name="keras-edge-read", daemon=True)
         thread.start()

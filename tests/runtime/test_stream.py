@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -365,3 +366,45 @@ def test_progress_shows_on_a_terminal_only(fp32_export, data, tmp_path):
     progress.close()
     assert tty.getvalue().endswith("\r")  # the line is cleared for what follows
     assert auto_chunk_size(runtime.load(fp32_export)) == MAX_CHUNK  # two features: small rows
+
+
+def test_a_model_with_two_inputs_streams_from_an_npz(two_inputs, tmp_path, capsys):
+    """One array per input name, read member by member; the image input is 4-d."""
+    _, x, folder, _ = two_inputs
+    np.savez(tmp_path / "two.npz", **x, id=np.arange(len(x["numeric"])))
+    clf = runtime.load(folder, variant="tflite-fp32")
+    out = tmp_path / "two.parquet"
+    data = str(tmp_path / "two.npz")
+    args = ["--variant", "tflite-fp32", "--chunk-size", "7", "--keep-columns", "id", "--output",
+            str(out)]  # fmt: skip
+    assert main(["predict", str(folder), data, *args]) == 0
+    table = pq.read_table(out)
+    assert table["id"].to_pylist() == list(range(len(x["numeric"])))
+    np.testing.assert_array_equal(table["probability"].to_numpy(), clf.predict_proba(x)[:, 0])
+    np.testing.assert_array_equal(table["class"].to_numpy(), clf.predict(x))
+    assert main(["predict", str(folder), data, "--metrics", str(tmp_path / "m.json")]) == 2
+    assert "Expected labels for --metrics" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_reading_ahead_stops_when_scoring_stops():
+    """The reading thread, its items queued and its end marker waiting for room, must not hang
+    the run when the consumer stops at the first item (a bad row)."""
+    from keras_edge.runtime.stream import _Background
+
+    stopped = []
+
+    def consume_one() -> None:
+        try:
+            for _ in _Background(depth=1).read(iter(range(2))):
+                time.sleep(0.1)  # the reader queues the last item and waits to say it is done
+                raise ValueError("a bad row")
+        except ValueError:
+            stopped.append(True)
+
+    worker = threading.Thread(target=consume_one, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive() and stopped
+    items = list(_Background().read(iter(range(1000))))
+    assert items == list(range(1000))  # in order, every one

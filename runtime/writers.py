@@ -150,19 +150,33 @@ class CsvWriter(Writer):
         self._text(self._buffer.getvalue())
 
 
+def _json_columns(cols: list[list[Any]]) -> list[list[str]]:
+    """Each value as ``json.dumps`` writes it, a column at a time: floats and ints by their
+    repr (the outputs are finite), text and anything else through ``json.dumps``."""
+    out = []
+    for column in cols:
+        kinds = {type(v) for v in column}
+        if kinds <= {float, int, type(None)} and bool not in kinds:
+            out.append(["null" if v is None else repr(v) for v in column])
+        else:
+            dumps = json.dumps
+            out.append([dumps(v, default=str) for v in column])
+    return out
+
+
 class JsonLinesWriter(Writer):
     def write(self, keep, values, classes, nulls) -> None:  # type: ignore[no-untyped-def]
-        names = [*self.keep, *self.layout.columns(text=True)]
-        cols = self._text_columns(keep, values, classes, nulls, floats=True)
-        dumps = json.dumps
-        self._text("".join(dumps(dict(zip(names, row, strict=True)), default=str) + "\n"
+        keys = [json.dumps(name) + ": " for name in [*self.keep, *self.layout.columns(text=True)]]
+        cols = _json_columns(self._text_columns(keep, values, classes, nulls, floats=True))
+        self._text("".join("{" + ", ".join(k + v for k, v in zip(keys, row, strict=True)) + "}\n"
                            for row in zip(*cols, strict=True)))  # fmt: skip
         self.rows += len(values)
 
 
 class JsonWriter(Writer):
-    """One JSON document, as ``predict --format json`` always printed: the variant, the
-    threshold, the rule, the columns and the rows (lists), written row by row."""
+    """One JSON document, as ``predict --format json`` always printed (``json.dump`` with
+    ``indent=2``, byte for byte): the variant, the threshold, the rule, the columns and the
+    rows (lists), written row by row."""
 
     def _start(self) -> None:
         head = {**self.meta, "columns": [*self.keep, *self.layout.columns(text=True)]}
@@ -170,12 +184,10 @@ class JsonWriter(Writer):
         self._text(text[: text.rindex("\n}")] + ',\n  "rows": [')
 
     def write(self, keep, values, classes, nulls) -> None:  # type: ignore[no-untyped-def]
-        cols = self._text_columns(keep, values, classes, nulls, floats=True)
-        parts = []
-        for row in zip(*cols, strict=True):
-            item = json.dumps(list(row), indent=2, default=str).replace("\n", "\n    ")
-            parts.append(("\n    " if self.rows == 0 and not parts else ",\n    ") + item)
-        self._text("".join(parts))
+        cols = _json_columns(self._text_columns(keep, values, classes, nulls, floats=True))
+        rows = ["[\n      " + ",\n      ".join(row) + "\n    ]" for row in zip(*cols, strict=True)]
+        if rows:
+            self._text(("\n    " if self.rows == 0 else ",\n    ") + ",\n    ".join(rows))
         self.rows += len(values)
 
     def _finish(self) -> None:

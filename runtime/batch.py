@@ -2,8 +2,9 @@
 
 ``clf.score_batch(batch)`` takes a ``pyarrow.Table`` or ``RecordBatch``, a
 ``pandas.DataFrame`` or a dict of numpy arrays, and returns the same kind with the outputs
-added, so Ray Data's ``map_batches``, Spark's ``mapInArrow`` and Dask's ``map_partitions`` call
-it as it is; :class:`keras_edge.runtime.cluster.BatchScorer` is the same for Ray's actor pools.
+added, so Ray Data's ``map_batches`` and Dask's ``map_partitions`` call it as it is (Spark's
+``mapInArrow`` hands over an iterator of record batches: ``lambda it: map(clf.score_batch,
+it)``); :class:`keras_edge.runtime.cluster.BatchScorer` is the same for Ray's actor pools.
 
 Neither pyarrow nor pandas is imported here unless a batch of theirs arrives.
 """

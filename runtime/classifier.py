@@ -413,7 +413,8 @@ class Classifier:
         exclude: Sequence[str] = (),
     ) -> Any:
         """Score one batch of a table and return it with the outputs added: the function that
-        Ray Data's ``map_batches``, Spark's ``mapInArrow`` and Dask's ``map_partitions`` call.
+        Ray Data's ``map_batches`` and Dask's ``map_partitions`` call as it is (Spark's
+        ``mapInArrow``: ``lambda batches: map(clf.score_batch, batches)``).
 
         ``batch`` is a ``pyarrow.Table`` or ``RecordBatch``, a ``pandas.DataFrame``, or a dict
         of numpy arrays (Ray's ``"numpy"`` batch format); the result is the same kind, with

@@ -1,6 +1,7 @@
 """Scoring on a cluster through an existing engine: :class:`BatchScorer` for Ray Data's actor
-pools (Spark's ``mapInArrow`` and Dask's ``map_partitions`` call ``clf.score_batch`` directly),
-and ``keras-edge predict DIR INPUT --ray``.
+pools (Ray's tasks and Dask's ``map_partitions`` call ``clf.score_batch`` directly, Spark's
+``mapInArrow`` over its iterator: ``lambda batches: map(clf.score_batch, batches)``), and
+``keras-edge predict DIR INPUT --ray``.
 
     clf = keras_edge.load("dist")
     ds = ray.data.read_parquet("logs/")

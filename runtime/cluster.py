@@ -133,6 +133,22 @@ def _quiet_ray() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\..*")
 
 
+BLOCK_BYTES = 128 << 20  # about Ray Data's own target size of a block
+
+
+def _blocks(source: ArrowSource, concurrency: int) -> dict[str, int]:
+    """``read_parquet``'s block count: Ray's own for large inputs; for small ones (Ray makes
+    one block of a few files, and one actor would do all the work), two blocks per actor."""
+    pq = source.pa.parquet
+    size = 0
+    for path in source.files:
+        meta = pq.ParquetFile(path).metadata
+        size += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if size > 2 * concurrency * BLOCK_BYTES:
+        return {}
+    return {"override_num_blocks": max(len(source.files), 2 * concurrency)}
+
+
 def check_output(output: Path | None) -> Path:
     if output is None:
         raise UsageError(
@@ -199,8 +215,7 @@ def score_with_ray(
             "classes": not options.proba_only, "on_bad_row": options.on_bad_row,
         }  # fmt: skip
         ds = ray.data.read_parquet(
-            [str(f) for f in source.files],
-            override_num_blocks=max(len(source.files), 2 * concurrency),  # work for every actor
+            [str(f) for f in source.files], **_blocks(source, concurrency)
         ).select_columns(source.needed)  # Ray Data pushes this projection into the read
         ds = ds.map_batches(
             CountingScorer,

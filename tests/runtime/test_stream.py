@@ -347,7 +347,7 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_shows_on_a_terminal_only(fp32_export, data, tmp_path):
+def test_progress_shows_on_a_terminal_only(fp32_export):
     quiet = io.StringIO()
     progress = Progress(1000, stream=quiet)
     time.sleep(0.25)

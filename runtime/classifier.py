@@ -37,7 +37,7 @@ from keras_edge.runtime.errors import (
     ManifestError,
     UnknownVariantError,
 )
-from keras_edge.runtime.gate import UNKNOWN, multiclass_labels
+from keras_edge.runtime.gate import label_names, multiclass_labels
 from keras_edge.runtime.golden import check_classifier, raise_on_failure, read_golden
 from keras_edge.runtime.manifest import Head, InputSpec, Manifest, Variant, validate_threshold
 from keras_edge.runtime.report import export_order
@@ -402,6 +402,50 @@ class Classifier:
             return multiclass_labels(y, self._threshold)
         return y
 
+    def predict_both(self, x: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(predict_proba(x), predict(x))`` from one engine call, equal to the two calls
+        bit for bit: what scoring files and batches needs. A regression head gives
+        ``(values, None)``."""
+        kind = self.head.kind
+        y = self._raw(x)
+        if kind == "regression":
+            return y, None
+        values = self._values(y)
+        if kind == "binary":
+            labels = _binary_labels(y, self._cut)  # type: ignore[arg-type]
+        elif kind == "multilabel":
+            labels = (values > self._cut).astype(np.int64)
+        else:
+            labels = multiclass_labels(values, self._threshold)
+        if self.head.output == "logit":
+            values = _softmax(values) if kind == "multiclass" else _sigmoid(values)
+        return values, labels
+
+    def score_batch(
+        self,
+        batch: Any,
+        columns: Sequence[str] | None = None,
+        keep: Sequence[str] | None = None,
+        classes: bool = True,
+        on_bad_row: str = "error",
+        exclude: Sequence[str] = (),
+    ) -> Any:
+        """Score one batch of a table and return it with the outputs added: the function that
+        Ray Data's ``map_batches`` and Dask's ``map_partitions`` call as it is (Spark's
+        ``mapInArrow``: ``lambda batches: map(clf.score_batch, batches)``).
+
+        ``batch`` is a ``pyarrow.Table`` or ``RecordBatch``, a ``pandas.DataFrame``, or a dict
+        of numpy arrays (Ray's ``"numpy"`` batch format); the result is the same kind, with
+        ``probability`` (binary) or ``p_<label>`` columns and ``class`` (``class_<label>`` for
+        multilabel; ``value_<label>`` for regression). ``columns``: the feature columns (default:
+        every numeric column but ``exclude`` and ``keep``); ``keep``: the input columns returned
+        (default: all); ``classes=False``: probabilities only; ``on_bad_row``: ``error``, ``skip`` or
+        ``null`` (see :func:`keras_edge.runtime.batch.score_batch`).
+        """
+        from keras_edge.runtime.batch import score_batch
+
+        return score_batch(self, batch, columns, keep, classes, on_bad_row, exclude)
+
 
 _ZEROS = np.zeros(0, dtype=np.float32)  # grows to the largest input seen; never written
 
@@ -416,15 +460,6 @@ def _all_finite(x: np.ndarray) -> bool:
         zeros = _ZEROS = np.zeros(n, dtype=np.float32)
     with np.errstate(invalid="ignore"):  # NaN is the answer here, not a warning
         return _isfinite(float(np.dot(x.reshape(-1), zeros[:n])))
-
-
-UNKNOWN_LABEL = "unknown"
-
-
-def label_names(labels: Sequence[str], classes: np.ndarray) -> np.ndarray:
-    """Label names for class indices (n,), ``"unknown"`` for -1 (below the minimum confidence)."""
-    names = np.asarray([*labels, UNKNOWN_LABEL], dtype=object)
-    return names[np.where(classes == UNKNOWN, len(labels), classes)]
 
 
 def _binary_labels(y: np.ndarray, cut: float | int) -> np.ndarray:

@@ -6,22 +6,22 @@ benchmarks can use it without importing each other."""
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import NoReturn
 
-import numpy as np
-
-from keras_edge.runtime.classifier import label_names, load
-from keras_edge.runtime.data import read_data
+from keras_edge.runtime.arrow import ArrowSource
+from keras_edge.runtime.classifier import Classifier, load
 from keras_edge.runtime.errors import GateError, KerasEdgeError, UsageError
 from keras_edge.runtime.manifest import Manifest
+from keras_edge.runtime.readers import open_source
 from keras_edge.runtime.report import export_order, format_table, text_table
+from keras_edge.runtime.scoring import BAD_ROW_POLICIES, Layout
+from keras_edge.runtime.stream import Progress, StreamOptions, Summary, score_stream
+from keras_edge.runtime.writers import open_writer, output_format
 
 logger = logging.getLogger(__name__)
 
@@ -97,12 +97,36 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
 
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", type=Path, help="folder holding manifest.json")
-    p.add_argument("input", type=Path, help="features: .npy, .npz (x) or .csv (header row)")
+    p.add_argument(
+        "input",
+        help="features: .npy, .npz (x, y), .csv (header row), or Parquet / Arrow IPC files: one, "
+        "a folder or a glob (pyarrow: the batch extra)",
+    )
     p.add_argument("--variant", help="variant id (default: the manifest's default)")
     p.add_argument("--proba", action="store_true", help="print probabilities only, no classes")
-    p.add_argument("--format", choices=("csv", "json"), default="csv", help="output format")
-    p.add_argument("--output", type=Path, help="write here instead of stdout")
-    p.add_argument("--label-column", help="CSV column to ignore as a label")
+    p.add_argument(
+        "--format", choices=("csv", "json", "jsonl"),
+        help="output format on stdout (default csv); with --output, its suffix decides "
+        "(.csv, .jsonl, .json, .npy, .parquet)",
+    )  # fmt: skip
+    p.add_argument("--output", type=Path, help="write here instead of stdout (a folder with --ray)")
+    p.add_argument("--label-column", help="the label column (CSV, Parquet) or array (.npz; default y): "
+                   "not a feature; with labels, the metrics are printed")  # fmt: skip
+    p.add_argument("--columns", help="comma list of feature columns (default: every numeric column "
+                   "but the label and the kept ones)")  # fmt: skip
+    p.add_argument("--keep-columns", help="comma list of input columns copied to the output, first")
+    p.add_argument(
+        "--no-header", action="store_true", help="a CSV without a header row: columns 0, 1, ..."
+    )
+    p.add_argument(
+        "--chunk-size", type=int, help="rows per engine call (default: 8,192, fewer for large rows)"
+    )
+    p.add_argument(
+        "--on-bad-row", choices=BAD_ROW_POLICIES, default="error",
+        help="a row the model cannot take (unparseable, NaN/Inf, null, a label that is no class): "
+        "error refuses the input, naming it (default); skip leaves it out; null gives it empty outputs",
+    )  # fmt: skip
+    p.add_argument("--metrics", type=Path, help="with labels, also write the metrics here as JSON")
     p.add_argument("--device", default="cpu", help="cpu, or an ONNX Runtime accelerator (cuda, ...)")
     p.add_argument("--threads", type=int, help="engine threads")
     p.add_argument(
@@ -112,6 +136,9 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
         help="decide with this threshold for this run instead of the variant's (comma list for "
         "multilabel; for multiclass the minimum confidence, below which the class is -1)",
     )
+    p.add_argument("--ray", action="store_true", help="score Parquet with Ray Data (the ray extra)")
+    p.add_argument("--address", help="with --ray: the cluster to join (default: start a local Ray)")
+    p.add_argument("--concurrency", type=int, default=2, help="with --ray: scoring actors (default 2)")
     p.set_defaults(handler=run_predict)
 
 
@@ -121,70 +148,75 @@ def _inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run_inspect)
 
 
-def _columns(manifest: Manifest) -> list[str]:
-    head = manifest.head
-    if head.kind == "binary":
-        return ["probability"]
-    prefix = "value" if head.kind == "regression" else "p"
-    return [f"{prefix}_{label}" for label in head.labels]
+def _names(text: str | None) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else []
+
+
+def _set_threshold(clf: Classifier, text: str) -> None:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise UsageError(f"Expected --threshold to be a number or a comma list, got {text!r}") from exc
+    clf.threshold = values[0] if len(values) == 1 else values  # checked like the manifest's
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    x, _ = read_data(args.input, label_column=args.label_column)
+    """Stream the input through the classifier: chunks in, scores out, counts and metrics."""
+    options = StreamOptions(args.chunk_size, args.on_bad_row, args.proba)
+    if not args.ray and args.address:
+        raise UsageError("Expected --address only with --ray")
+    fmt = "parquet" if args.ray else output_format(args.output, args.format)
+    if fmt == "npy" and args.on_bad_row == "null":
+        raise UsageError("Expected --on-bad-row error or skip for .npy output (it has no nulls); "
+                         "write .parquet, .csv or .jsonl for null")  # fmt: skip
+    if args.ray:
+        from keras_edge.runtime.cluster import check_output, ray_module
+
+        check_output(args.output)
+        ray_module()  # installed, or the error names the extra, before anything is loaded
     clf = load(args.folder, variant=args.variant, device=args.device, threads=args.threads)
     if args.threshold is not None:
-        try:
-            values = [float(v) for v in args.threshold.split(",")]
-        except ValueError as exc:
-            raise UsageError(
-                f"Expected --threshold to be a number or a comma list, got {args.threshold!r}"
-            ) from exc
-        clf.threshold = values[0] if len(values) == 1 else values  # checked like the manifest's
-    head = clf.head
-    values = clf.predict(x) if head.kind == "regression" else clf.predict_proba(x)
-    labels = None if (args.proba or head.kind == "regression") else clf.predict(x)
-    columns = _columns(clf.manifest)
-    named = labels is not None and labels.ndim == 1  # binary, multiclass: the label's name too
-    if labels is not None:
-        columns += ["class", "label"] if named else [f"class_{lab}" for lab in head.labels]
-    names = label_names(head.labels, labels) if named else None
-    rows = []
-    for i in range(len(values)):
-        row: list[Any] = [float(v) for v in values[i]]
-        if labels is not None:
-            row += [int(v) for v in np.atleast_1d(labels[i])]
-            if names is not None:
-                row.append(str(names[i]))
-        rows.append(row)
-    buffer = io.StringIO()
-    if args.format == "json":
-        json.dump(
-            {
-                "variant": clf.variant,
-                "threshold": clf.threshold,
-                "decision_rule": clf.manifest.decision_rule,
-                "columns": columns,
-                "rows": rows,
-            },
-            buffer,
-            indent=2,
+        _set_threshold(clf, args.threshold)
+    source = open_source(
+        args.input, [s.name for s in clf.manifest.inputs], _names(args.columns) or None,
+        args.label_column, _names(args.keep_columns), args.no_header,
+    )  # fmt: skip
+    if args.metrics is not None and (not source.has_labels or clf.head.kind == "regression"):
+        raise UsageError(
+            f"Expected labels for --metrics (--label-column, or y in an .npz) and a classifier "
+            f"head, got {'a regression head' if source.has_labels else f'no labels in {args.input!r}'}"
         )
-        buffer.write("\n")
+    if args.ray:
+        from keras_edge.runtime.cluster import score_with_ray
+
+        if not isinstance(source, ArrowSource):
+            raise UsageError(f"Expected Parquet input with --ray, got {args.input!r}")
+        summary = score_with_ray(clf, source, args.output, options, args.address, args.concurrency,
+                                 verbose=getattr(args, "verbose", 0) > 0)  # fmt: skip
     else:
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(columns)
-        # 9 significant digits round-trip a float32 exactly.
-        writer.writerows([[f"{v:.9g}" if isinstance(v, float) else v for v in r] for r in rows])
-    _emit(buffer.getvalue(), args.output)
-    logger.info("predicted %d samples with %s (threshold %s)", len(rows), clf.variant, clf.threshold)
+        meta = {"variant": clf.variant, "threshold": clf.threshold,
+                "decision_rule": clf.manifest.decision_rule}  # fmt: skip
+        layout = Layout(clf.head, proba_only=args.proba)
+        writer = open_writer(args.output, fmt, layout, source.keep_names, meta)
+        summary = score_stream(clf, source, writer, options, Progress(source.total, source))
+    _report(summary, clf, args)
     return 0
 
 
-def _emit(text: str, path: Path | None, stream: TextIO | None = None) -> None:
-    if path is None:
-        (stream or sys.stdout).write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
+def _report(summary: Summary, clf: Classifier, args: argparse.Namespace) -> None:
+    """The report on stderr (stdout carries only scores): bad rows, metrics; ``--metrics F``
+    writes the metrics as JSON too."""
+    logger.info("predicted %d samples with %s (threshold %s) in %.2f s", summary.written, clf.variant,
+                clf.threshold, summary.seconds)  # fmt: skip
+    if summary.bad:
+        what = "skipped" if args.on_bad_row == "skip" else "gave empty outputs to"
+        sys.stderr.write(f"keras-edge: {what} {summary.bad:,} bad row(s) of {summary.rows:,}; the "
+                         f"first at {summary.first_bad}\n")  # fmt: skip
+    if summary.metrics is not None:
+        sys.stderr.write(summary.metrics.format())
+        if args.metrics is not None:
+            data = {"variant": clf.variant, "input": str(args.input), **summary.metrics.to_dict()}
+            args.metrics.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any
@@ -71,26 +70,36 @@ def read_data(
 
 
 def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        raise UsageError(f"Expected a header row in {str(path)!r}, got an empty file")
-    header, body = rows[0], rows[1:]
-    if label_column is not None and label_column not in header:
-        raise UsageError(f"Expected a column {label_column!r} in {str(path)!r}, got {header}")
-    label_index = header.index(label_column) if label_column is not None else None
-    keep = [i for i in range(len(header)) if i != label_index]
-    x = np.empty((len(body), len(keep)), dtype=np.float32)
-    y = np.empty(len(body), dtype=np.float32) if label_index is not None else None
-    for r, row in enumerate(body):
-        if len(row) != len(header):
-            raise UsageError(
-                f"Expected {len(header)} fields on line {r + 2} of {str(path)!r}, got {len(row)}"
-            )
-        try:
-            x[r] = [float(row[i]) for i in keep]
-            if y is not None:
-                y[r] = float(row[label_index])  # type: ignore[index]
-        except ValueError as exc:
-            raise UsageError(f"Expected numbers on line {r + 2} of {str(path)!r}: {exc}") from exc
-    return x, y
+    """The whole CSV through the streaming reader: one parser, one header check (a first row
+    of numbers is refused, never dropped), the same messages with line numbers."""
+    from keras_edge.runtime.readers import CsvSource
+
+    source = CsvSource(path, None, label_column, (), can_skip_header=False)
+    xs, ys = [], []
+    for chunk in source.chunks(65_536):
+        if chunk.invalid is not None:
+            i = int(np.flatnonzero(chunk.invalid)[0])
+            raise UsageError(f"Bad row at {chunk.where(i)}: {chunk.reasons.get(i)}")
+        xs.append(chunk.x)
+        if chunk.labels is not None:
+            try:
+                ys.append(chunk.labels.astype(np.float64).astype(np.float32))
+            except ValueError:
+                i = next(i for i, v in enumerate(chunk.labels.tolist()) if not _is_number(v))
+                raise UsageError(
+                    f"Expected a number in column {label_column!r} on {chunk.where(i)}, got "
+                    f"{chunk.labels.tolist()[i]!r}"
+                ) from None
+    width = len(source.features)
+    x = np.concatenate(xs) if xs else np.empty((0, width), dtype=np.float32)
+    if label_column is None:
+        return x, None
+    return x, (np.concatenate(ys) if ys else np.empty(0, dtype=np.float32))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

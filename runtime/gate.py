@@ -9,6 +9,8 @@ within ``DRIFT`` of what it answered at export.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from keras_edge.runtime.manifest import Head
@@ -87,6 +89,7 @@ def decide(head: Head, proba: np.ndarray, threshold: float | tuple[float, ...] |
 
 
 UNKNOWN = -1  # the class of a multiclass sample whose top probability is not above the threshold
+UNKNOWN_LABEL = "unknown"  # its label name
 
 
 def multiclass_labels(proba: np.ndarray, threshold: float | None) -> np.ndarray:
@@ -130,3 +133,9 @@ def resolution_note(n: int, need: float) -> str:
         f"one flip is {one:.2%} of {n} samples; the minimum {need:.2%} allows {allowed} "
         f"flip(s) beyond near-ties"
     )
+
+
+def label_names(labels: Sequence[str], classes: np.ndarray) -> np.ndarray:
+    """Label names for class indices (n,), ``"unknown"`` for -1 (below the minimum confidence)."""
+    names = np.asarray([*labels, UNKNOWN_LABEL], dtype=object)
+    return names[np.where(classes == UNKNOWN, len(labels), classes)]

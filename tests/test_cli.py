@@ -99,6 +99,8 @@ def test_csv_with_a_label_column(fp32_export, tmp_path):
         (["predict", "{dist}", "{tmp}/bad.npy"], r"Expected input of shape \(None, 2\), got \(3, 5\)"),
         (["predict", "{dist}", "{tmp}/nan.npy"], "NaN or Inf"),
         (["predict", "{dist}", "{seed}/samples.csv", "--variant", "x"], "Unknown variant 'x'"),
+        (["predict", "{dist}", "{tmp}/bad.csv", "--output", "{tmp}/d"], "Bad row at line 3 of .*'abc'"),
+        (["predict", "{dist}", "{tmp}/noheader.csv"], "Expected a header row .* --no-header"),
         (["inspect", "{tmp}"], "Expected a manifest at"),
         (["frobnicate"], "invalid choice"),
     ],
@@ -106,6 +108,8 @@ def test_csv_with_a_label_column(fp32_export, tmp_path):
 def test_bad_usage_exits_2_with_one_line(seed_dir, fp32_export, tmp_path, args, match):
     np.save(tmp_path / "bad.npy", np.zeros((3, 5), np.float32))
     np.save(tmp_path / "nan.npy", np.array([[np.nan, 0.0]], np.float32))
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\nabc,3\n")
+    (tmp_path / "noheader.csv").write_text("1,2\n3,4\n")
     fmt = {"seed": seed_dir, "tmp": tmp_path, "dist": fp32_export}
     proc = run(*[a.format(**fmt) for a in args])
     assert proc.returncode == 2, (proc.returncode, proc.stderr)

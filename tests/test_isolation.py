@@ -129,8 +129,18 @@ def test_device_venv_with_one_engine(extra, wheel, seed_all, labelled, two_input
         assert modules and foreign(modules, "keras_edge.exporter") == [], name
         if name != "bench":
             assert not [m for m in modules if m.startswith("keras_edge.benchmarks")], name
+        assert not [m for m in modules if m.split(".")[0] in ("pyarrow", "ray", "pandas")], name
         outputs[name] = out
     assert outputs["predict"].splitlines()[0] == "probability,class,label"
+    # Parquet and Ray are extras, never on a device: asked for, the error names the extra.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"a": [0.5], "b": [1.0]}), tmp_path / "s.parquet")
+    for extra_args, name in (([], "batch"), (["--ray", "--output", str(tmp_path / "o")], "ray")):
+        code, _, err, _ = run_cli_child("predict", str(folder), str(tmp_path / "s.parquet"), *extra_args,
+                                        cwd=tmp_path, python=python)  # fmt: skip
+        assert code == 2 and f"pip install 'keras-edge[{name}]'" in err, err
     assert "passed" in outputs["verify"] and "skipped" in outputs["verify"]
     bench = json.loads(bench_json.read_text())
     timed = {r["target"] for r in bench["results"]}

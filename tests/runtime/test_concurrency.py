@@ -59,8 +59,10 @@ def test_a_threshold_set_while_threads_predict_applies_whole(fp32_export, wide_i
         assert all(pool.map(call, range(len(batches))))
 
 
-def _score(clf: runtime.Classifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, object]:
-    return clf.predict(x), clf.predict_proba(x), clf.threshold
+def _score(clf: runtime.Classifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, object, dict]:
+    """In the worker: the decisions, and a batch as Ray, Spark or Dask would hand it over."""
+    batch = clf.score_batch({"a": x[:, 0], "b": x[:, 1]})
+    return clf.predict(x), clf.predict_proba(x), clf.threshold, batch
 
 
 @pytest.mark.parametrize("vid", ["tflite-int8", "onnx-fp32"])
@@ -75,10 +77,12 @@ def test_a_pickled_classifier_works_in_a_process_pool(seed_all, wide_inputs, vid
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing inherited
     with ProcessPoolExecutor(2, mp_context=context) as pool:
         results = list(pool.map(_score, [clf] * len(chunks), chunks))
-    for chunk, (labels, proba, threshold) in zip(chunks, results, strict=True):
+    for chunk, (labels, proba, threshold, batch) in zip(chunks, results, strict=True):
         assert threshold == 0.35
         np.testing.assert_array_equal(labels, clf.predict(chunk))
         np.testing.assert_array_equal(proba, clf.predict_proba(chunk))
+        np.testing.assert_array_equal(batch["class"], labels)  # at the threshold it travelled with
+        np.testing.assert_array_equal(batch["probability"], proba[:, 0])
 
 
 def test_a_lone_artifact_pickles(seed_all, wide_inputs, tmp_path):

@@ -11,6 +11,7 @@ one a converter or engine fails on is left out the same way, the rest are writte
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
@@ -304,8 +305,10 @@ def export(
         tensorflow_version=tf.__version__,
     )
     staging = release.staging_for(out)
+    held = contextlib.ExitStack()  # int8 quantizers kept for mixed precision, and their files
     try:
         variants: dict[str, Variant] = {}
+        quantizers: dict[str, Any] = {}  # int8 variant -> its calibrated quantizer (auto)
         refused: dict[str, str] = {}  # variant -> why it was not written
         faults: list[str] = []  # of those, the ones a converter or engine failed on (exit 1)
         onnx_fp32: Any = None  # tf2onnx runs once; the quantized ONNX variants start from it
@@ -313,13 +316,22 @@ def export(
             _report(progress, step, total, f"converting {vid}")
             try:
                 with release.scratch(staging):  # a converter's stray files land in the staging
-                    if fmt == "tflite":
+                    if fmt == "onnx" and onnx_fp32 is None:
+                        onnx_fp32 = _attempt(lambda: to_onnx.to_fp32_proto(convertible, specs))
+                    if fmt == "onnx" and isinstance(onnx_fp32, KerasEdgeError):
+                        raise onnx_fp32
+                    if precision == "int8" and options.int8_fallback == "auto":
+                        # Calibrated once, kept: should the variant miss its gate, the fallback
+                        # quantizes again from it with layers in float (calibrating costs seconds).
+                        if fmt == "tflite":
+                            quantizer: Any = to_tflite.MixedInt8(convertible, calib, options.int8_io)
+                        else:
+                            quantizer = to_onnx.StaticInt8(onnx_fp32, specs, calib)
+                        quantizers[vid] = held.enter_context(quantizer)
+                        data = quantizer.quantize([])
+                    elif fmt == "tflite":
                         data = to_tflite.convert(convertible, precision, calib, options.int8_io)
                     else:
-                        if onnx_fp32 is None:
-                            onnx_fp32 = _attempt(lambda: to_onnx.to_fp32_proto(convertible, specs))
-                        if isinstance(onnx_fp32, KerasEdgeError):
-                            raise onnx_fp32
                         data = to_onnx.from_fp32(onnx_fp32, specs, precision, calib)
             except (ConversionError, UnsupportedOpError) as exc:
                 _refuse(vid, "conversion", exc, refused, faults, staging, keras_model)
@@ -431,6 +443,7 @@ def export(
             nothing tried passes, the full-int8 variant as it was."""
             full = originals[vid]
             full_bytes, threshold = variants[vid].bytes, the_head.threshold
+            full_agreement = result.label_agreement
             last: list[Any] = [full, result, per_sample]
 
             def gate(data: bytes) -> Any:
@@ -449,13 +462,9 @@ def export(
 
             started = time.perf_counter()
             try:
-                if fmt == "tflite":
-                    quantizer: Any = to_tflite.MixedInt8(convertible, calib, options.int8_io)
-                else:
-                    quantizer = to_onnx.StaticInt8(onnx_fp32, specs, calib)
-                with quantizer:
+                with release.scratch(staging):  # ONNX Runtime's quantizer may leave files there
                     outcome = mixed.fall_back(
-                        quantizer, convertible, x_check, [s.name for s in specs], gate, say
+                        quantizers[vid], convertible, x_check, [s.name for s in specs], gate, say
                     )
             except (KerasEdgeError, RuntimeError, ValueError) as exc:  # converters raise untyped
                 logger.warning("%s: mixed precision could not be tried: %s", vid, exc)
@@ -468,6 +477,25 @@ def export(
             )
             if outcome is None:
                 return last[1], last[2]
+            if outcome.data is not None and outcome.float_ops * 2 > outcome.ops:
+                logger.warning(
+                    "%s passes its gate only with %d of its %d ops in float: little of int8's "
+                    "size and speed is left (the %s-dynamic or -fp16 variants may serve better)",
+                    vid,
+                    outcome.float_ops,
+                    outcome.ops,
+                    fmt,
+                )
+            result = last[1]
+            if outcome.data is None:
+                tried = max((a.float_groups for a in outcome.attempts), default=0)
+                why = (
+                    f"mixed precision tried {len(outcome.attempts)} candidate(s), keeping up to "
+                    f"{tried} layer group(s) in float, and none passed"
+                )
+                if fmt == "tflite" and options.int8_io:
+                    why += " (with --int8-io the input is quantized before any layer kept in float)"
+                result = replace(result, failures=(*result.failures, why))
             variants[vid] = replace(
                 variants[vid],
                 fallback=Fallback(
@@ -475,12 +503,12 @@ def export(
                     float_ops=outcome.float_ops,
                     ops=outcome.ops,
                     int8_bytes=full_bytes,
-                    int8_label_agreement=result.label_agreement,
+                    int8_label_agreement=full_agreement,
                     passed=outcome.data is not None,
                     attempts=outcome.attempts,
                 ),
             )
-            return last[1], last[2]
+            return result, last[2]
 
         for step, (vid, fmt, precision) in enumerate(plan, start=len(plan) + 1):
             if vid not in variants:
@@ -519,6 +547,7 @@ def export(
         (staging / REPORT_NAME).write_text(report_json(manifest), encoding="utf-8")
         release.install(staging, out, own=_own_names())
     finally:
+        held.close()
         shutil.rmtree(staging, ignore_errors=True)
     if plot_path is not None and plan_tuning is not None:  # drawn before a failed gate is raised
         partial = plot_path.with_name(f".{plot_path.name}.partial{plot_path.suffix}")

@@ -221,11 +221,15 @@ class StaticInt8:
         self._tmp = tempfile.TemporaryDirectory(prefix="keras-edge-")
         folder = Path(self._tmp.name)
         self._src, self._cache = folder / "pre.onnx", folder / "calibration.json"
-        self._onnx.save(self._proto, str(folder / "fp32.onnx"))
-        # ONNX Runtime's recommended pre-processing: shape inference and fusions (MatMul+Add
-        # -> Gemm), so that the quantizer sees one op per layer.
-        with _tf.captured_output():
-            self._quantization.quant_pre_process(str(folder / "fp32.onnx"), str(self._src))
+        try:
+            self._onnx.save(self._proto, str(folder / "fp32.onnx"))
+            # ONNX Runtime's recommended pre-processing: shape inference and fusions (MatMul+Add
+            # -> Gemm), so that the quantizer sees one op per layer.
+            with _tf.captured_output():
+                self._quantization.quant_pre_process(str(folder / "fp32.onnx"), str(self._src))
+        except Exception as exc:  # onnxruntime raises untyped errors
+            self.__exit__()
+            raise ConversionError(f"ONNX int8 conversion failed: {first_error(str(exc))}") from exc
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -280,7 +284,10 @@ class StaticInt8:
     def quantize(self, float_nodes: Sequence[str]) -> bytes:
         """The variant's bytes, every node quantized but ``float_nodes``."""
         which = {"nodes_to_exclude": list(float_nodes)} if float_nodes else {}
-        out = self._static(**which)
+        try:
+            out = self._static(**which)
+        except Exception as exc:  # onnxruntime raises untyped errors
+            raise ConversionError(f"ONNX int8 conversion failed: {first_error(str(exc))}") from exc
         _canonicalize(out, [s.name for s in self._specs])
         return out.SerializeToString(deterministic=True)
 

@@ -126,7 +126,12 @@ class MixedInt8:
             try:
                 self._calibrated = bytes(converter.convert())
             except Exception as exc:  # the converter raises many untyped errors
-                raise ConversionError(f"TFLite calibration failed: {first_error(str(exc))}") from exc
+                unsupported = _needs_tensorflow(model, str(exc))
+                if unsupported:
+                    raise UnsupportedOpError(unsupported) from exc
+                raise ConversionError(
+                    f"TFLite conversion at int8 failed: {first_error(str(exc))}"
+                ) from exc
         self._io = tf.int8 if int8_io else tf.float32
         self._float = tf.float32
         self._convert = _tf.module("tensorflow.lite.python.convert")

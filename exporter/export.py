@@ -480,11 +480,10 @@ def export(
             if outcome.data is not None and outcome.float_ops * 2 > outcome.ops:
                 logger.warning(
                     "%s passes its gate only with %d of its %d ops in float: little of int8's "
-                    "size and speed is left (the %s-dynamic or -fp16 variants may serve better)",
+                    "size and speed is left",
                     vid,
                     outcome.float_ops,
                     outcome.ops,
-                    fmt,
                 )
             result = last[1]
             if outcome.data is None:

@@ -4,13 +4,13 @@ that make it decide as Keras does.
 1. Group the graph's ops by the Keras layer they come from (tf2onnx and the TFLite converter
    keep the layer's scope in each op's name; an op no layer names belongs with its producer;
    a fused TFLite op that names several layers joins them into one group).
-2. Rank the groups once, on a few validation samples, by how far the model's output moves when
-   that group alone is quantized and everything else stays float (ONNX Runtime's
-   ``nodes_to_quantize``; TFLite's MLIR quantizer with every other op denylisted). Quantizing
-   one group at a time measures what each group does to the output, where errors compound and
-   cancel; a per-tensor error of the all-int8 model (``qdq_loss_debug``'s SQNR) ranks the
-   layers where noise shows, not where it is made, and kept MobileNetV3Small failing with half
-   its ops in float.
+2. Rank the groups once, on the parity data (at most ``SENSITIVITY_SAMPLES`` rows), by how far
+   the model's output moves when that group alone is quantized and everything else stays float
+   (ONNX Runtime's ``nodes_to_quantize``; TFLite's MLIR quantizer with every other op
+   denylisted). Quantizing one group at a time measures what each group does to the output,
+   where errors compound and cancel; a per-tensor error of the all-int8 model
+   (``qdq_loss_debug``'s SQNR) ranks the layers where noise shows, not where it is made, and
+   kept MobileNetV3Small failing with half its ops in float.
 3. Input preprocessing (``Normalization``, ``Rescaling``) goes first: a full-int8 input has one
    scale for every raw feature before the layer that would have equalized them.
 4. Keep the top 1, 2, 4, 8, ... groups in float (after the preprocessing) until the variant

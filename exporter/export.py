@@ -57,7 +57,6 @@ from keras_edge.runtime.gate import decide
 from keras_edge.runtime.golden import GOLDEN_NAME
 from keras_edge.runtime.manifest import (
     MANIFEST_NAME,
-    Fallback,
     Head,
     InputSpec,
     Manifest,
@@ -468,45 +467,26 @@ def export(
                     )
             except (KerasEdgeError, RuntimeError, ValueError) as exc:  # converters raise untyped
                 logger.warning("%s: mixed precision could not be tried: %s", vid, exc)
-                outcome = None
+                outcome, failure = None, f"mixed precision could not be tried: {exc}"
             chosen = full if outcome is None or outcome.data is None else outcome.data
             if last[0] is not chosen:  # the staged file and record are the last candidate's
                 gate(chosen)
-            logger.info(
-                "%s: int8 fallback searched for %.1f s", vid, time.perf_counter() - started
-            )
-            if outcome is None:
-                return last[1], last[2]
-            if outcome.data is not None and outcome.float_ops * 2 > outcome.ops:
-                logger.warning(
-                    "%s passes its gate only with %d of its %d ops in float: little of int8's "
-                    "size and speed is left",
-                    vid,
-                    outcome.float_ops,
-                    outcome.ops,
-                )
+            logger.info("%s: int8 fallback searched for %.1f s", vid, time.perf_counter() - started)
+            if outcome is not None:
+                if outcome.data is not None and outcome.float_ops * 2 > outcome.ops:
+                    logger.warning(
+                        "%s passes its gate only with %d of its %d ops in float: little of "
+                        "int8's size and speed is left",
+                        vid,
+                        outcome.float_ops,
+                        outcome.ops,
+                    )
+                failure = outcome.failure(int8_input=fmt == "tflite" and options.int8_io)
+                record = outcome.record(full_bytes, full_agreement)
+                variants[vid] = replace(variants[vid], fallback=record)
             result = last[1]
-            if outcome.data is None:
-                tried = max((a.float_groups for a in outcome.attempts), default=0)
-                why = (
-                    f"mixed precision tried {len(outcome.attempts)} candidate(s), keeping up to "
-                    f"{tried} layer group(s) in float, and none passed"
-                )
-                if fmt == "tflite" and options.int8_io:
-                    why += " (with --int8-io the input is quantized before any layer kept in float)"
-                result = replace(result, failures=(*result.failures, why))
-            variants[vid] = replace(
-                variants[vid],
-                fallback=Fallback(
-                    float_layers=outcome.float_layers,
-                    float_ops=outcome.float_ops,
-                    ops=outcome.ops,
-                    int8_bytes=full_bytes,
-                    int8_label_agreement=full_agreement,
-                    passed=outcome.data is not None,
-                    attempts=outcome.attempts,
-                ),
-            )
+            if failure is not None:
+                result = replace(result, failures=(*result.failures, failure))
             return result, last[2]
 
         for step, (vid, fmt, precision) in enumerate(plan, start=len(plan) + 1):

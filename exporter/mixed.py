@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from keras_edge.runtime.manifest import FallbackAttempt, Parity
+from keras_edge.runtime.manifest import Fallback, FallbackAttempt, Parity
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,32 @@ class Outcome:
     @property
     def float_ops(self) -> int:
         return sum(len(g.nodes) for g in self.groups)
+
+    def record(self, int8_bytes: int, int8_label_agreement: float) -> Fallback:
+        """The manifest's record of this search, for a full-int8 file of ``int8_bytes`` that
+        agreed with Keras on ``int8_label_agreement`` of the samples."""
+        return Fallback(
+            float_layers=self.float_layers,
+            float_ops=self.float_ops,
+            ops=self.ops,
+            int8_bytes=int8_bytes,
+            int8_label_agreement=int8_label_agreement,
+            passed=self.data is not None,
+            attempts=self.attempts,
+        )
+
+    def failure(self, int8_input: bool) -> str | None:
+        """The gate's sentence when nothing passed; ``int8_input``: the variant's input is int8."""
+        if self.data is not None:
+            return None
+        tried = max((a.float_groups for a in self.attempts), default=0)
+        why = (
+            f"mixed precision tried {len(self.attempts)} candidate(s), keeping up to {tried} "
+            f"layer group(s) in float, and none passed"
+        )
+        if int8_input:
+            why += " (with --int8-io the input is quantized before any layer kept in float)"
+        return why
 
 
 def keras_layers(model: Any) -> tuple[dict[str, str], set[str]]:

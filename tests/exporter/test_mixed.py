@@ -287,11 +287,13 @@ def test_mobilenetv3small_int8_passes_with_layers_in_float(tmp_path):
     manifest, error = _export(case, tmp_path / "d", "auto")
     assert error is None
     print("\n" + runtime.report.format_table(manifest))  # the figures, with -s
+    layers, _ = mixed.keras_layers(case.model)
+    (rescaling,) = [name for name, kind in layers.items() if kind == "Rescaling"]  # session-numbered
     for vid in INT8:
         variant = manifest.variants[vid]
         fallback = variant.fallback
         assert fallback.int8_label_agreement < MIN_AGREEMENT  # what `none` ships and fails
         assert variant.passed and variant.parity.label_agreement >= MIN_AGREEMENT
-        assert fallback.float_layers[0] == "rescaling"  # its input preprocessing, first
+        assert fallback.float_layers[0] == rescaling  # its input preprocessing, first
         assert 0 < fallback.float_ops < fallback.ops  # not every op: still a quantized model
         assert variant.bytes < manifest.variants[vid.replace("int8", "fp32")].bytes

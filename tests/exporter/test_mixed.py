@@ -243,6 +243,21 @@ def test_ops_group_by_layer_and_an_unnamed_op_joins_its_producer():
     ]
 
 
+def test_a_manifest_without_fallback_reads_and_one_with_it_round_trips():
+    from keras_edge.runtime.manifest import Fallback, FallbackAttempt, Variant
+
+    older = {"bytes": 10, "file": "tflite-int8.tflite", "format": "tflite", "parity": None,
+             "precision": "int8", "sha256": "0" * 64, "threshold": 0.5, "tuning": None}  # fmt: skip
+    assert Variant.from_dict("tflite-int8", older).fallback is None
+    tried = (FallbackAttempt(1, 2, 0.98, 0.2, False), FallbackAttempt(2, 3, None, None, False))
+    fallback = Fallback(("normalization", "dense"), 3, 5, 7000, 0.1889, True, tried)
+    variant = Variant.from_dict("tflite-int8", {**older, "fallback": fallback.to_dict()})
+    assert variant.fallback == fallback and variant.float_layers == ("normalization", "dense")
+    assert Variant.from_dict("tflite-int8", variant.to_dict()) == variant
+    with pytest.raises(runtime.ManifestError, match="Expected the fallback record to be an object"):
+        Variant.from_dict("tflite-int8", {**older, "fallback": ["normalization"]})
+
+
 def _parity(agreement: float) -> Parity:
     return Parity(n=100, max_abs_diff=0.01, mean_abs_diff=0.0, label_agreement=agreement, flips=0,
                   flips_near_threshold=0, near_threshold_band=0.05, tolerance=0.1,

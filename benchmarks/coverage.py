@@ -137,7 +137,11 @@ def variant_results(manifest: Manifest, dist: Path, x_val: Any, seconds: float) 
         else:
             record["status"] = "passed"
             speed = f", {record['speedup_vs_fp32']:.1f}x" if "speedup_vs_fp32" in record else ""
-            record["cell"] = f"passed {agreement}{speed}"
+            mixed = ""
+            if v.fallback is not None:  # int8 that passed with layers kept in float
+                record["float_layers"] = list(v.fallback.float_layers)
+                mixed = f", {len(v.fallback.float_layers)} float layers"
+            record["cell"] = f"passed {agreement}{speed}{mixed}"
         results[vid] = record
     return results
 

@@ -92,6 +92,13 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         "export's names are replaced, the others kept)",
     )
     p.add_argument(
+        "--int8-fallback",
+        choices=("auto", "none"),
+        default="auto",
+        help="an int8 variant that misses its gate: auto keeps the fewest layers in float that "
+        "pass it (mixed precision, listed in the manifest); none leaves it failed (default auto)",
+    )
+    p.add_argument(
         "--unsafe",
         action="store_true",
         help="turn Keras safe mode off (allows Lambda layers; only for trusted files)",
@@ -151,6 +158,7 @@ def _run_export(args: argparse.Namespace) -> int:
             safe_mode=not args.unsafe,
             min_agreement=args.min_agreement,
             int8_io=args.int8_io,
+            int8_fallback=args.int8_fallback,
             tune=args.tune_threshold,
             tune_data=tune_data,
             with_decision=args.with_decision,

@@ -11,9 +11,11 @@ one a converter or engine fails on is left out the same way, the rest are writte
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +30,7 @@ from keras_edge.exporter import (
     decision,
     embed,
     golden,
+    mixed,
     parity,
     release,
     to_onnx,
@@ -96,6 +99,7 @@ class ExportOptions:
     min_agreement: float | None = None
     int8_io: bool = False
     min_confidence: float | None = None
+    int8_fallback: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.formats or any(f not in FORMATS for f in self.formats):
@@ -106,6 +110,10 @@ class ExportOptions:
             )
         if self.min_agreement is not None and not (0.0 <= self.min_agreement <= 1.0):
             raise UsageError(f"Expected --min-agreement between 0 and 1, got {self.min_agreement}")
+        if self.int8_fallback not in mixed.FALLBACKS:
+            raise UsageError(
+                f"Expected --int8-fallback from {mixed.FALLBACKS}, got {self.int8_fallback!r}"
+            )
 
     def variant_ids(self) -> list[tuple[str, str, str]]:
         """(id, format, precision) in a fixed order: formats, then fp32 before quantized."""
@@ -171,6 +179,7 @@ def export(
     plot: str | Path | None = None,
     force: bool = False,
     allow_constant: bool = False,
+    int8_fallback: str = "auto",
 ) -> Manifest:
     """Export a Keras model to TFLite/ONNX variants in ``out`` and prove each one.
 
@@ -200,6 +209,9 @@ def export(
             variant, the chosen points marked, to this .png/.svg/.pdf (needs matplotlib).
         tune_data: ``(x, y)`` to tune on; without it, the validation data (whose labels then
             both choose and report the threshold: the report is optimistic).
+        int8_fallback: ``"auto"``: a full-int8 variant that misses its gate is made again with
+            the fewest layers kept in float that pass it (mixed precision; the manifest's
+            ``fallback`` lists them and what was tried); ``"none"``: it fails as it is.
         progress: called as ``progress(step, total, message)`` while exporting.
         force: export into a non-empty folder that is not a previous export (files with the
             export's names are replaced, the others kept); without it, a UsageError.
@@ -224,6 +236,7 @@ def export(
         min_agreement=min_agreement,
         int8_io=int8_io,
         min_confidence=min_confidence,  # checked with the head: it is a multiclass head's
+        int8_fallback=int8_fallback,
     )
     out = Path(out).absolute()  # converters run in a scratch folder: see release.scratch()
     plot_path = None if plot is None else Path(plot)
@@ -291,8 +304,10 @@ def export(
         tensorflow_version=tf.__version__,
     )
     staging = release.staging_for(out)
+    held = contextlib.ExitStack()  # int8 quantizers kept for mixed precision, and their files
     try:
         variants: dict[str, Variant] = {}
+        quantizers: dict[str, Any] = {}  # int8 variant -> its calibrated quantizer (auto)
         refused: dict[str, str] = {}  # variant -> why it was not written
         faults: list[str] = []  # of those, the ones a converter or engine failed on (exit 1)
         onnx_fp32: Any = None  # tf2onnx runs once; the quantized ONNX variants start from it
@@ -300,13 +315,22 @@ def export(
             _report(progress, step, total, f"converting {vid}")
             try:
                 with release.scratch(staging):  # a converter's stray files land in the staging
-                    if fmt == "tflite":
+                    if fmt == "onnx" and onnx_fp32 is None:
+                        onnx_fp32 = _attempt(lambda: to_onnx.to_fp32_proto(convertible, specs))
+                    if fmt == "onnx" and isinstance(onnx_fp32, KerasEdgeError):
+                        raise onnx_fp32
+                    if precision == "int8" and options.int8_fallback == "auto":
+                        # Calibrated once, kept: should the variant miss its gate, the fallback
+                        # quantizes again from it with layers in float (calibrating costs seconds).
+                        if fmt == "tflite":
+                            quantizer: Any = to_tflite.MixedInt8(convertible, calib, options.int8_io)
+                        else:
+                            quantizer = to_onnx.StaticInt8(onnx_fp32, specs, calib)
+                        quantizers[vid] = held.enter_context(quantizer)
+                        data = quantizer.quantize([])
+                    elif fmt == "tflite":
                         data = to_tflite.convert(convertible, precision, calib, options.int8_io)
                     else:
-                        if onnx_fp32 is None:
-                            onnx_fp32 = _attempt(lambda: to_onnx.to_fp32_proto(convertible, specs))
-                        if isinstance(onnx_fp32, KerasEdgeError):
-                            raise onnx_fp32
                         data = to_onnx.from_fp32(onnx_fp32, specs, precision, calib)
             except (ConversionError, UnsupportedOpError) as exc:
                 _refuse(vid, "conversion", exc, refused, faults, staging, keras_model)
@@ -353,18 +377,15 @@ def export(
         answers: dict[str, np.ndarray] = {}  # per-sample answers, for the golden set
         n = len(x_check[0])
         samples = [rows(x_check, slice(i, i + 1)) for i in range(n)]
-        for step, (vid, _, precision) in enumerate(plan, start=len(plan) + 1):
-            if vid not in variants:
-                continue
-            _report(progress, step, total, f"checking {vid} on {data_name}")
-            try:
-                clf = ship(vid, variants[vid].threshold)
-                clf.predict(samples[0])  # loads but cannot run: here
-            except (KerasEdgeError, RuntimeError, ValueError) as exc:  # engines raise untyped
-                _refuse(vid, "loading in its engine", exc, refused, faults, staging, keras_model)
-                (staging / variants[vid].file).unlink()
-                del variants[vid]
-                continue
+
+        def load(vid: str, threshold: Any) -> runtime.Classifier:
+            """Ship ``vid`` and run it once: an artifact that loads but cannot run fails here."""
+            clf = ship(vid, threshold)
+            clf.predict(samples[0])
+            return clf
+
+        def measure(vid: str, clf: runtime.Classifier, precision: str) -> tuple[Any, np.ndarray]:
+            """The gate on the shipped bytes of ``vid``: its parity and its per-sample answers."""
             answer = clf.predict if the_head.kind == "regression" else clf.predict_proba
             # One call per sample, as a device calls the model; then one call for the whole
             # set, because some variants answer differently when samples share a batch.
@@ -383,7 +404,6 @@ def export(
                         )
                 except TuningError as exc:
                     tuning_failure = f"its own threshold could not be tuned: {exc}"
-            answers[vid] = per_sample
             # The labels of the runtime's own predict(), the decision that ships, one call per
             # sample and one for the whole set; the gate compares them with Keras's p > t.
             decides = the_head.kind != "regression"
@@ -414,6 +434,76 @@ def export(
                 )
             if tuning_failure is not None:
                 result = replace(result, passed=False, failures=(*result.failures, tuning_failure))
+            return result, per_sample
+
+        def fall_back(vid: str, fmt: str, step: int, result: Any, per_sample: np.ndarray) -> Any:
+            """Mixed precision for an int8 variant that missed its gate (see ``mixed``): the
+            fewest layers kept in float that pass the same gate on the shipped bytes, or, when
+            nothing tried passes, the full-int8 variant as it was."""
+            full = originals[vid]
+            full_bytes, threshold = variants[vid].bytes, the_head.threshold
+            full_agreement = result.label_agreement
+            last: list[Any] = [full, result, per_sample]
+
+            def gate(data: bytes) -> Any:
+                originals[vid] = data
+                try:
+                    clf = load(vid, threshold)
+                except (KerasEdgeError, RuntimeError, ValueError) as exc:  # engines raise untyped
+                    logger.warning("%s: a mixed-precision candidate did not load: %s", vid, exc)
+                    last[:] = [data, None, None]
+                    return None
+                last[:] = [data, *measure(vid, clf, "int8")]
+                return last[1]
+
+            def say(message: str) -> None:
+                _report(progress, step, total, f"{vid} int8 fallback: {message}")
+
+            started = time.perf_counter()
+            try:
+                with release.scratch(staging):  # ONNX Runtime's quantizer may leave files there
+                    outcome = mixed.fall_back(
+                        quantizers[vid], convertible, x_check, [s.name for s in specs], gate, say
+                    )
+            except (KerasEdgeError, RuntimeError, ValueError) as exc:  # converters raise untyped
+                logger.warning("%s: mixed precision could not be tried: %s", vid, exc)
+                outcome, failure = None, f"mixed precision could not be tried: {exc}"
+            chosen = full if outcome is None or outcome.data is None else outcome.data
+            if last[0] is not chosen:  # the staged file and record are the last candidate's
+                gate(chosen)
+            logger.info("%s: int8 fallback searched for %.1f s", vid, time.perf_counter() - started)
+            if outcome is not None:
+                if outcome.data is not None and outcome.float_ops * 2 > outcome.ops:
+                    logger.warning(
+                        "%s passes its gate only with %d of its %d ops in float: little of "
+                        "int8's size and speed is left",
+                        vid,
+                        outcome.float_ops,
+                        outcome.ops,
+                    )
+                failure = outcome.failure(int8_input=fmt == "tflite" and options.int8_io)
+                record = outcome.record(full_bytes, full_agreement)
+                variants[vid] = replace(variants[vid], fallback=record)
+            result = last[1]
+            if failure is not None:
+                result = replace(result, failures=(*result.failures, failure))
+            return result, last[2]
+
+        for step, (vid, fmt, precision) in enumerate(plan, start=len(plan) + 1):
+            if vid not in variants:
+                continue
+            _report(progress, step, total, f"checking {vid} on {data_name}")
+            try:
+                clf = load(vid, variants[vid].threshold)
+            except (KerasEdgeError, RuntimeError, ValueError) as exc:  # engines raise untyped
+                _refuse(vid, "loading in its engine", exc, refused, faults, staging, keras_model)
+                (staging / variants[vid].file).unlink()
+                del variants[vid]
+                continue
+            result, per_sample = measure(vid, clf, precision)
+            if not result.passed and precision == "int8" and options.int8_fallback == "auto":
+                result, per_sample = fall_back(vid, fmt, step, result, per_sample)
+            answers[vid] = per_sample
             if not result.passed and precision == "int8" and problems:
                 result = replace(result, failures=(*result.failures, *problems))
             checked[vid] = replace(variants[vid], parity=result)
@@ -436,6 +526,7 @@ def export(
         (staging / REPORT_NAME).write_text(report_json(manifest), encoding="utf-8")
         release.install(staging, out, own=_own_names())
     finally:
+        held.close()
         shutil.rmtree(staging, ignore_errors=True)
     if plot_path is not None and plan_tuning is not None:  # drawn before a failed gate is raised
         partial = plot_path.with_name(f".{plot_path.name}.partial{plot_path.suffix}")

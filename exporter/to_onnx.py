@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from keras_edge.exporter.errors import (
     UnsupportedOpError,
     first_error,
 )
+from keras_edge.exporter.mixed import GraphNode
 from keras_edge.runtime.manifest import InputSpec
 
 logger = logging.getLogger(__name__)
@@ -175,6 +177,9 @@ def _has_conv(proto: Any) -> bool:
 def _quantize_with_files(
     proto: Any, precision: str, specs: tuple[InputSpec, ...], calibration: Calibration | None
 ) -> bytes:
+    if precision == "int8":
+        with StaticInt8(proto, specs, calibration) as quantizer:  # type: ignore[arg-type]
+            return quantizer.quantize([])
     onnx = _tf.module("onnx")
     quantization = _tf.module("onnxruntime.quantization")
     with tempfile.TemporaryDirectory(prefix="keras-edge-") as tmp:
@@ -183,29 +188,114 @@ def _quantize_with_files(
         # ONNX Runtime's recommended pre-processing: shape inference and fusions (MatMul+Add
         # -> Gemm), so that the quantizer sees one op per layer.
         quantization.quant_pre_process(str(raw), str(src))
-        if precision == "dynamic":
-            quantization.quantize_dynamic(
-                str(src),
-                str(dst),
-                weight_type=quantization.QuantType.QInt8,
-                op_types_to_quantize=DYNAMIC_OP_TYPES,
-            )
-        else:
-            quantization.quantize_static(
-                str(src),
-                str(dst),
-                calibration.onnx_reader(),
-                quant_format=quantization.QuantFormat.QDQ,
-                activation_type=quantization.QuantType.QInt8,
-                weight_type=quantization.QuantType.QInt8,
-                calibrate_method=quantization.CalibrationMethod.MinMax,
-                # One scale per output channel of a convolution's weights: channels of one
-                # layer differ by orders of magnitude, and one scale for all loses the small.
-                per_channel=_has_conv(proto),
-            )
+        quantization.quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=quantization.QuantType.QInt8,
+            op_types_to_quantize=DYNAMIC_OP_TYPES,
+        )
         out = onnx.load(str(dst))
     _canonicalize(out, [s.name for s in specs])
     return out.SerializeToString(deterministic=True)
+
+
+class StaticInt8:
+    """Static QDQ int8 of the fp32 graph: pre-processed and calibrated once, quantized as often
+    as asked, with some nodes kept in float (``nodes_to_exclude``) or only some quantized
+    (``nodes_to_quantize``). ONNX Runtime's calibration cache (``calibration_cache_path``) keeps
+    the ranges of the first, unrestricted run, so a candidate costs ~50 ms, not a calibration;
+    with nothing excluded the bytes are those of one ``quantize_static`` call without it.
+
+    A context manager: the pre-processed model and the cache live in a temporary folder."""
+
+    fmt = "onnx"
+
+    def __init__(self, proto: Any, specs: tuple[InputSpec, ...], calibration: Calibration) -> None:
+        self._proto, self._specs, self._calibration = proto, specs, calibration
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._onnx = _tf.module("onnx")
+        self._quantization = _tf.module("onnxruntime.quantization")
+        self._nodes: list[GraphNode] | None = None
+
+    def __enter__(self) -> StaticInt8:
+        self._tmp = tempfile.TemporaryDirectory(prefix="keras-edge-")
+        folder = Path(self._tmp.name)
+        self._src, self._cache = folder / "pre.onnx", folder / "calibration.json"
+        try:
+            self._onnx.save(self._proto, str(folder / "fp32.onnx"))
+            # ONNX Runtime's recommended pre-processing: shape inference and fusions (MatMul+Add
+            # -> Gemm), so that the quantizer sees one op per layer.
+            with _tf.captured_output():
+                self._quantization.quant_pre_process(str(folder / "fp32.onnx"), str(self._src))
+        except Exception as exc:  # onnxruntime raises untyped errors
+            self.__exit__()
+            raise ConversionError(f"ONNX int8 conversion failed: {first_error(str(exc))}") from exc
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def _static(self, **which: Any) -> Any:
+        """``quantize_static`` of the pre-processed graph; the first call calibrates every
+        tensor (and fills the cache) whatever ``which`` restricts."""
+        q = self._quantization
+        if which and not self._cache.exists():
+            self._static()
+        dst = Path(self._src).with_name("quantized.onnx")
+        with _tf.captured_output():
+            q.quantize_static(
+                str(self._src),
+                str(dst),
+                self._calibration.onnx_reader(),
+                quant_format=q.QuantFormat.QDQ,
+                activation_type=q.QuantType.QInt8,
+                weight_type=q.QuantType.QInt8,
+                calibrate_method=q.CalibrationMethod.MinMax,
+                # One scale per output channel of a convolution's weights: channels of one
+                # layer differ by orders of magnitude, and one scale for all loses the small.
+                per_channel=_has_conv(self._proto),
+                calibration_cache_path=str(self._cache),
+                **which,
+            )
+        return self._onnx.load(str(dst))
+
+    def nodes(self) -> list[GraphNode]:
+        """The pre-processed float graph's nodes, in its (topological) order."""
+        if self._nodes is None:
+            graph = self._onnx.load(str(self._src)).graph
+            constants = {i.name for i in graph.initializer}
+            producer: dict[str, str] = {}
+            self._nodes = []
+            for node in graph.node:
+                self._nodes.append(
+                    GraphNode(
+                        key=node.name,
+                        op=node.op_type,
+                        names=(node.name,),
+                        weights=tuple(i for i in node.input if i in constants),
+                        inputs=tuple(producer[i] for i in node.input if i in producer),
+                    )
+                )
+                producer.update({o: node.name for o in node.output})
+        return self._nodes
+
+    def quantize(self, float_nodes: Sequence[str]) -> bytes:
+        """The variant's bytes, every node quantized but ``float_nodes``."""
+        which = {"nodes_to_exclude": list(float_nodes)} if float_nodes else {}
+        try:
+            out = self._static(**which)
+        except Exception as exc:  # onnxruntime raises untyped errors
+            raise ConversionError(f"ONNX int8 conversion failed: {first_error(str(exc))}") from exc
+        _canonicalize(out, [s.name for s in self._specs])
+        return out.SerializeToString(deterministic=True)
+
+    def only(self, nodes: Sequence[str]) -> bytes:
+        """Only ``nodes`` quantized; none: the pre-processed float graph."""
+        if not nodes:
+            return Path(self._src).read_bytes()
+        return self._static(nodes_to_quantize=list(nodes)).SerializeToString(deterministic=True)
 
 
 def from_fp32(

@@ -220,6 +220,69 @@ class Parity:
 
 
 @dataclass(frozen=True)
+class FallbackAttempt:
+    """One mixed-precision candidate tried for a full-int8 variant that missed its gate: how many
+    layer groups and graph ops it kept in float, and what the gate measured (None: the candidate
+    could not be made or loaded)."""
+
+    float_groups: int
+    float_ops: int
+    label_agreement: float | None
+    max_abs_diff: float | None
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FallbackAttempt:
+        try:
+            return cls(**{f.name: _require(data, f.name, "fallback attempt") for f in fields(cls)})
+        except TypeError as exc:
+            raise ManifestError(f"Malformed fallback attempt {data!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Mixed precision: a full-int8 variant missed its gate, so the layers whose quantization
+    moved its decisions most were kept in float, the fewest that made it pass.
+
+    ``float_layers`` names Keras layers (an op no layer owns, by its graph name); ``float_ops`` of
+    the graph's ``ops`` run in float. ``int8_bytes`` and ``int8_label_agreement`` are the full-int8
+    file's, which this one replaces; ``passed`` is False when nothing tried passed (the variant is
+    then that full-int8 file, and ``float_layers`` is empty)."""
+
+    float_layers: tuple[str, ...]
+    float_ops: int
+    ops: int
+    int8_bytes: int
+    int8_label_agreement: float
+    passed: bool
+    attempts: tuple[FallbackAttempt, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["float_layers"] = list(self.float_layers)
+        out["attempts"] = [a.to_dict() for a in self.attempts]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fallback:
+        if not isinstance(data, dict):
+            raise ManifestError(f"Expected the fallback record to be an object, got {data!r}")
+        try:
+            return cls(
+                **{
+                    **{f.name: _require(data, f.name, "fallback") for f in fields(cls)},
+                    "float_layers": tuple(str(n) for n in _require(data, "float_layers", "fallback")),
+                    "attempts": tuple(FallbackAttempt.from_dict(a) for a in data.get("attempts", ())),
+                }
+            )
+        except TypeError as exc:
+            raise ManifestError(f"Malformed fallback record {data!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
 class Variant:
     """One artifact: a format at a precision, with its hash, size, threshold and parity."""
 
@@ -232,6 +295,7 @@ class Variant:
     threshold: float | tuple[float, ...] | None
     parity: Parity | None = None
     tuning: dict[str, Any] | None = None  # objective, and per label: threshold, value, counts
+    fallback: Fallback | None = None  # int8 that missed its gate: the layers kept in float
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -243,10 +307,16 @@ class Variant:
         """True unless a parity check ran and failed."""
         return self.parity is None or self.parity.passed
 
+    @property
+    def float_layers(self) -> tuple[str, ...]:
+        """The layers a mixed-precision int8 variant keeps in float; empty for the others."""
+        return () if self.fallback is None else self.fallback.float_layers
+
     def to_dict(self) -> dict[str, Any]:
         threshold = list(self.threshold) if isinstance(self.threshold, tuple) else self.threshold
         return {
             "bytes": self.bytes,
+            "fallback": None if self.fallback is None else self.fallback.to_dict(),
             "file": self.file,
             "format": self.format,
             "parity": None if self.parity is None else self.parity.to_dict(),
@@ -258,7 +328,7 @@ class Variant:
 
     @classmethod
     def from_dict(cls, variant_id: str, data: dict[str, Any]) -> Variant:
-        parity = data.get("parity")
+        parity, fallback = data.get("parity"), data.get("fallback")
         threshold = _require(data, "threshold", f"variant {variant_id!r}")
         return cls(
             id=variant_id,
@@ -270,6 +340,7 @@ class Variant:
             threshold=tuple(threshold) if isinstance(threshold, list) else threshold,
             parity=None if parity is None else Parity.from_dict(parity),
             tuning=data.get("tuning"),
+            fallback=None if fallback is None else Fallback.from_dict(fallback),
         )
 
 

@@ -42,6 +42,8 @@ def variant_rows(manifest: Manifest) -> list[dict[str, Any]]:
         for key in PARITY_COLUMNS:
             row[key] = None if v.parity is None else getattr(v.parity, key)
         row["keras_accuracy"] = row.pop("reference_accuracy")
+        row["float_layers"] = None if v.fallback is None else len(v.fallback.float_layers)
+        row["fallback"] = None if v.fallback is None else v.fallback.to_dict()
         rows.append(row)
     return rows
 
@@ -96,8 +98,11 @@ COLUMNS = [
     ("batch flips", "batch_flips", "int"),
     ("accuracy", "accuracy", "acc"),
     ("keras acc", "keras_accuracy", "acc"),
+    ("float layers", "float_layers", "int"),
     ("passed", "passed", "bool"),
 ]
+# Float layers named per variant under the table; the manifest lists them all.
+LISTED_FLOAT_LAYERS = 8
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
@@ -118,7 +123,8 @@ def format_table(manifest: Manifest) -> str:
         cells[0] += "*" if row["default"] else ""
         rows.append(cells)
     refused = "".join(f"{vid}: not written: {why}\n" for vid, why in sorted(manifest.refused.items()))
-    return text_table([title for title, _, _ in COLUMNS], rows) + refused + larger_note(manifest)
+    table = text_table([title for title, _, _ in COLUMNS], rows)
+    return table + fallback_lines(manifest) + refused + larger_note(manifest)
 
 
 def larger_note(manifest: Manifest) -> str:
@@ -127,6 +133,8 @@ def larger_note(manifest: Manifest) -> str:
     lines = []
     for row in variant_rows(manifest):
         ratio = row["ratio_to_fp32"]
+        if (row["fallback"] or {}).get("passed"):
+            continue  # larger because layers stay float: its fallback line gives the sizes
         if ratio is not None and ratio > 1 and not row["variant"].endswith("-fp32"):
             lines.append(
                 f"{row['variant']} is {ratio:.2f}x the size of its fp32 file: the weights are too "
@@ -134,6 +142,41 @@ def larger_note(manifest: Manifest) -> str:
                 f"and quantize/dequantize ops); it is for speed or integer-only hardware, not size"
             )
     return "".join(line + "\n" for line in lines)
+
+
+def fallback_lines(manifest: Manifest) -> str:
+    """One line per int8 variant that missed its gate and was tried in mixed precision."""
+    lines = []
+    for v in sorted(manifest.variants.values(), key=export_order):
+        f = v.fallback
+        if f is None:
+            continue
+        head = (
+            f"{v.id}: full int8 agreed {f.int8_label_agreement:.2%} and missed its gate; mixed "
+            f"precision tried {len(f.attempts)} candidate(s)"
+        )
+        if not f.passed:
+            best = max(
+                (a for a in f.attempts if a.label_agreement is not None),
+                key=lambda a: (a.label_agreement, -(a.max_abs_diff or 0.0)),
+                default=None,
+            )
+            tail = (
+                ""
+                if best is None
+                else f" (best: {best.label_agreement:.2%}, max diff {best.max_abs_diff:.3g}, "
+                f"with {best.float_groups} layer group(s) in float)"
+            )
+            lines.append(f"{head}, none passed{tail}: the full-int8 file is kept\n")
+            continue
+        names = ", ".join(f.float_layers[:LISTED_FLOAT_LAYERS])
+        more = len(f.float_layers) - LISTED_FLOAT_LAYERS
+        names += f" and {more} more (the manifest lists all)" if more > 0 else ""
+        lines.append(
+            f"{head}; it passes with {len(f.float_layers)} layer(s) in float ({f.float_ops} of "
+            f"{f.ops} ops), {v.bytes:,} bytes against {f.int8_bytes:,} in full int8: {names}\n"
+        )
+    return "".join(lines)
 
 
 def calibration_summary(manifest: Manifest) -> str:

@@ -14,7 +14,9 @@ import pytest
 from keras_edge.benchmarks import coverage
 
 VARIANTS = [f"{f}-{p}" for f in ("tflite", "onnx") for p in ("fp32", "fp16", "dynamic", "int8")]
-CELL = re.compile(r"^(passed \d+\.\d%(, \d+\.\dx)?|FAILED \d+\.\d% \(.+\)|refused[ :].+)$")
+CELL = re.compile(
+    r"^(passed \d+\.\d%(, \d+\.\dx)?(, \d+ float layers)?|FAILED \d+\.\d% \(.+\)|refused[ :].+)$"
+)
 
 
 @pytest.fixture(scope="module")

@@ -172,6 +172,7 @@ def test_coverage_warning_on_a_wider_domain(seed_dir, wide_inputs, tmp_path, cap
             quantize="int8",
             calibration=calib,
             validation=wide_inputs,
+            int8_fallback="none",  # the failure is the point here, not its mixed-precision fix
         )
     assert "fall outside the calibrated range" in caplog.text
     manifest = runtime.Manifest.read(tmp_path / "dist")
@@ -225,7 +226,12 @@ def test_raw_features_of_very_different_scales_are_diagnosed(tmp_path):
     model.fit(x[:400], y[:400], epochs=20, verbose=0)
     with pytest.raises(ParityError, match="feature ranges in the calibration data differ by"):
         exporter.export(
-            model, tmp_path / "dist", quantize="int8", calibration=x[:400], validation=(x[400:], y[400:])
+            model,
+            tmp_path / "dist",
+            quantize="int8",
+            calibration=x[:400],
+            validation=(x[400:], y[400:]),
+            int8_fallback="none",  # the diagnosis is the point here; test_mixed.py fixes it
         )
     manifest = runtime.Manifest.read(tmp_path / "dist")
     # The float variants of the same model (Normalization folded in) pass.
@@ -252,6 +258,8 @@ def test_constant_calibration_fails_the_gate_with_exit_3(seed_dir, tmp_path):
             str(tmp_path / "const.npy"),
             "--validation",
             str(seed_dir / "val.npz"),
+            "--int8-fallback",
+            "none",
         ],
         capture_output=True,
         text=True,

@@ -1,0 +1,369 @@
+"""Mixed precision when a full-int8 variant misses its gate: keep the fewest layers in float
+that make it decide as Keras does.
+
+1. Group the graph's ops by the Keras layer they come from (tf2onnx and the TFLite converter
+   keep the layer's scope in each op's name; an op no layer names belongs with its producer;
+   a fused TFLite op that names several layers joins them into one group).
+2. Rank the groups once, on the parity data (at most ``SENSITIVITY_SAMPLES`` rows), by how far
+   the model's output moves when that group alone is quantized and everything else stays float
+   (ONNX Runtime's ``nodes_to_quantize``; TFLite's MLIR quantizer with every other op
+   denylisted). Quantizing one group at a time measures what each group does to the output,
+   where errors compound and cancel; a per-tensor error of the all-int8 model
+   (``qdq_loss_debug``'s SQNR) ranks the layers where noise shows, not where it is made, and
+   kept MobileNetV3Small failing with half its ops in float.
+3. Input preprocessing (``Normalization``, ``Rescaling``) goes first: a full-int8 input has one
+   scale for every raw feature before the layer that would have equalized them.
+4. Keep the top 1, 2, 4, 8, ... groups in float (after the preprocessing) until the variant
+   passes the export's own gate on its shipped bytes, then bisect down to the fewest that pass,
+   at most ``MAX_ATTEMPTS`` candidates. Every group in float is never tried: that is fp32.
+
+Each format supplies a :class:`Quantizer`: ``to_tflite.MixedInt8`` and ``to_onnx.StaticInt8``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from keras_edge.runtime.manifest import Fallback, FallbackAttempt, Parity
+
+logger = logging.getLogger(__name__)
+
+FALLBACKS = ("auto", "none")
+# Candidates gated at most, per variant: doubling reaches 128 groups in 8, bisection has 4 more.
+MAX_ATTEMPTS = 12
+# Parity samples the groups are ranked on (evenly spaced rows), in one call per group. The gate
+# fails on the worst sample, so the ranking needs the rare ones too: on 64 of the 397 digits,
+# a Normalization model's first Dense ranked below its last (its error comes from the few
+# images that light a rarely inked pixel), and the search kept the wrong one in float.
+SENSITIVITY_SAMPLES = 512
+# Keras layers that prepare raw inputs: kept in float first.
+PREPROCESSING = ("Normalization", "Rescaling")
+
+_UNIQUE_SUFFIX = re.compile(r"_\d+$")
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """One op of a format's float graph, as its quantizer names it.
+
+    ``key`` is what the quantizer takes to keep the op in float (an ONNX node name, a TFLite
+    op's output tensor name); ``names`` are the TensorFlow names it carries (a fused TFLite op
+    carries several, joined by ';'); ``weights`` the names of its constant inputs, read when
+    ``names`` name no layer (tf2onnx renames some convolutions ``Conv__305``); ``inputs`` the
+    keys of the ops that feed it."""
+
+    key: str
+    op: str
+    names: tuple[str, ...]
+    weights: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Group:
+    """Ops kept in float together: those of one Keras layer (or of layers fused into one op)."""
+
+    label: str
+    layers: tuple[str, ...]
+    nodes: tuple[str, ...]
+    preprocessing: bool = False
+
+
+class Quantizer(Protocol):
+    """A format's full-integer quantizer, calibrated once, re-quantized per candidate."""
+
+    fmt: str
+
+    def nodes(self) -> list[GraphNode]: ...
+
+    def quantize(self, float_nodes: Sequence[str]) -> bytes:
+        """The variant's bytes, every op quantized but ``float_nodes``."""
+        ...
+
+    def only(self, nodes: Sequence[str]) -> bytes:
+        """A model with float input and output in which only ``nodes`` are quantized (none: the
+        float model)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the search found: the bytes that passed and the groups they keep in float (None and
+    () when nothing tried passed), and every candidate tried, in order."""
+
+    data: bytes | None
+    groups: tuple[Group, ...]
+    attempts: tuple[FallbackAttempt, ...]
+    ops: int = 0  # ops in the graph
+
+    @property
+    def float_layers(self) -> tuple[str, ...]:
+        return tuple(name for g in self.groups for name in (g.layers or (g.label,)))
+
+    @property
+    def float_ops(self) -> int:
+        return sum(len(g.nodes) for g in self.groups)
+
+    def record(self, int8_bytes: int, int8_label_agreement: float) -> Fallback:
+        """The manifest's record of this search, for a full-int8 file of ``int8_bytes`` that
+        agreed with Keras on ``int8_label_agreement`` of the samples."""
+        return Fallback(
+            float_layers=self.float_layers,
+            float_ops=self.float_ops,
+            ops=self.ops,
+            int8_bytes=int8_bytes,
+            int8_label_agreement=int8_label_agreement,
+            passed=self.data is not None,
+            attempts=self.attempts,
+        )
+
+    def failure(self, int8_input: bool) -> str | None:
+        """The gate's sentence when nothing passed; ``int8_input``: the variant's input is int8."""
+        if self.data is not None:
+            return None
+        tried = max((a.float_groups for a in self.attempts), default=0)
+        why = (
+            f"mixed precision tried {len(self.attempts)} candidate(s), keeping up to {tried} "
+            f"layer group(s) in float, and none passed"
+        )
+        if int8_input:
+            why += " (with --int8-io the input is quantized before any layer kept in float)"
+        return why
+
+
+def keras_layers(model: Any) -> tuple[dict[str, str], set[str]]:
+    """Every leaf layer of ``model`` (nested models opened) by name, with its class name; and the
+    names of the model and the models nested in it."""
+    layers: dict[str, str] = {}
+    containers = {str(model.name)}
+    stack = [model]
+    while stack:
+        for layer in getattr(stack.pop(), "layers", None) or []:
+            if isinstance(getattr(layer, "layers", None), list):
+                containers.add(str(layer.name))
+                stack.append(layer)
+            else:
+                layers[str(layer.name)] = type(layer).__name__
+    return layers, containers
+
+
+class LayerNames:
+    """Keras layer names from TensorFlow op names such as ``normalization_1/dense_1_2/MatMul``.
+
+    Tracing a Keras 3 model makes every name scope unique with a ``_N`` suffix even on its first
+    use (layer ``dense`` is scope ``dense_1``, layer ``dense_1`` is ``dense_1_2``): the suffix
+    is dropped once when the model's own scope shows it, else names are taken as they are."""
+
+    def __init__(self, model_name: str, layers: dict[str, str], containers: set[str]) -> None:
+        self.model_name, self.layers, self.containers = model_name, layers, containers
+
+    def _scope(self, component: str, uniquified: bool) -> str:
+        return _UNIQUE_SUFFIX.sub("", component, count=1) if uniquified else component
+
+    def of(self, name: str) -> str | None:
+        """The layer an op name belongs to, or None (an op no layer scopes, a constant)."""
+        parts = name.split(":")[0].split("/")
+        first = parts[0]
+        uniquified = first != self.model_name and self._scope(first, True) == self.model_name
+        if self._scope(first, uniquified) == self.model_name:
+            parts = parts[1:]  # the model's own scope
+        for component in parts[:-1] if len(parts) > 1 else parts:
+            scope = self._scope(component, uniquified)
+            if scope in self.layers:
+                return scope
+            if scope not in self.containers:
+                return None  # an op (or a constant) directly under a model's scope
+        return None
+
+    def of_node(self, node: GraphNode) -> list[str]:
+        found = [self.of(n) for name in node.names for n in name.split(";") if n]
+        if not any(found):
+            found = [next((layer for w in node.weights if (layer := self.of(w))), None)]
+        return list(dict.fromkeys(f for f in found if f))
+
+
+def group(nodes: list[GraphNode], names: LayerNames) -> list[Group]:
+    """The ops of ``nodes`` (in graph order) grouped by Keras layer, in graph order."""
+    owner: dict[str, list[str]] = {}
+    for node in nodes:  # producers come first: an op no layer names joins its producer's layer
+        layers = names.of_node(node)
+        if not layers:
+            layers = next((owner[i] for i in node.inputs if owner.get(i)), [])
+        owner[node.key] = layers
+    parent: dict[str, str] = {}  # union-find over layer names and op keys
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for node in nodes:
+        for layer in owner[node.key]:
+            parent[find("op:" + node.key)] = find("layer:" + layer)
+    members: dict[str, list[GraphNode]] = {}
+    for node in nodes:
+        members.setdefault(find("op:" + node.key), []).append(node)
+    groups = []
+    for ops in members.values():
+        layers = list(dict.fromkeys(layer for op in ops for layer in owner[op.key]))
+        label = "+".join(layers) if layers else ops[0].key.split(";")[0].split(":")[0].split("/")[-1]
+        groups.append(
+            Group(
+                label=label,
+                layers=tuple(layers),
+                nodes=tuple(op.key for op in ops),
+                preprocessing=any(names.layers.get(layer) in PREPROCESSING for layer in layers),
+            )
+        )
+    return groups
+
+
+def sensitivity_rows(n: int) -> np.ndarray:
+    """Evenly spaced row indices, at most ``SENSITIVITY_SAMPLES`` of ``n``."""
+    return np.unique(np.linspace(0, n - 1, min(n, SENSITIVITY_SAMPLES)).round().astype(int))
+
+
+def rank(
+    groups: list[Group],
+    quantizer: Quantizer,
+    run: Callable[[bytes], np.ndarray],
+) -> list[tuple[Group, float]]:
+    """Each group with the mean squared change of the model's output when it alone is
+    quantized, largest first; preprocessing groups before all others. Ties keep graph order."""
+    reference = run(quantizer.only([])).astype(np.float64)
+    scored = []
+    for index, g in enumerate(groups):
+        try:
+            out = run(quantizer.only(g.nodes)).astype(np.float64)
+            score = float(np.mean((out - reference) ** 2))
+        except Exception as exc:  # a converter or engine refusing one group: rank it last
+            logger.debug("sensitivity of %s not measured: %s", g.label, exc)
+            score = 0.0
+        scored.append((not g.preprocessing, -score, index, g))
+    scored.sort(key=lambda s: s[:3])
+    return [(g, -negative) for _, negative, _, g in scored]
+
+
+def sizes(preprocessing: int, total: int) -> list[int]:
+    """How many groups each doubling candidate keeps in float: the preprocessing alone, then
+    1, 2, 4, ... more, then all but one (every group in float would be fp32)."""
+    out = [preprocessing] if preprocessing else []
+    step = 1
+    while preprocessing + step < total:
+        out.append(preprocessing + step)
+        step *= 2
+    if total - 1 > (out[-1] if out else 0):
+        out.append(total - 1)
+    return [s for s in out if 0 < s < total]
+
+
+def search(
+    order: list[Group],
+    quantize: Callable[[list[str]], bytes],
+    gate: Callable[[bytes], Parity | None],
+    max_attempts: int = MAX_ATTEMPTS,
+    progress: Callable[[str], None] | None = None,
+) -> Outcome:
+    """Keep the first k groups of ``order`` in float for k from :func:`sizes` until ``gate``
+    passes the bytes, then bisect between the last k that failed and the first that passed.
+    ``gate`` returns None for bytes that could not be loaded (counted as a failed attempt)."""
+    attempts: list[FallbackAttempt] = []
+    passed: dict[int, bytes] = {}
+
+    def attempt(k: int) -> bool:
+        nodes = [key for g in order[:k] for key in g.nodes]
+        try:
+            data = quantize(nodes)
+            result = gate(data)
+        except Exception as exc:  # the quantizer failing on one candidate: the next may not
+            logger.warning("mixed precision: keeping %d group(s) in float failed: %s", k, exc)
+            result = None
+        ok = result is not None and result.passed
+        attempts.append(
+            FallbackAttempt(
+                float_groups=k,
+                float_ops=len(nodes),
+                label_agreement=None if result is None else result.label_agreement,
+                max_abs_diff=None if result is None else result.max_abs_diff,
+                passed=ok,
+            )
+        )
+        message = (
+            f"{k} of {len(order)} layer group(s) in float ({', '.join(g.label for g in order[:k][:4])}"
+            f"{', ...' if k > 4 else ''}): "
+            + ("not loadable" if result is None else f"agreement {result.label_agreement:.2%}, "
+               f"max diff {result.max_abs_diff:.3g}, {'passed' if ok else 'failed'}")
+        )  # fmt: skip
+        logger.info("mixed precision: %s", message)
+        if progress is not None:
+            progress(message)
+        if ok:
+            passed[k] = data
+        return ok
+
+    preprocessing = sum(1 for g in order if g.preprocessing)
+    low = 0  # the most groups known to fail (0: the full-int8 variant)
+    high = None
+    for k in sizes(preprocessing, len(order)):
+        if len(attempts) >= max_attempts:
+            break
+        if attempt(k):
+            high = k
+            break
+        low = k
+    while high is not None and high - low > 1 and len(attempts) < max_attempts:
+        middle = (low + high) // 2
+        if attempt(middle):
+            high = middle
+        else:
+            low = middle
+    if high is None:
+        return Outcome(data=None, groups=(), attempts=tuple(attempts))
+    return Outcome(data=passed[high], groups=tuple(order[:high]), attempts=tuple(attempts))
+
+
+def run_on(fmt: str, xs: tuple[np.ndarray, ...], input_names: Sequence[str]) -> Callable[[bytes], Any]:
+    """A function that runs float-IO model bytes of ``fmt`` on ``xs`` in one call."""
+    from keras_edge.runtime.engines import make_engine
+
+    def run(data: bytes) -> np.ndarray:
+        engine = make_engine(fmt, data, "cpu", 1, list(input_names))
+        return np.asarray(engine.run_many(list(xs)), dtype=np.float32)
+
+    return run
+
+
+def fall_back(
+    quantizer: Quantizer,
+    model: Any,
+    xs: tuple[np.ndarray, ...],
+    input_names: Sequence[str],
+    gate: Callable[[bytes], Parity | None],
+    progress: Callable[[str], None] | None = None,
+) -> Outcome:
+    """Group ``quantizer``'s ops by the layers of the Keras ``model`` it was made from, rank the
+    groups on a few rows of ``xs`` (the parity inputs, one array per input), and search."""
+    nodes = quantizer.nodes()
+    layers, containers = keras_layers(model)
+    groups = group(nodes, LayerNames(str(model.name), layers, containers))
+    if progress is not None:
+        progress(f"ranking {len(groups)} layer group(s) ({len(nodes)} ops) by sensitivity")
+    index = sensitivity_rows(len(xs[0]))
+    started = time.perf_counter()
+    ranked = rank(groups, quantizer, run_on(quantizer.fmt, tuple(x[index] for x in xs), input_names))
+    logger.info(
+        "mixed precision, %s: ranked in %.1f s, most sensitive first: %s",
+        quantizer.fmt,
+        time.perf_counter() - started,
+        ", ".join(f"{g.label} {score:.3g}" for g, score in ranked[:8]),
+    )
+    outcome = search([g for g, _ in ranked], quantizer.quantize, gate, progress=progress)
+    return Outcome(data=outcome.data, groups=outcome.groups, attempts=outcome.attempts, ops=len(nodes))

@@ -60,6 +60,35 @@ def _canonicalize(model: Any, input_names: list[str]) -> None:
         if value.name != name:
             _rename(model, value.name, name)
             value.name = name
+    _renumber(model)
+
+
+_COUNTER = re.compile(r"__(\d+)(?=$|:)")
+
+
+def _renumber(model: Any) -> None:
+    """Renumber the ``__N`` suffixes tf2onnx gives the ops it inserts ('new_shape__10'), in
+    order of first appearance. N comes from a process-wide counter, and a second conversion in
+    one process (a test run, a build script exporting several models) starts it elsewhere: the
+    same model then gave other bytes. The renumbering is one-to-one, so no two names merge."""
+    graph = model.graph
+    if any(attr.g.node or attr.graphs for node in graph.node for attr in node.attribute):
+        return  # If/Loop/Scan bodies name outer tensors too; left as tf2onnx wrote them
+    numbers: dict[str, str] = {}
+
+    def new(name: str) -> str:
+        def swap(match: re.Match[str]) -> str:
+            return "__" + numbers.setdefault(match.group(1), str(len(numbers) + 1))
+
+        return _COUNTER.sub(swap, name)
+
+    for node in graph.node:
+        node.name = new(node.name)
+        node.input[:] = [new(n) for n in node.input]
+        node.output[:] = [new(n) for n in node.output]
+    for collection in (graph.initializer, graph.input, graph.output, graph.value_info):
+        for item in collection:
+            item.name = new(item.name)
 
 
 def to_fp32_proto(model: Any, specs: tuple[InputSpec, ...]) -> Any:

@@ -151,3 +151,23 @@ def test_an_input_of_unknown_size_is_refused(tmp_path):
     with pytest.raises(UnsupportedModelError, match="every feature dimension known"):
         exporter.export(keras.Model(a, out), tmp_path / "dist")
     assert not (tmp_path / "dist").exists()
+
+
+def test_onnx_bytes_do_not_depend_on_earlier_conversions_in_the_process():
+    """tf2onnx numbers the ops it inserts ('new_shape__10') from a process-wide counter; a
+    second conversion of the same model in one process gave other bytes (MobileNetV3Small's
+    onnx-fp32 too)."""
+    import keras
+
+    from keras_edge.exporter import model as model_io
+    from keras_edge.exporter import to_onnx
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 1), name="image")
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(i))
+    model = keras.Model(i, keras.layers.Dense(1, activation="sigmoid")(h))
+    specs = model_io.input_specs(model)
+    first, second = (
+        to_onnx.to_fp32_proto(model, specs).SerializeToString(deterministic=True) for _ in range(2)
+    )
+    assert first == second

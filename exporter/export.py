@@ -241,7 +241,7 @@ def export(
     out = Path(out).absolute()  # converters run in a scratch folder: see release.scratch()
     plot_path = None if plot is None else Path(plot)
     plotting.check(plot_path, tune)
-    release.check_out(out, force)
+    foreign = release.check_out(out, force)
     if "int8" in options.quantize and calibration is None:
         if not asked_all:
             raise CalibrationError(
@@ -524,7 +524,7 @@ def export(
         )
         manifest.write(staging)
         (staging / REPORT_NAME).write_text(report_json(manifest), encoding="utf-8")
-        release.install(staging, out, own=_own_names())
+        release.install(staging, out, own=_own_names(), foreign=foreign)
     finally:
         held.close()
         shutil.rmtree(staging, ignore_errors=True)

@@ -34,26 +34,31 @@ _STAGING = "staging"
 _PREVIOUS = "previous"
 
 
-def check_out(out: Path, force: bool) -> None:
+def check_out(out: Path, force: bool) -> bool:
     """Refuse an ``out`` that is a file, or a non-empty folder that is not a keras-edge export
-    (a typo that would otherwise replace someone's files), unless ``force``."""
+    (a typo that would otherwise replace someone's files), unless ``force``. True when ``out``
+    is such a foreign folder (then forced): the export is written into it file by file, never
+    swapped whole."""
     _recover(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"Expected --out to be a folder, got the file {str(out)!r}")
-    if not out.is_dir() or force:
-        return
+    if not out.is_dir():
+        return False
     entries = sorted(p.name for p in out.iterdir())
     if not entries:
-        return
+        return False
     if (out / MANIFEST_NAME).is_file():
         try:
             Manifest.read(out)
-            return  # a previous export: replaced whole, its other files kept
+            return False  # a previous export: replaced whole, its other files kept
         except (ManifestError, UsageError) as exc:
             why = f"its {MANIFEST_NAME} is not a keras-edge manifest ({exc})"
     else:
         shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
         why = f"it holds {len(entries)} entries and no {MANIFEST_NAME}: {shown}"
+    if force:
+        logger.warning("exporting into %s, which is not a keras-edge export (--force)", out)
+        return True
     raise UsageError(
         f"Expected --out to be missing, empty or a previous keras-edge export, got {str(out)!r}: "
         f"{why}; pass --force (force=True) to export into it (files with the export's names "
@@ -72,10 +77,25 @@ def staging_for(out: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
 
 
-def install(staging: Path, out: Path, own: set[str]) -> None:
+def install(staging: Path, out: Path, own: set[str], foreign: bool = False) -> None:
     """Make ``staging`` the folder ``out`` in one step. Files of ``out`` that the previous
     export did not write (notes, a README a user keeps there) are linked into the new release
-    first; ``own`` names the files an export writes (the new ones are in ``staging``)."""
+    first; ``own`` names the files an export writes (the new ones are in ``staging``).
+
+    ``foreign``: ``out`` is a folder of someone else's files (``--force``): the export's files
+    are moved into it one by one, the manifest last, and nothing else in it is touched (a
+    whole-folder swap would copy and delete a tree that may be large)."""
+    if foreign:
+        for path in sorted(staging.iterdir()):
+            if path.is_dir():  # logs/: its files join a folder of that name, if there is one
+                (out / path.name).mkdir(exist_ok=True)
+                for inner in sorted(path.iterdir()):
+                    os.replace(inner, out / path.name / inner.name)
+            elif path.name != MANIFEST_NAME:
+                os.replace(path, out / path.name)
+        os.replace(staging / MANIFEST_NAME, out / MANIFEST_NAME)
+        shutil.rmtree(staging, ignore_errors=True)
+        return
     previous = _written_by_previous(out)
     if out.is_dir():
         for path in out.iterdir():

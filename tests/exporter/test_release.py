@@ -99,9 +99,15 @@ def test_a_folder_that_is_not_an_export_is_kept_without_force(seed_dir, seed_val
     assert sorted(p.name for p in out.iterdir()) == ["cat.jpg"]
     assert siblings(out) == []  # refused before any staging folder was made
 
+    (out / "album").mkdir()
+    (out / "album" / "dog.jpg").write_bytes(b"woof")
+    inode = (out / "album").stat().st_ino
     export(seed_dir / "seed.keras", out, validation=seed_val, force=True)
     assert (out / "cat.jpg").read_bytes() == b"\xff\xd8 not a model"
     assert runtime.load(out).variant == "tflite-fp32"
+    # Written into the folder file by file: the user's tree is neither copied nor moved.
+    assert (out / "album").stat().st_ino == inode and (out / "album" / "dog.jpg").read_bytes() == b"woof"
+    assert siblings(out) == []
 
 
 def test_an_unreadable_manifest_is_not_a_previous_export(seed_dir, tmp_path):

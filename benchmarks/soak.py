@@ -54,18 +54,25 @@ def soak(folder: Path, variant: str, calls: int, threads: int, batch: int) -> di
     start = rss_mb()
     per_thread = calls // threads
     wrong = [0] * threads
+    done_calls = [0] * threads
+    errors: list[str] = []
     readings: list[float] = []
     done = threading.Event()
 
+    expected_proba = [clf.predict_proba(x) for x in pool]
+
     def work(k: int) -> None:
-        for i in range(per_thread):
-            j = (i * 7 + k) % len(pool)
-            if (i & 1) == 0:
-                got = clf.predict(pool[j])
-            else:
-                got = (clf.predict_proba(pool[j])[:, 0] > clf.threshold).astype(np.int64)
-            if not np.array_equal(got, expected[j]):
-                wrong[k] += 1
+        try:
+            for i in range(per_thread):
+                j = (i * 7 + k) % len(pool)
+                if (i & 1) == 0:
+                    same = np.array_equal(clf.predict(pool[j]), expected[j])
+                else:
+                    same = np.array_equal(clf.predict_proba(pool[j]), expected_proba[j])
+                wrong[k] += not same
+                done_calls[k] += 1
+        except Exception as exc:  # a thread-safety failure must be counted, not lost
+            errors.append(f"{type(exc).__name__}: {exc}")
 
     def watch() -> None:
         while not done.wait(0.5):
@@ -86,12 +93,14 @@ def soak(folder: Path, variant: str, calls: int, threads: int, batch: int) -> di
     end = rss_mb()
     return {
         "variant": variant,
-        "calls": per_thread * threads,
+        "calls": sum(done_calls),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
         "threads": threads,
         "batch": batch,
         "wrong": sum(wrong),
         "seconds": round(seconds, 2),
-        "calls_per_s": round(per_thread * threads / seconds),
+        "calls_per_s": round(sum(done_calls) / seconds),
         "rss_start_mb": round(start, 1),
         "rss_peak_mb": round(max([start, end, *readings]), 1),
         "rss_end_mb": round(end, 1),
@@ -133,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         print(
             f"{vid:15} {result['calls']:>9,} calls x{result['threads']} threads "
-            f"{result['calls_per_s']:>9,}/s  wrong {result['wrong']}  RSS {result['rss_start_mb']:.1f}"
+            f"{result['calls_per_s']:>9,}/s  wrong {result['wrong']}  errors {result['errors']}  "
+            f"RSS {result['rss_start_mb']:.1f}"
             f" -> {result['rss_end_mb']:.1f} MB (peak {result['rss_peak_mb']:.1f}, "
             f"growth {result['rss_growth_mb']:+.1f}{settled(result)})",
             flush=True,
@@ -141,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    return 1 if any(r["wrong"] for r in results) else 0
+    return 1 if any(r["wrong"] or r["errors"] for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -73,8 +73,9 @@ QUANTIZATIONS = ("fp16", "dynamic", "int8")
 EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
 LOGS = "logs"  # what a converter printed when it failed, one file per variant
 LOG_TAIL = 12  # lines of it shown in the warning
-# A Keras output that moves less than this across the parity data (per unit; times the scale of
-# a regression output) is a constant: matching it proves nothing.
+# A Keras output that moves less than this across the parity data (per unit, in logits for a
+# classifier; relative to its largest value for a regression) is a constant: matching it proves
+# nothing.
 CONSTANT_SPREAD = 1e-3
 
 # Without validation data, parity is checked on this documented, seeded probe set.
@@ -303,7 +304,7 @@ def export(
         keras_version=_tf.version("keras"),
         tensorflow_version=tf.__version__,
     )
-    staging = release.staging_for(out)
+    staging, whole = release.staging_for(out)
     held = contextlib.ExitStack()  # int8 quantizers kept for mixed precision, and their files
     try:
         variants: dict[str, Variant] = {}
@@ -508,7 +509,9 @@ def export(
                 result = replace(result, failures=(*result.failures, *problems))
             checked[vid] = replace(variants[vid], parity=result)
         if not checked:  # nothing to write: fail before anything is installed
-            reasons = "; ".join(f"{vid}: {why}" for vid, why in refused.items())
+            reasons = "; ".join(
+                f"{vid}: {why.split(f' (converter output: {LOGS}/')[0]}" for vid, why in refused.items()
+            )  # the logs go with the staging folder: their lines were shown as warnings
             error = ConversionError if faults else UnsupportedOpError
             raise error(f"No variant could be made, nothing was written: {reasons}")
         passed = [vid for vid, v in checked.items() if v.passed]
@@ -524,7 +527,7 @@ def export(
         )
         manifest.write(staging)
         (staging / REPORT_NAME).write_text(report_json(manifest), encoding="utf-8")
-        release.install(staging, out, own=_own_names(), foreign=foreign)
+        release.install(staging, out, own=_own_names(), whole=whole and not foreign)
     finally:
         held.close()
         shutil.rmtree(staging, ignore_errors=True)
@@ -607,11 +610,18 @@ def _check_reference(head: Head, reference: parity.Reference, allow_constant: bo
     proba = reference.proba.astype(np.float64).reshape(len(reference.proba), -1)
     if len(proba) == 0:
         return
-    spread = float((proba.max(axis=0) - proba.min(axis=0)).max())
-    scale = max(1.0, float(np.abs(proba).max())) if head.kind == "regression" else 1.0
+    if head.kind == "regression":  # values: relative to their size
+        spread = float((proba.max(axis=0) - proba.min(axis=0)).max())
+        scale = float(np.abs(proba).max())
+    else:  # in logits: a confident model's 0.9999 and 0.99999 differ, a constant's do not
+        if head.output == "probability":
+            p = np.clip(proba, 1e-12, 1 - 1e-12)
+            proba = np.log(p) - np.log1p(-p)
+        spread, scale = float((proba.max(axis=0) - proba.min(axis=0)).max()), 1.0
+    unit = "" if head.kind == "regression" else " in logits"
     if spread <= CONSTANT_SPREAD * scale:
         message = (
-            f"the Keras model's output varies by {spread:.3g} at most across the {reference.data} "
+            f"the Keras model's output varies by {spread:.3g}{unit} at most across the {reference.data} "
             f"(expected more than {CONSTANT_SPREAD * scale:.3g}): it answers one constant, so a "
             f"variant agreeing with it proves nothing about the variant (an untrained model? "
             f"inputs not as in training?)"

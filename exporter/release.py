@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import glob
 import logging
 import os
 import shutil
@@ -44,8 +45,8 @@ def check_out(out: Path, force: bool) -> bool:
         raise UsageError(f"Expected --out to be a folder, got the file {str(out)!r}")
     if not out.is_dir():
         return False
-    entries = sorted(p.name for p in out.iterdir())
-    if not entries:
+    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if not entries:  # empty, or only .gitkeep / .DS_Store
         return False
     if (out / MANIFEST_NAME).is_file():
         try:
@@ -66,52 +67,88 @@ def check_out(out: Path, force: bool) -> bool:
     )
 
 
-def staging_for(out: Path) -> Path:
-    """A new, empty staging folder beside ``out``; stale ones of killed exports are removed."""
+def staging_for(out: Path) -> tuple[Path, bool]:
+    """A new, empty staging folder, and whether it can be swapped in whole: beside ``out``
+    where its parent is writable and ``out`` is not a mount point (a volume, a bind mount);
+    else inside ``out``, installed file by file. Stale ones of killed exports are removed."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.{_STAGING}-*"):
+    beside = not (out.is_dir() and os.path.ismount(out)) and os.access(out.parent, os.W_OK | os.X_OK)
+    where = out.parent if beside else out
+    if not beside:
+        out.mkdir(exist_ok=True)
+    for stale in where.glob(f".{glob.escape(out.name)}.{_STAGING}-*"):
         if not _alive(stale.name):
             logger.info("removing %s, left by an export that was killed", stale)
             shutil.rmtree(stale, ignore_errors=True)
     prefix = f".{out.name}.{_STAGING}-{os.getpid()}-"
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
+    try:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=where)), beside
+    except OSError as exc:
+        raise UsageError(
+            f"Expected a writable folder for the export at {str(where)!r}, got {exc.strerror}"
+        ) from exc
 
 
-def install(staging: Path, out: Path, own: set[str], foreign: bool = False) -> None:
+def install(staging: Path, out: Path, own: set[str], whole: bool = True) -> None:
     """Make ``staging`` the folder ``out`` in one step. Files of ``out`` that the previous
     export did not write (notes, a README a user keeps there) are linked into the new release
     first; ``own`` names the files an export writes (the new ones are in ``staging``).
 
-    ``foreign``: ``out`` is a folder of someone else's files (``--force``): the export's files
-    are moved into it one by one, the manifest last, and nothing else in it is touched (a
-    whole-folder swap would copy and delete a tree that may be large)."""
-    if foreign:
-        for path in sorted(staging.iterdir()):
-            if path.is_dir():  # logs/: its files join a folder of that name, if there is one
-                (out / path.name).mkdir(exist_ok=True)
-                for inner in sorted(path.iterdir()):
-                    os.replace(inner, out / path.name / inner.name)
-            elif path.name != MANIFEST_NAME:
-                os.replace(path, out / path.name)
-        os.replace(staging / MANIFEST_NAME, out / MANIFEST_NAME)
-        shutil.rmtree(staging, ignore_errors=True)
-        return
+    ``whole=False`` (``out`` is someone else's folder, given with ``--force``; a mount point; a
+    folder whose parent is read-only): the export's files are moved into ``out`` one by one,
+    the manifest last, and nothing else there is touched."""
     previous = _written_by_previous(out)
+    if not whole:
+        _into(staging, out, previous)
+        return
+    carried = []
     if out.is_dir():
         for path in out.iterdir():
             keep = path.name not in own and path.name not in previous
             if keep and not (staging / path.name).exists():
                 _carry(path, staging / path.name)
-    if not out.exists():
-        os.rename(staging, out)
+                carried.append(path.name)
+    # mkdtemp makes 0700: give the release the old folder's mode, or the umask's for a new one.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, (out.stat().st_mode & 0o7777) if out.is_dir() else 0o777 & ~umask)
+    try:
+        if not out.exists():
+            os.rename(staging, out)
+            return
+        if _exchange(staging, out):
+            shutil.rmtree(staging, ignore_errors=True)  # now the previous release
+            return
+        aside = out.parent / f".{out.name}.{_PREVIOUS}-{os.getpid()}"
+        os.rename(out, aside)
+    except OSError as exc:  # another file system, a busy folder: no swap, file by file
+        logger.warning("could not swap %s in whole (%s); installing file by file", out, exc.strerror)
+        for name in carried:  # the originals are still in out
+            target = staging / name
+            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+        _into(staging, out, previous)
         return
-    if _exchange(staging, out):
-        shutil.rmtree(staging, ignore_errors=True)  # now the previous release
-        return
-    aside = out.parent / f".{out.name}.{_PREVIOUS}-{os.getpid()}"
-    os.rename(out, aside)
     os.rename(staging, out)
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def _into(staging: Path, out: Path, previous: set[str]) -> None:
+    """Move the staged files into ``out`` one by one, the manifest last (a reader sees the old
+    manifest or the new one, whole); drop the previous export's files the new one lacks, then
+    ``staging``."""
+    out.mkdir(parents=True, exist_ok=True)
+    staged = {p.name for p in staging.iterdir()}
+    for path in sorted(staging.iterdir()):
+        if path.is_dir():  # logs/: its files join a folder of that name, if there is one
+            (out / path.name).mkdir(exist_ok=True)
+            for inner in sorted(path.iterdir()):
+                os.replace(inner, out / path.name / inner.name)
+        elif path.name != MANIFEST_NAME:
+            os.replace(path, out / path.name)
+    os.replace(staging / MANIFEST_NAME, out / MANIFEST_NAME)
+    for name in previous - staged:  # variants the new export does not have
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _written_by_previous(out: Path) -> set[str]:
@@ -125,8 +162,10 @@ def _written_by_previous(out: Path) -> set[str]:
 def _carry(src: Path, dst: Path) -> None:
     """A hard link where the file system allows one (no copy, the original untouched), else a
     copy."""
-    if src.is_dir():
-        shutil.copytree(src, dst, copy_function=_link_or_copy)
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)  # a link stays a link, dangling or not
+    elif src.is_dir():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
     else:
         _link_or_copy(str(src), str(dst))
 
@@ -163,7 +202,8 @@ def _recover(out: Path) -> None:
     """Put back a previous release that an export killed between its two renames left aside."""
     if out.exists() or not out.parent.is_dir():
         return
-    asides = sorted(out.parent.glob(f".{out.name}.{_PREVIOUS}-*"), key=lambda p: p.stat().st_mtime)
+    pattern = f".{glob.escape(out.name)}.{_PREVIOUS}-*"
+    asides = sorted(out.parent.glob(pattern), key=lambda p: p.stat().st_mtime)
     if asides:
         os.rename(asides[-1], out)
         logger.warning("restored %s from %s, left by an export that was killed", out, asides[-1])

@@ -74,9 +74,14 @@ def _renumber(model: Any) -> None:
     graph = model.graph
     if any(attr.g.node or attr.graphs for node in graph.node for attr in node.attribute):
         return  # If/Loop/Scan bodies name outer tensors too; left as tf2onnx wrote them
+    kept = {v.name for v in [*graph.input, *graph.output]}  # the model's own names
+    if any(_COUNTER.search(name) for name in kept):
+        return  # an input named 'feat__1' could collide with a renumbered name: leave all
     numbers: dict[str, str] = {}
 
     def new(name: str) -> str:
+        if name in kept:
+            return name
         def swap(match: re.Match[str]) -> str:
             return "__" + numbers.setdefault(match.group(1), str(len(numbers) + 1))
 
@@ -86,7 +91,7 @@ def _renumber(model: Any) -> None:
         node.name = new(node.name)
         node.input[:] = [new(n) for n in node.input]
         node.output[:] = [new(n) for n in node.output]
-    for collection in (graph.initializer, graph.input, graph.output, graph.value_info):
+    for collection in (graph.initializer, graph.value_info):
         for item in collection:
             item.name = new(item.name)
 

@@ -174,7 +174,12 @@ def check_tflite_structure(model: bytes) -> None:
             written = set(graph.InputsAsNumpy().tolist())
             for t in range(count):
                 tensor = graph.Tensors(t)
-                if tensor.IsVariable() or root.Buffers(tensor.Buffer()).DataLength():
+                buffer = root.Buffers(tensor.Buffer())
+                # Constant data inside the flatbuffer, or past it (Buffer.offset, for files over
+                # 2 GB); a zero-element constant (an empty shape) has no bytes at all.
+                stored = buffer.DataLength() or buffer.Offset() > 1
+                empty = tensor.ShapeLength() and 0 in tensor.ShapeAsNumpy().tolist()
+                if tensor.IsVariable() or stored or empty:
                     written.add(t)
             constant = set(written) - set(graph.InputsAsNumpy().tolist())
             for o in range(graph.OperatorsLength()):
@@ -189,6 +194,8 @@ def check_tflite_structure(model: bytes) -> None:
                         if i != -1 and i not in written:
                             raise ArtifactError(f"operator {o} reads tensor {i} before it is written")
                 for i in op.OutputsAsNumpy().tolist():
+                    if i == -1:
+                        continue  # an optional output left out
                     if i in constant or (g == 0 and i in written):
                         raise ArtifactError(f"operator {o} writes tensor {i}, already written")
                     written.add(i)

@@ -135,11 +135,12 @@ def larger_note(manifest: Manifest) -> str:
         ratio = row["ratio_to_fp32"]
         if (row["fallback"] or {}).get("passed"):
             continue  # larger because layers stay float: its fallback line gives the sizes
-        if ratio is not None and ratio > 1 and not row["variant"].endswith("-fp32"):
+        if ratio is not None and ratio > 1.005 and not row["variant"].endswith("-fp32"):
             lines.append(
                 f"{row['variant']} is {ratio:.2f}x the size of its fp32 file: the weights are too "
-                f"few for quantization to pay (each quantized tensor adds a scale, a zero point "
-                f"and quantize/dequantize ops); it is for speed or integer-only hardware, not size"
+                f"few, or too few are quantized, for the saving to pay for what quantization "
+                f"adds (scales, zero points, quantize/dequantize or cast ops); it is for speed, "
+                f"GPUs or integer-only hardware, not size"
             )
     return "".join(line + "\n" for line in lines)
 

@@ -130,7 +130,9 @@ def test_install_swaps_the_whole_folder(tmp_path, monkeypatch, atomic):
     (staging / "manifest.json").write_bytes(b"new")
     if not atomic:
         monkeypatch.setattr(release, "_exchange", lambda a, b: False)
+    out.chmod(0o750)
     release.install(staging, out, own={"manifest.json", "onnx-int8.onnx"})
+    assert out.stat().st_mode & 0o777 == 0o750  # the folder's mode, not mkdtemp's 0700
     assert snapshot(out) == {"NOTES.md": b"kept", "manifest.json": b"new"}
     assert [p.name for p in tmp_path.iterdir()] == ["dist"]
 
@@ -148,5 +150,29 @@ def test_a_stale_staging_folder_of_a_dead_export_is_removed(tmp_path):
     out = tmp_path / "dist"
     dead = tmp_path / ".dist.staging-999999-abc"  # no such process
     dead.mkdir()
-    mine = release.staging_for(out)
+    mine, whole = release.staging_for(out)
+    assert whole
     assert not dead.exists() and mine.is_dir() and f"staging-{os.getpid()}-" in mine.name
+
+
+def test_a_folder_that_cannot_be_swapped_is_installed_file_by_file(tmp_path, monkeypatch):
+    """A volume or bind mount (EBUSY), another file system (EXDEV): the swap fails after every
+    conversion ran, and the release goes in file by file, the manifest last, the user's files
+    untouched."""
+    import errno
+
+    out, staging = tmp_path / "dist", tmp_path / ".dist.staging-1-x"
+    out.mkdir()
+    staging.mkdir()
+    (out / "NOTES.md").write_bytes(b"kept")
+    (out / "manifest.json").write_bytes(b"old")
+    (staging / "manifest.json").write_bytes(b"new")
+    (staging / "onnx-fp32.onnx").write_bytes(b"model")
+
+    def busy(a: Path, b: Path) -> bool:
+        raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+
+    monkeypatch.setattr(release, "_exchange", busy)
+    release.install(staging, out, own={"manifest.json", "onnx-fp32.onnx"})
+    assert snapshot(out) == {"NOTES.md": b"kept", "manifest.json": b"new", "onnx-fp32.onnx": b"model"}
+    assert not staging.exists()

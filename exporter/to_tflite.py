@@ -51,15 +51,20 @@ def convert(
                 converter.inference_output_type = tf.int8
         elif precision != "fp32":
             raise ConversionError(f"Expected a precision fp32/fp16/dynamic/int8, got {precision!r}")
-        try:
-            return bytes(converter.convert())
-        except Exception as exc:  # the converter raises many untyped errors
-            unsupported = _needs_tensorflow(model, str(exc))
-            if unsupported:
-                raise UnsupportedOpError(unsupported) from exc
-            raise ConversionError(
-                f"TFLite conversion at {precision} failed: {first_error(str(exc))}"
-            ) from exc
+        return _convert(converter, model, precision)
+
+
+def _convert(converter: Any, model: Any, precision: str) -> bytes:
+    """``converter.convert()``, its untyped errors as UnsupportedOpError (ops that need
+    TensorFlow) or ConversionError."""
+    try:
+        return bytes(converter.convert())
+    except Exception as exc:  # the converter raises many untyped errors
+        unsupported = _needs_tensorflow(model, str(exc))
+        if unsupported:
+            raise UnsupportedOpError(unsupported) from exc
+        message = first_error(str(exc))
+        raise ConversionError(f"TFLite conversion at {precision} failed: {message}") from exc
 
 
 # The converter's messages locate an op as fused["OpName:", "model/layer/inner@function"].
@@ -123,15 +128,7 @@ class MixedInt8:
             converter.representative_dataset = calibration.representative_dataset
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter._experimental_calibrate_only = True  # the float model with its ranges
-            try:
-                self._calibrated = bytes(converter.convert())
-            except Exception as exc:  # the converter raises many untyped errors
-                unsupported = _needs_tensorflow(model, str(exc))
-                if unsupported:
-                    raise UnsupportedOpError(unsupported) from exc
-                raise ConversionError(
-                    f"TFLite conversion at int8 failed: {first_error(str(exc))}"
-                ) from exc
+            self._calibrated = _convert(converter, model, "int8")
         self._io = tf.int8 if int8_io else tf.float32
         self._float = tf.float32
         self._convert = _tf.module("tensorflow.lite.python.convert")

@@ -72,7 +72,7 @@ def read_data(
 def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
     """The whole CSV through the streaming reader: one parser, one header check (a first row
     of numbers is refused, never dropped), the same messages with line numbers."""
-    from keras_edge.runtime.readers import CsvSource
+    from keras_edge.runtime.readers import CsvSource, is_number
 
     source = CsvSource(path, None, label_column, (), can_skip_header=False)
     xs, ys = [], []
@@ -85,7 +85,7 @@ def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
             try:
                 ys.append(chunk.labels.astype(np.float64).astype(np.float32))
             except ValueError:
-                i = next(i for i, v in enumerate(chunk.labels.tolist()) if not _is_number(v))
+                i = next(i for i, v in enumerate(chunk.labels.tolist()) if not is_number(v))
                 raise UsageError(
                     f"Expected a number in column {label_column!r} on {chunk.where(i)}, got "
                     f"{chunk.labels.tolist()[i]!r}"
@@ -95,11 +95,3 @@ def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
     if label_column is None:
         return x, None
     return x, (np.concatenate(ys) if ys else np.empty(0, dtype=np.float32))
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

@@ -151,7 +151,8 @@ class NpzSource(Source):
             )  # fmt: skip
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether a CSV field reads as a float."""
     try:
         float(text)
     except ValueError:
@@ -184,7 +185,7 @@ class CsvSource(Source):
             raise UsageError(f"Expected a header row in {self.name!r}, got an empty file")
         if no_header:
             header = [str(i) for i in range(len(first))]
-        elif first and all(_is_number(v) for v in first):
+        elif first and all(is_number(v) for v in first):
             hint = ", or pass --no-header to read the first row as data" if can_skip_header else ""
             raise UsageError(
                 f"Expected a header row in {self.name!r}, got a first row of numbers "

@@ -23,6 +23,7 @@ MANIFEST_NAME = "manifest.json"
 DECISION_RULE = "p > threshold"
 
 HEAD_KINDS = ("binary", "multilabel", "multiclass", "regression")
+PARITY_SOURCES = ("validation", "calibration", "synthetic")
 HEAD_OUTPUTS = ("probability", "logit")
 FORMATS = ("tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
@@ -80,21 +81,79 @@ def _check_file_name(name: str, what: str) -> None:
 INPUT_DTYPES = ("float32", "int32", "int64")
 
 
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _tuned(record: dict[str, Any] | None, kind: str) -> Any:
+    """The threshold a tuning record chose: one per label for multilabel; None without one."""
+    labels = (record or {}).get("labels")
+    if not isinstance(labels, list) or not labels:
+        return None
+    try:
+        values = tuple(label["threshold"] for label in labels)
+    except (KeyError, TypeError) as exc:
+        raise ManifestError(f"Malformed tuning record {record!r}: {exc!r}") from exc
+    return values if kind == "multilabel" else values[0]
+
+
+def check_thresholds(manifest: Manifest) -> None:
+    """One source of truth for the threshold: every variant decides with the head's threshold,
+    unless its own tuning record says it was tuned on its own scores (then with that one); the
+    head's threshold is the one tuned for Keras when the export tuned it. A disagreement (a hand
+    edit of one of them) is refused naming both values, so that ``inspect``, ``predict`` and
+    ``load()`` can never report or use different thresholds."""
+    head = manifest.head
+    keras = _tuned({"labels": (manifest.tuning or {}).get("keras")}, head.kind)
+    if keras is not None and _as_tuple(keras) != _as_tuple(head.threshold):
+        raise ManifestError(
+            f"The head's threshold is {head.threshold!r}, but the export tuned {keras!r} for the "
+            f"Keras model; one of them was changed after the export"
+        )
+    for vid, variant in manifest.variants.items():
+        tuned = _tuned(variant.tuning, head.kind)
+        expected, why = (
+            (head.threshold, "the head's threshold") if tuned is None
+            else (tuned, "the threshold its tuning record chose")
+        )  # fmt: skip
+        if _as_tuple(variant.threshold) != _as_tuple(expected):
+            raise ManifestError(
+                f"Variant {vid!r} decides with threshold {variant.threshold!r}, but {why} is "
+                f"{expected!r}; one of them was changed after the export (export again, or give "
+                f"a threshold for this run with --threshold / clf.threshold)"
+            )
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """One model input: its name, shape (``None`` for the batch) and dtype. An integer input
-    (token ids) may carry the ``range`` of values its Embedding accepts, [low, high]."""
+    (token ids) may carry the ``range`` of values its Embedding accepts, [low, high]. An input
+    of one row of features may carry their ``features`` names, in the model's order: the header
+    of the CSV it was exported from, or names given at export; files whose columns are named
+    are then matched to them by name, never by position."""
 
     name: str
     shape: tuple[int | None, ...]
     dtype: str
     range: tuple[int, int] | None = None
+    features: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in INPUT_DTYPES:
             raise ManifestError(
                 f"Expected input {self.name!r} to have a dtype in {INPUT_DTYPES}, got {self.dtype!r}"
             )
+        if self.features is not None:
+            width = self.shape[1] if len(self.shape) == 2 else None
+            if (
+                width != len(self.features)
+                or len(set(self.features)) != len(self.features)
+                or not all(isinstance(f, str) and f for f in self.features)
+            ):
+                raise ManifestError(
+                    f"Expected {width if width is not None else 'no'} distinct feature names for "
+                    f"input {self.name!r} of shape {list(self.shape)}, got {list(self.features)}"
+                )
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -109,6 +168,8 @@ class InputSpec:
         out: dict[str, Any] = {"dtype": self.dtype, "name": self.name, "shape": list(self.shape)}
         if self.range is not None:
             out["range"] = list(self.range)
+        if self.features is not None:
+            out["features"] = list(self.features)
         return out
 
     @classmethod
@@ -126,11 +187,15 @@ class InputSpec:
             or bounds[0] > bounds[1]
         ):
             raise ManifestError(f"Expected an input range [low, high] of integers, got {bounds!r}")
+        features = data.get("features")
+        if features is not None and not isinstance(features, list):
+            raise ManifestError(f"Expected a list of feature names, got {features!r}")
         return cls(
             name=str(_require(data, "name", "input")),
             shape=tuple(shape),
             dtype=str(_require(data, "dtype", "input")),
             range=None if bounds is None else (bounds[0], bounds[1]),
+            features=None if features is None else tuple(features),
         )
 
 
@@ -202,10 +267,26 @@ class Parity:
     # held against the agreement minimum. None in manifests written before keras-edge 0.3.
     near_ties: int | None = None
     near_tie_band: float | None = None
+    # What the variant was compared on: "validation" (the user's data, with or without labels),
+    # "calibration" (the user's calibration inputs) or "synthetic" (the seeded probe set, not
+    # the user's data: the gate then proves the conversion, not the decisions the device will
+    # make). None in manifests written before keras-edge 0.4.
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source is not None and self.source not in PARITY_SOURCES:
+            raise ManifestError(f"Expected parity source in {PARITY_SOURCES}, got {self.source!r}")
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the gate ran on the seeded probe set instead of the user's data."""
+        return self.source == "synthetic"
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["failures"] = list(self.failures)
+        if self.source is None:  # manifests of older exports keep their bytes
+            del out["source"]
         return out
 
     @classmethod
@@ -453,6 +534,7 @@ class Manifest:
             raise ManifestError(f"Expected decision_rule {DECISION_RULE!r}, got {self.decision_rule!r}")
         for vid, variant in self.variants.items():
             validate_threshold(self.head.kind, self.head.units, variant.threshold, f"variant {vid!r}")
+        check_thresholds(self)
         names = [spec.name for spec in self.inputs]
         if not names or len(set(names)) != len(names):
             raise ManifestError(f"Expected one or more inputs with distinct names, got {names}")

@@ -31,6 +31,40 @@ def test_a_variant_threshold_in_the_manifest_is_validated_on_load(export_copy, v
         runtime.load(export_copy, variant="tflite-fp32")  # any load reads the whole manifest
 
 
+@pytest.mark.parametrize("where", ["head", "variant"])
+def test_one_threshold_decides_and_every_reader_reports_it(export_copy, seed_dir, where):
+    """A hand edit of the head's threshold (or of one variant's) is refused alike by load(),
+    ``inspect`` and ``predict``, naming both values: never one answer at 0.9, another at 0.5."""
+    from tests.test_cli import one_line_error, run
+
+    path = export_copy / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    if where == "head":
+        data["head"]["threshold"] = 0.9
+    else:
+        data["variants"]["onnx-fp32"]["threshold"] = 0.9
+    path.write_text(json.dumps(data))
+    expected = r"threshold 0\.5, but the head's threshold is 0\.9" if where == "head" else (
+        r"'onnx-fp32' decides with threshold 0\.9, but the head's threshold is 0\.5"
+    )  # fmt: skip
+    with pytest.raises(runtime.ManifestError, match=expected):
+        runtime.load(export_copy)
+    for command in (["inspect", export_copy], ["predict", export_copy, seed_dir / "samples.csv"]):
+        proc = run(*command)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert "changed after the export" in one_line_error(proc)
+
+
+def test_unedited_exports_report_the_threshold_that_decides(fp32_export, seed_dir):
+    from tests.test_cli import run
+
+    clf = runtime.load(fp32_export)
+    assert clf.threshold == clf.manifest.head.threshold == 0.5
+    assert "with threshold 0.5\n" in run("inspect", fp32_export).stdout
+    proc = run("predict", fp32_export, seed_dir / "samples.csv", "--format", "json")
+    assert json.loads(proc.stdout)["threshold"] == 0.5
+
+
 @pytest.mark.parametrize("variant", ["tflite-fp32", "onnx-fp32"])
 def test_setting_the_threshold_changes_the_decision(fp32_export, wide_inputs, variant):
     clf = runtime.load(fp32_export, variant=variant)

@@ -32,6 +32,18 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("--validation", type=Path, help="parity inputs, with labels y for accuracy")
     p.add_argument("--label-column", help="label column of CSV data files")
     p.add_argument(
+        "--feature-names",
+        help="comma list of the model's feature names, in its input order, recorded so that "
+        "predict matches CSV/Parquet columns by name (default: the header of the first CSV data "
+        "file given; the other CSVs are matched to it by name)",
+    )
+    p.add_argument(
+        "--require-data",
+        action="store_true",
+        help="refuse (exit 2) an export given neither --validation nor --calibration, instead of "
+        "gating every variant on a synthetic probe set (a pass on it exits 0, with a warning)",
+    )
+    p.add_argument(
         "--threshold",
         default="0.5",
         help="decision threshold, rule p > threshold (comma list for multilabel)",
@@ -133,17 +145,19 @@ class _Progress:
 
 def _run_export(args: argparse.Namespace) -> int:
     from keras_edge.exporter.export import export
-    from keras_edge.runtime.data import read_data
+    from keras_edge.runtime.data import read_named
 
-    calibration = validation = None
-    if args.calibration is not None:
-        calibration, _ = read_data(args.calibration, label_column=args.label_column)
-    if args.validation is not None:
-        x_val, y_val = read_data(args.validation, label_column=args.label_column)
-        validation = (x_val, y_val)
-    tune_data = None
-    if args.tune_data is not None:
-        tune_data = read_data(args.tune_data, label_column=args.label_column, need_labels=True)
+    # The first CSV's header names the features (unless --feature-names does); every other CSV
+    # is matched to those names by name, whatever its column order.
+    names = tuple(n.strip() for n in args.feature_names.split(",")) if args.feature_names else None
+    data: dict[str, tuple] = {}
+    for what in ("calibration", "validation", "tune_data"):
+        path = getattr(args, what)
+        if path is not None:
+            x, y, found = read_named(path, args.label_column, what == "tune_data", names)
+            names = names or found
+            data[what] = (x, y)
+    calibration = data["calibration"][0] if "calibration" in data else None
     try:
         manifest = export(
             args.model,
@@ -151,7 +165,7 @@ def _run_export(args: argparse.Namespace) -> int:
             formats=[f.strip() for f in args.formats.split(",") if f.strip()],
             quantize=args.quantize,
             calibration=calibration,
-            validation=validation,
+            validation=data.get("validation"),
             threshold=_threshold(args.threshold),
             head=args.head,
             labels=args.labels.split(",") if args.labels else None,
@@ -160,7 +174,9 @@ def _run_export(args: argparse.Namespace) -> int:
             int8_io=args.int8_io,
             int8_fallback=args.int8_fallback,
             tune=args.tune_threshold,
-            tune_data=tune_data,
+            tune_data=data.get("tune_data"),
+            feature_names=names,
+            require_data=args.require_data,
             with_decision=args.with_decision,
             min_confidence=args.min_confidence,
             plot=args.plot,

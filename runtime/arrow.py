@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_edge.runtime.chunks import Chunk, Source, rows_at
+from keras_edge.runtime.chunks import Chunk, Source, feature_columns, rows_at
 from keras_edge.runtime.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -87,22 +87,25 @@ def _numeric(pa: Any, kind: Any) -> bool:
 
 
 class ArrowSource(Source):
-    """Parquet and Arrow IPC files, in order. Features are the ``columns`` named, or every
-    numeric column but the label and the kept ones; every file must hold them."""
+    """Parquet and Arrow IPC files, in order. Features are the ``columns`` named; else the
+    ``expected`` names the model recorded at export, matched by name; else every numeric column
+    but the label and the kept ones, in order. Every file must hold them."""
 
     def __init__(
         self, files: list[Path], columns: Sequence[str] | None, label_column: str | None,
-        keep: Sequence[str],
+        keep: Sequence[str], expected: tuple[str, ...] | None = None,
     ) -> None:  # fmt: skip
         pa = self.pa = pyarrow()
         self.files = files
         self.name = str(files[0]) if len(files) == 1 else f"{len(files)} files from {files[0].parent}"
         schema = self._schema(files[0])
+        skip = {*keep, *([label_column] if label_column else [])}
+        numeric = [f.name for f in schema if _numeric(pa, f.type)]
         if columns:
             features = list(columns)
-        else:
-            skip = {*keep, label_column}
-            features = [f.name for f in schema if f.name not in skip and _numeric(pa, f.type)]
+        else:  # non-numeric columns are never features: only numeric ones are unexpected
+            named = feature_columns(schema.names, expected, skip, repr(self.name), numeric)
+            features = named or [c for c in numeric if c not in skip]
             logger.info("feature columns: %s", features)
         self.features, self.label, self.keep_names = features, label_column, tuple(keep)
         self.has_labels = label_column is not None

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from keras_edge.runtime.arrow import from_numpy, to_numpy
+from keras_edge.runtime.chunks import feature_columns
 from keras_edge.runtime.errors import UsageError
 from keras_edge.runtime.metrics import Metrics
 from keras_edge.runtime.scoring import Layout, Scorer, as_columns, check_policy, parse_labels, score_rows
@@ -89,7 +90,11 @@ def _features(
         arrays = {s.name: np.asarray(batch[s.name]) for s in specs}
         return (arrays[specs[0].name] if len(specs) == 1 else arrays), None, {}
     if columns is None:
-        columns = [c for c in names if c not in exclude and _numeric(_numpy(batch, kind, c)[0])]
+        numeric = [c for c in names if _numeric(_numpy(batch, kind, c)[0])]
+        expected = specs[0].features if len(specs) == 1 else None
+        columns = feature_columns(names, expected, exclude, "the batch", numeric) or [
+            c for c in numeric if c not in exclude
+        ]
     missing = [c for c in columns if c not in names]
     if missing:
         raise UsageError(f"Expected feature columns {missing} in the batch, got {names}")

@@ -112,11 +112,16 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, help="write here instead of stdout (a folder with --ray)")
     p.add_argument("--label-column", help="the label column (CSV, Parquet) or array (.npz; default y): "
                    "not a feature; with labels, the metrics are printed")  # fmt: skip
-    p.add_argument("--columns", help="comma list of feature columns (default: every numeric column "
-                   "but the label and the kept ones)")  # fmt: skip
+    p.add_argument(
+        "--columns",
+        help="comma list of feature columns, in the model's order (default: the feature names "
+        "recorded at export, matched by name; for a model exported without names, every numeric "
+        "column but the label and the kept ones, in order)",
+    )
     p.add_argument("--keep-columns", help="comma list of input columns copied to the output, first")
     p.add_argument(
-        "--no-header", action="store_true", help="a CSV without a header row: columns 0, 1, ..."
+        "--no-header", action="store_true",
+        help="a CSV without a header row: its columns are taken by position, in the model's order",
     )
     p.add_argument(
         "--chunk-size", type=int, help="rows per engine call (default: 8,192, fewer for large rows)"
@@ -177,9 +182,11 @@ def run_predict(args: argparse.Namespace) -> int:
     clf = load(args.folder, variant=args.variant, device=args.device, threads=args.threads)
     if args.threshold is not None:
         _set_threshold(clf, args.threshold)
+    specs = clf.manifest.inputs
     source = open_source(
-        args.input, [s.name for s in clf.manifest.inputs], _names(args.columns) or None,
+        args.input, [s.name for s in specs], _names(args.columns) or None,
         args.label_column, _names(args.keep_columns), args.no_header,
+        features=specs[0].features if len(specs) == 1 else None,
     )  # fmt: skip
     if args.metrics is not None and (not source.has_labels or clf.head.kind == "regression"):
         raise UsageError(
@@ -225,7 +232,15 @@ def run_inspect(args: argparse.Namespace) -> int:
         sys.stdout.write(manifest.to_json())
         return 0
     head, spec = manifest.head, manifest.input
-    data = next((v.parity.data for v in manifest.variants.values() if v.parity), "not checked")
+    own = (
+        " (tuned variants decide with their own: see the table)"
+        if any(v.threshold != head.threshold for v in manifest.variants.values()) else ""
+    )  # fmt: skip
+    features = "" if spec.features is None else f", features {','.join(spec.features)} (by name)"
+    parity = next((v.parity for v in manifest.variants.values() if v.parity), None)
+    data = "not checked" if parity is None else parity.data
+    if parity is not None and parity.synthetic:
+        data += " (SYNTHETIC inputs: the gate proved the conversion, not decisions on your data)"
     info = manifest.golden
     golden = (
         "none (exported before keras-edge 0.2: export again to verify on a device)"
@@ -235,9 +250,9 @@ def run_inspect(args: argparse.Namespace) -> int:
     sys.stdout.write(
         f"model     {manifest.model.name} (sha256 {manifest.model.source_sha256[:12]}..., "
         f"keras {manifest.model.keras_version}, tensorflow {manifest.model.tensorflow_version})\n"
-        f"input     {spec.name} {list(spec.shape)} {spec.dtype}\n"
+        f"input     {spec.name} {list(spec.shape)} {spec.dtype}{features}\n"
         f"head      {head.kind}, {head.output} output, labels {list(head.labels)}\n"
-        f"decision  {manifest.decision_rule} with threshold {head.threshold}\n"
+        f"decision  {manifest.decision_rule} with threshold {head.threshold}{own}\n"
         f"parity on {data}\n"
         f"default   {manifest.default_variant} (marked *)\n"
         f"golden    {golden}\n\n"

@@ -22,14 +22,29 @@ def rows(xs: tuple[np.ndarray, ...], index: Any) -> Any:
 
 
 def read_data(
-    path: str | Path, label_column: str | None = None, need_labels: bool = False
+    path: str | Path,
+    label_column: str | None = None,
+    need_labels: bool = False,
+    features: tuple[str, ...] | None = None,
 ) -> tuple[Any, np.ndarray | None]:
-    """Features and, where present, labels from a data file.
+    """Features and, where present, labels from a data file (see :func:`read_named`)."""
+    x, y, _ = read_named(path, label_column, need_labels, features)
+    return x, y
+
+
+def read_named(
+    path: str | Path,
+    label_column: str | None = None,
+    need_labels: bool = False,
+    features: tuple[str, ...] | None = None,
+) -> tuple[Any, np.ndarray | None, tuple[str, ...] | None]:
+    """Features, labels where present, and the features' column names (None for arrays).
 
     ``.npy`` holds features; ``.npz`` holds ``x`` and optionally ``y`` (for a model with several
     inputs, one array per input name instead of ``x``: then the features are a dict); ``.csv``
-    has a header row, and ``label_column`` names the label column (every other column is a
-    feature).
+    has a header row, and ``label_column`` names the label column. A CSV's features are the
+    ``features`` named, matched by name (a missing or unexpected column is refused naming both
+    lists), or else every column but the label, in order.
     """
     path = Path(path)
     if path.suffix not in SUFFIXES:
@@ -37,6 +52,7 @@ def read_data(
     if not path.is_file():
         raise UsageError(f"Expected a data file at {str(path)!r}, found none")
     y: np.ndarray | None = None
+    names: tuple[str, ...] | None = None
     try:
         if path.suffix == ".npy":
             x = np.load(path, allow_pickle=False)
@@ -54,7 +70,7 @@ def read_data(
                         f"{str(path)!r}, got {archive.files}"
                     )
         else:
-            x, y = _read_csv(path, label_column)
+            x, y, names = _read_csv(path, label_column, features)
     except UsageError:
         raise
     except (OSError, ValueError) as exc:
@@ -66,15 +82,17 @@ def read_data(
     if y is not None and len(y) != n:
         raise UsageError(f"Expected one label per sample in {str(path)!r}, got {len(y)} for {n}")
     logger.debug("read %s: %d samples, labels %s", path, n, None if y is None else y.shape)
-    return x, y
+    return x, y, names
 
 
-def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_csv(
+    path: Path, label_column: str | None, features: tuple[str, ...] | None
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
     """The whole CSV through the streaming reader: one parser, one header check (a first row
     of numbers is refused, never dropped), the same messages with line numbers."""
     from keras_edge.runtime.readers import CsvSource, is_number
 
-    source = CsvSource(path, None, label_column, (), can_skip_header=False)
+    source = CsvSource(path, None, label_column, (), can_skip_header=False, expected=features)
     xs, ys = [], []
     for chunk in source.chunks(65_536):
         if chunk.invalid is not None:
@@ -92,6 +110,7 @@ def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
                 ) from None
     width = len(source.features)
     x = np.concatenate(xs) if xs else np.empty((0, width), dtype=np.float32)
+    names = tuple(source.feature_names)
     if label_column is None:
-        return x, None
-    return x, (np.concatenate(ys) if ys else np.empty(0, dtype=np.float32))
+        return x, None, names
+    return x, (np.concatenate(ys) if ys else np.empty(0, dtype=np.float32)), names

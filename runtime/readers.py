@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from keras_edge.runtime.arrow import ARROW_SUFFIXES, ArrowSource
-from keras_edge.runtime.chunks import Chunk, Source, rows_at
+from keras_edge.runtime.chunks import Chunk, Source, feature_columns, rows_at
 from keras_edge.runtime.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -162,7 +162,8 @@ def is_number(text: str) -> bool:
 
 class CsvSource(Source):
     """A CSV file with a header row (``no_header``: without one, columns named ``0``, ``1``,
-    ...). Features are ``columns``, or every column but the label and the kept ones. A first
+    ...). Features are ``columns``; else the ``expected`` names the model recorded at export,
+    matched by name; else every column but the label and the kept ones, in order. A first
     row of numbers is refused, never taken for a header (``can_skip_header``: the message
     offers ``--no-header``)."""
 
@@ -174,6 +175,7 @@ class CsvSource(Source):
         keep: Sequence[str],
         no_header: bool = False,
         can_skip_header: bool = True,
+        expected: tuple[str, ...] | None = None,
     ) -> None:
         self.name, self.path, self.no_header = str(path), path, no_header
         with open(path, newline="", encoding="utf-8") as fh:
@@ -195,6 +197,9 @@ class CsvSource(Source):
         else:
             header = first
         self.header, self.width = header, len(header)
+        if not columns and not no_header:  # a header names the columns: match them by name
+            skip = {*keep, *([label_column] if label_column else [])}
+            columns = feature_columns(header, expected, skip, repr(self.name)) or columns
         named = [*(columns or []), *keep, *([label_column] if label_column else [])]
         missing = [c for c in named if c not in header]
         if missing:
@@ -320,15 +325,18 @@ def open_source(
     label_column: str | None = None,
     keep: Sequence[str] = (),
     no_header: bool = False,
+    features: tuple[str, ...] | None = None,
 ) -> Source:
-    """The reader for an input: a file, a folder or a glob (see :func:`expand`)."""
+    """The reader for an input: a file, a folder or a glob (see :func:`expand`). ``features``:
+    the feature names the model recorded at export, which a CSV header or a table's columns are
+    matched to by name (``columns`` overrides; a header-less CSV and arrays are positional)."""
     files = expand(pattern)
     path = files[0]
     if path.suffix in ARROW_SUFFIXES:
         _refuse_options(path, "--no-header is for CSV", no_header=no_header)
-        return ArrowSource(files, columns, label_column, keep)
+        return ArrowSource(files, columns, label_column, keep, features)
     if path.suffix == ".csv":
-        return CsvSource(path, columns, label_column, keep, no_header)
+        return CsvSource(path, columns, label_column, keep, no_header, expected=features)
     if path.suffix == ".npz":
         _refuse_options(path, "an .npz holds arrays, not columns", columns=columns, no_header=no_header)
         return NpzSource(path, input_names, label_column, keep)

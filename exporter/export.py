@@ -29,6 +29,7 @@ from keras_edge.exporter import (
     artifacts,
     decision,
     embed,
+    features,
     golden,
     mixed,
     parity,
@@ -148,6 +149,27 @@ def probe_inputs(specs: tuple[InputSpec, ...]) -> tuple[np.ndarray, ...]:
     )
 
 
+def _synthetic(specs: tuple[InputSpec, ...], require_data: bool) -> tuple[Any, None, str]:
+    """The probe set, for an export given neither validation nor calibration data, with a
+    warning that says what a pass on it proves; refused with ``require_data``."""
+    if require_data:
+        raise UsageError(
+            "Expected validation or calibration data (--validation FILE or --calibration FILE; "
+            "validation= or calibration= in Python) with --require-data, got neither"
+        )
+    data_name = (
+        f"synthetic probe set ({PROBE_SIZE} samples of N(0, {PROBE_STD:g}^2) per feature, seed "
+        f"{PROBE_SEED}), not your data"
+    )
+    logger.warning(
+        "no validation or calibration data: every variant is gated on a %s. A pass proves the "
+        "conversion on those inputs, not the decisions on the inputs the device will see; give "
+        "--validation FILE (validation=) to gate on your data, or --require-data to refuse this",
+        data_name,
+    )
+    return probe_inputs(specs), None, data_name
+
+
 def _tools(precisions: set[str], formats: set[str]) -> dict[str, str]:
     names = ["keras", "keras-edge", "numpy", "tensorflow"]
     if "tflite" in formats:
@@ -181,6 +203,8 @@ def export(
     force: bool = False,
     allow_constant: bool = False,
     int8_fallback: str = "auto",
+    feature_names: Sequence[str] | None = None,
+    require_data: bool = False,
 ) -> Manifest:
     """Export a Keras model to TFLite/ONNX variants in ``out`` and prove each one.
 
@@ -218,6 +242,11 @@ def export(
             export's names are replaced, the others kept); without it, a UsageError.
         allow_constant: export a model whose Keras output is (nearly) constant on the parity
             data, with a warning; without it, ConstantOutputError (exit 3) before converting.
+        feature_names: the names of the model's features (one input of shape (None, k)), kept
+            in the manifest and every artifact so that files' columns are matched by name. By
+            default, the columns of a pandas DataFrame given as calibration or validation data.
+        require_data: refuse (UsageError, exit 2, nothing written) an export that has neither
+            validation nor calibration data, instead of gating on the synthetic probe set.
 
     Raises:
         UsageError: bad input (exit 2); nothing is written. Its subclass UnsupportedOpError when
@@ -255,7 +284,20 @@ def export(
 
     # -- read and check everything before converting anything ---------------------------------
     keras_model = model_io.load_model(model, safe_mode) if isinstance(model, (str, Path)) else model
-    specs = model_io.input_specs(keras_model)
+    names = features.choose(
+        feature_names,
+        {"validation": validation[0] if isinstance(validation, tuple) else validation,
+         "calibration": calibration,
+         "tuning": tune_data[0] if isinstance(tune_data, tuple) else None},
+    )  # fmt: skip
+    specs = features.named(model_io.input_specs(keras_model), names)
+    calibration = features.in_order(calibration, names)
+    if isinstance(validation, tuple):
+        validation = (features.in_order(validation[0], names), *validation[1:])
+    else:
+        validation = features.in_order(validation, names)
+    if isinstance(tune_data, tuple):
+        tune_data = (features.in_order(tune_data[0], names), *tune_data[1:])
     the_head = model_io.infer_head(
         keras_model,
         options.head,
@@ -270,18 +312,19 @@ def export(
         x_check = model_io.as_inputs(x_val, specs, "validation")
         if y_val is not None and len(y_val) != len(x_check[0]):
             raise UsageError(f"Expected {len(x_check[0])} validation labels, got {len(y_val)}")
-        data_name = f"validation data ({len(x_check[0])} samples)"
+        data_name, source = f"validation data ({len(x_check[0])} samples)", "validation"
     elif calib is not None:
         # The calibration inputs are what the user said the device will see.
         x_check, y_val = calib.xs, None
         data_name = f"calibration data ({len(calib)} samples; give validation data to check more)"
+        source = "calibration"
     else:
-        x_check, y_val = probe_inputs(specs), None
-        data_name = f"probe set ({PROBE_SIZE} samples of N(0, {PROBE_STD:g}^2), seed {PROBE_SEED})"
+        x_check, y_val, data_name, source = *_synthetic(specs, require_data), "synthetic"
     reference = parity.Reference(
         proba=parity.to_probability(the_head, model_io.keras_outputs(keras_model, list(x_check))),
         labels=None if y_val is None else np.asarray(y_val),
         data=data_name,
+        source=source,
     )
     plan_tuning = tuning.plan(tune, tune_data, the_head, keras_model, specs, x_check, y_val, reference)
     if plan_tuning is not None:
@@ -362,12 +405,12 @@ def export(
 
         originals = {vid: (staging / v.file).read_bytes() for vid, v in variants.items()}
 
-        def ship(vid: str, threshold: Any) -> runtime.Classifier:
+        def ship(vid: str, threshold: Any, tuned: dict | None = None) -> runtime.Classifier:
             """Stage the bytes that ship, decision record (and class output) inside, with
             ``threshold``; load them. The gate then checks these bytes, not a draft of them:
             a class output can change how an engine fuses the graph (ONNX Runtime's int8
             Softmax moved by one output step when the output got a second consumer)."""
-            v = replace(variants[vid], threshold=threshold)
+            v = replace(variants[vid], threshold=threshold, tuning=tuned)  # one goes with the other
             data = _decided(originals[vid], manifest, v, with_decision)
             (staging / v.file).write_bytes(data)
             variants[vid] = replace(v, sha256=sha256_file(staging / v.file), bytes=len(data))
@@ -395,8 +438,7 @@ def export(
             if plan_tuning is not None:  # the variant's own threshold, on its own scores
                 try:
                     tuned = plan_tuning.tune_variant(clf, variants[vid], per_sample)
-                    clf = ship(vid, tuned.threshold)  # only a constant of the graph changes
-                    variants[vid] = replace(variants[vid], tuning=tuned.tuning)
+                    clf = ship(vid, tuned.threshold, tuned.tuning)  # a constant of the graph changes
                     again = np.concatenate([answer(sample) for sample in samples])
                     if not np.array_equal(again, per_sample):
                         raise TuningError(

@@ -33,6 +33,7 @@ class Reference:
     proba: np.ndarray
     labels: np.ndarray | None
     data: str
+    source: str | None = None  # validation, calibration or synthetic (see Parity.source)
 
 
 def to_probability(head: Head, raw: np.ndarray) -> np.ndarray:
@@ -150,6 +151,7 @@ def compare(
         min_agreement=need,
         passed=not failures,
         data=reference.data,
+        source=reference.source,
         accuracy=accuracy,
         reference_accuracy=reference_accuracy,
         batch_flips=batch_flips,

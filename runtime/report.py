@@ -223,4 +223,16 @@ def gate_summary(manifest: Manifest) -> str:
     line = f"gate: {n} samples, one flip is {1 / n:.2%}; flips allowed: {minimums}"
     if ties:
         line += f"; near-ties (flips this close to the threshold, not counted): {ties}"
-    return line + "\n"
+    return synthetic_note(manifest) + line + "\n"
+
+
+def synthetic_note(manifest: Manifest) -> str:
+    """A line saying that the gate ran on synthetic inputs, not the user's data; "" otherwise."""
+    parity = next((v.parity for v in manifest.variants.values() if v.parity is not None), None)
+    if parity is None or not parity.synthetic:
+        return ""
+    return (
+        f"gate: on SYNTHETIC inputs only ({parity.data}): 'passed' proves the conversion on "
+        f"those inputs, not the decisions on yours; export with --validation FILE to gate on "
+        f"your data (--require-data refuses an export without it)\n"
+    )

@@ -31,12 +31,37 @@ def test_seed_export_agrees_with_keras_on_10000_inputs(seed_dir, seed_model, wid
         np.testing.assert_array_equal(clf.predict(wide_inputs), (expected[:, 0] > 0.5).astype(int))
 
 
-def test_probe_set_is_used_without_validation_data(seed_dir, tmp_path):
-    manifest = exporter.export(seed_dir / "seed.keras", tmp_path / "dist", formats=["onnx"])
+def test_probe_set_is_used_without_validation_data(seed_dir, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="keras_edge"):
+        manifest = exporter.export(seed_dir / "seed.keras", tmp_path / "dist", formats=["onnx"])
     parity = manifest.variants["onnx-fp32"].parity
     assert parity.n == exporter.export.__globals__["PROBE_SIZE"] == 10_000
     assert "probe" in parity.data and "seed 0" in parity.data
     assert parity.accuracy is None
+    # It says so everywhere: the manifest, the table's gate line, the warning, inspect.
+    assert parity.source == "synthetic" and parity.synthetic and "not your data" in parity.data
+    on_disk = json.loads((tmp_path / "dist" / "manifest.json").read_text())
+    assert on_disk["variants"]["onnx-fp32"]["parity"]["source"] == "synthetic"
+    summary = runtime.report.gate_summary(manifest)
+    assert summary.startswith("gate: on SYNTHETIC inputs only") and "not the decisions" in summary
+    warned = " ".join(r.message for r in caplog.records)
+    assert "not the decisions on the inputs the device will see" in warned
+    from tests.test_cli import run
+
+    assert "SYNTHETIC inputs" in run("inspect", tmp_path / "dist").stdout
+
+
+def test_require_data_refuses_an_export_without_data(seed_dir, seed_val, tmp_path):
+    from tests.test_cli import one_line_error, run
+
+    proc = run("export", seed_dir / "seed.keras", "--out", tmp_path / "dist", "--require-data")
+    assert proc.returncode == 2 and not (tmp_path / "dist").exists()
+    assert "Expected validation or calibration data" in one_line_error(proc)
+    manifest = exporter.export(seed_dir / "seed.keras", tmp_path / "ok", formats=["tflite"],
+                               validation=seed_val, require_data=True)  # fmt: skip
+    parity = manifest.variants["tflite-fp32"].parity
+    assert parity.source == "validation" and not parity.synthetic
+    assert "SYNTHETIC" not in runtime.report.gate_summary(manifest)
 
 
 def test_manifest_contract(fp32_export, seed_dir):

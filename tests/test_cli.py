@@ -111,7 +111,16 @@ def test_csv_with_a_label_column(fp32_export, tmp_path):
         (["predict", "{dist}", "{tmp}/bad.npy"], r"Expected input of shape \(None, 2\), got \(3, 5\)"),
         (["predict", "{dist}", "{tmp}/nan.npy"], "NaN or Inf"),
         (["predict", "{dist}", "{seed}/samples.csv", "--variant", "x"], "Unknown variant 'x'"),
-        (["predict", "{dist}", "{tmp}/bad.csv", "--output", "{tmp}/d"], "Bad row at line 3 of .*'abc'"),
+        (
+            ["predict", "{dist}", "{tmp}/bad.csv", "--output", "{tmp}/d.csv"],
+            "Bad row at line 3 of .*'abc'",
+        ),
+        (
+            ["predict", "{dist}", "{seed}/samples.csv", "--output", "{tmp}/d.txt"],
+            r"Expected --output to end in one of \.csv, \.jsonl, \.json, \.npy, \.parquet \(the "
+            r"suffix decides the format\), got '\.txt' in '.*d\.txt'",
+        ),
+        (["predict", "{dist}", "{seed}/samples.csv", "--output", "{tmp}/d"], "got no suffix in"),
         (["predict", "{dist}", "{tmp}/noheader.csv"], "Expected a header row .* --no-header"),
         (["inspect", "{tmp}"], "Expected a manifest at"),
         (["frobnicate"], "invalid choice"),
@@ -130,7 +139,8 @@ def test_bad_usage_exits_2_with_one_line(seed_dir, fp32_export, tmp_path, args, 
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     line = one_line_error(proc)
     assert __import__("re").search(match, line), line
-    assert not (tmp_path / "d").exists()  # nothing half-written
+    written = [p.name for p in tmp_path.iterdir() if p.name.lstrip(".").startswith("d")]
+    assert not written  # nothing half-written: no d, d.csv or d.txt, nor their temporary files
 
 
 def test_lambda_model_is_refused_then_accepted_with_unsafe(tmp_path):

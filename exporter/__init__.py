@@ -21,10 +21,12 @@ from keras_edge.exporter.errors import (
 )
 from keras_edge.exporter.export import export
 from keras_edge.exporter.model import keras_labels, load_model
+from keras_edge.exporter.result import ExportResult
 
 __all__ = [
     "CalibrationError",
     "ConversionError",
+    "ExportResult",
     "ParityError",
     "PartialExportError",
     "UnsafeModelError",

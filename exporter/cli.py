@@ -12,12 +12,7 @@ from pathlib import Path
 from keras_edge.exporter.errors import PartialExportError
 from keras_edge.runtime.cli import EXIT_OK
 from keras_edge.runtime.errors import GateError, UsageError
-from keras_edge.runtime.report import (
-    REPORT_NAME,
-    calibration_summary,
-    format_table,
-    gate_summary,
-)
+from keras_edge.runtime.report import REPORT_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +154,7 @@ def _run_export(args: argparse.Namespace) -> int:
             data[what] = (x, y)
     calibration = data["calibration"][0] if "calibration" in data else None
     try:
-        manifest = export(
+        result = export(
             args.model,
             args.out,
             formats=[f.strip() for f in args.formats.split(",") if f.strip()],
@@ -183,17 +178,18 @@ def _run_export(args: argparse.Namespace) -> int:
             force=args.force,
             allow_constant=args.allow_constant,
             progress=_Progress(f"exporting {args.model} to {args.out}"),
+            strict=False,  # the table first, then the ParityError (exit 3) below
         )
     except (GateError, PartialExportError) as exc:  # written: show what was, then the error
+        # (PartialExportError; ConstantOutputError wrote nothing; a failed gate is in the result)
         if not getattr(exc, "written", True):
             raise
+        from keras_edge.exporter.result import ExportResult
         from keras_edge.runtime.manifest import Manifest
 
-        written = Manifest.read(args.out)
-        sys.stdout.write(format_table(written) + gate_summary(written) + calibration_summary(written))
+        sys.stdout.write(ExportResult.of(Manifest.read(args.out), args.out).table)
         raise
-    sys.stdout.write(format_table(manifest))
-    sys.stdout.write(gate_summary(manifest))
-    sys.stdout.write(calibration_summary(manifest))
+    sys.stdout.write(result.table)
+    result.raise_for_gate()  # exit 3, naming each failed variant; the table is printed above
     sys.stdout.write(f"wrote {args.out / 'manifest.json'} and {args.out / REPORT_NAME}\n")
     return EXIT_OK

@@ -2,8 +2,9 @@
 
 Every variant is checked through ``runtime.load()``, so the code path that ships is the code
 path that is checked. Files are staged in a sibling folder and moved into place at the end: a
-bad input leaves nothing half-written; a failed gate still writes everything, then raises
-:class:`ParityError` (exit code 3) naming the variant and the numbers. A variant the format cannot
+bad input leaves nothing half-written; a failed gate still writes everything, and the
+:class:`ExportResult` names the variant and the numbers (``strict=True`` raises
+:class:`ParityError`, exit code 3, instead). A variant the format cannot
 express (:class:`UnsupportedOpError`) is left out with its reason in the manifest's ``refused``;
 one a converter or engine fails on is left out the same way, the rest are written, and
 :class:`PartialExportError` (exit code 1) names it.
@@ -46,11 +47,11 @@ from keras_edge.exporter.errors import (
     CalibrationError,
     ConstantOutputError,
     ConversionError,
-    ParityError,
     PartialExportError,
     TuningError,
     UnsupportedOpError,
 )
+from keras_edge.exporter.result import ExportResult
 from keras_edge.runtime import embedded
 from keras_edge.runtime.data import rows
 from keras_edge.runtime.errors import KerasEdgeError, UsageError
@@ -205,7 +206,8 @@ def export(
     int8_fallback: str = "auto",
     feature_names: Sequence[str] | None = None,
     require_data: bool = False,
-) -> Manifest:
+    strict: bool = False,
+) -> ExportResult:
     """Export a Keras model to TFLite/ONNX variants in ``out`` and prove each one.
 
     Args:
@@ -247,13 +249,26 @@ def export(
             default, the columns of a pandas DataFrame given as calibration or validation data.
         require_data: refuse (UsageError, exit 2, nothing written) an export that has neither
             validation nor calibration data, instead of gating on the synthetic probe set.
+        strict: raise :class:`ParityError` when a variant fails its gate (as ``keras-edge
+            export`` exits 3); without it, the failed variants are in the result's ``failed``
+            and a warning names them.
+
+    Returns:
+        An :class:`ExportResult`: the manifest written, ``failed`` (variants that missed their
+        gate: written, marked failed, never the default), ``refused`` and ``table``, the parity
+        table as the CLI prints it (``print(result)``). ``result.raise_for_gate()`` raises the
+        ParityError that ``strict=True`` would have.
 
     Raises:
         UsageError: bad input (exit 2); nothing is written. Its subclass UnsupportedOpError when
             no variant at all can express the model.
         PartialExportError: a converter or engine failed on some variants (exit 1); the others
             are written first. ConversionError when it failed on every variant.
-        ParityError: a variant failed its gate (exit 3); everything is written first.
+        ParityError: with ``strict=True`` only, a variant failed its gate (exit 3); everything
+            is written first.
+        ConstantOutputError: the Keras model answers a constant on the parity data (exit 3);
+            raised whatever ``strict`` says, before anything is converted: nothing is written,
+            so there is no result to return.
     """
     quantizations, asked_all = parse_quantize(quantize)
     options = ExportOptions(
@@ -585,16 +600,16 @@ def export(
             + "; ".join(f"{vid}: {refused[vid]}" for vid in faults),
             failed=faults,
         )
-    failed = [vid for vid, v in checked.items() if not v.passed]
-    if failed:
-        lines = [f"  {vid}: {'; '.join(checked[vid].parity.failures)}" for vid in failed]  # type: ignore[union-attr]
-        raise ParityError(
-            f"{len(failed)} variant(s) failed the parity gate on {data_name}; they are marked "
-            f"failed in {out / MANIFEST_NAME} and never made the default:\n" + "\n".join(lines),
-            failed=failed,
-        )
+    result = ExportResult.of(manifest, out)
+    if strict:
+        result.raise_for_gate()
+    elif result.failed:
+        logger.warning(
+            "%d variant(s) failed the parity gate and were marked failed in %s: %s",
+            len(result.failed), out / MANIFEST_NAME, ", ".join(result.failed),
+        )  # fmt: skip
     logger.info("exported %d variant(s) to %s; default %s", len(checked), out, default)
-    return manifest
+    return result
 
 
 def _decided(data: bytes, manifest: Manifest, variant: Variant, with_decision: bool) -> bytes:

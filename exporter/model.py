@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from keras_edge.runtime.manifest import INPUT_DTYPES, Head, InputSpec
 logger = logging.getLogger(__name__)
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 HEAD_CHOICES = ("auto", "logit", "regression")
 
 
@@ -32,7 +34,8 @@ def load_model(path: str | Path, safe_mode: bool = True) -> Any:
         )
     if not path.is_file():
         raise UsageError(f"Expected a Keras model file at {str(path)!r}, found none")
-    keras = _tf.keras()
+    keras = _tf.keras()  # first: without the export extra, that is what to say
+    check_container(path)
     try:
         with _tf.captured_output():
             model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
@@ -48,6 +51,32 @@ def load_model(path: str | Path, safe_mode: bool = True) -> Any:
         raise UsageError(f"Could not load the Keras model {str(path)!r}: {exc}") from exc
     logger.info("loaded %s (%s, %d parameters)", path, model.name, model.count_params())
     return model
+
+
+def check_container(path: Path) -> None:
+    """Refuse a model file that is not the container its suffix names: a ``.keras`` file is a
+    zip archive, a ``.h5``/``.hdf5`` file HDF5 (Keras calls either a missing file otherwise)."""
+    size = path.stat().st_size
+    if path.suffix == ".keras":
+        expected, what, ok = "a Keras zip archive", "a zip archive", zipfile.is_zipfile(path)
+    else:
+        expected, what, ok = "an HDF5 file", "HDF5", _is_hdf5(path, size)
+    if size == 0 or not ok:
+        got = "an empty file (0 bytes)" if size == 0 else f"{size:,} bytes that are not {what}"
+        raise UsageError(f"Expected {expected} in {str(path)!r}, got {got}")
+
+
+def _is_hdf5(path: Path, size: int) -> bool:
+    """True when the HDF5 signature is at offset 0, or at 512, 1024, 2048, ... (after a user
+    block), as the HDF5 format places it."""
+    with path.open("rb") as f:
+        offset = 0
+        while offset + len(HDF5_SIGNATURE) <= size:
+            f.seek(offset)
+            if f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+                return True
+            offset = 512 if offset == 0 else offset * 2
+    return False
 
 
 def source_sha256(source: str | Path | Any, model: Any) -> str:

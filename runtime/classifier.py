@@ -687,6 +687,8 @@ def _rebuild(
 def _load_artifact(path: Path, device: str, threads: int | None) -> Classifier:
     """A lone artifact: the manifest it needs is rebuilt from the record embedded in it."""
     fmt = ARTIFACT_SUFFIXES[path.suffix]
+    if not engine_installed(fmt):  # the record is read with the engine's own schema
+        raise missing_engine(fmt)
     device = resolve_device(device, {fmt})
     if device_format(device) not in (None, fmt):
         raise DeviceUnavailableError(

@@ -350,15 +350,24 @@ WRITERS: dict[str, type[Writer]] = {
 
 
 def output_format(path: Path | None, fmt: str | None) -> str:
-    """The format: ``--output``'s suffix when it names one, else ``--format`` (default csv)."""
-    if path is not None and path.suffix in FILE_FORMATS:
-        chosen = FILE_FORMATS[path.suffix]
+    """The format: ``--output``'s suffix, which must name one (a file whose name says one format
+    and holds another is refused before anything is scored); on stdout ``--format`` (default
+    csv)."""
+    if path is not None:
+        suffix = path.suffix.lower()
+        if suffix not in FILE_FORMATS:
+            got = f"{path.suffix!r}" if path.suffix else "no suffix"
+            raise UsageError(
+                f"Expected --output to end in one of {', '.join(FILE_FORMATS)} (the suffix decides "
+                f"the format), got {got} in {str(path)!r}"
+            )
+        chosen = FILE_FORMATS[suffix]
         if fmt is not None and fmt != chosen:
             raise UsageError(
                 f"Expected --format {chosen} for --output {str(path)!r}, got --format {fmt}"
             )
         return chosen
-    if fmt is not None and fmt not in STDOUT_FORMATS and path is None:
+    if fmt is not None and fmt not in STDOUT_FORMATS:
         raise UsageError(f"Expected --format from {list(STDOUT_FORMATS)} on stdout, got {fmt!r} "
                          f"(.npy and .parquet go to --output FILE)")  # fmt: skip
     return fmt or "csv"

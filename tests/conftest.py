@@ -62,7 +62,7 @@ def seed_all(seed_dir: Path, seed_val: tuple[np.ndarray, np.ndarray], tmp_path_f
     out = tmp_path_factory.mktemp("seed_all") / "dist"
     manifest = exporter.export(
         seed_dir / "seed.keras", out, quantize="all", calibration=calib, validation=seed_val
-    )
+    ).manifest
     return out, manifest, calib
 
 
@@ -85,7 +85,7 @@ def two_inputs(tmp_path_factory) -> Any:
         "image": rng.standard_normal((400, 8, 8, 1)).astype(np.float32),
     }
     out = tmp_path_factory.mktemp("two") / "dist"
-    manifest = exporter.export(model, out, quantize="int8", calibration=x, validation=x)
+    manifest = exporter.export(model, out, quantize="int8", calibration=x, validation=x).manifest
     return model, x, out, manifest
 
 

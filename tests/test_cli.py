@@ -94,12 +94,33 @@ def test_csv_with_a_label_column(fp32_export, tmp_path):
             "ending in",
         ),
         (["export", "{seed}/seed.keras"], "--out"),
+        (
+            ["export", "{tmp}/empty.keras", "--out", "{tmp}/d"],
+            r"Expected a Keras zip archive in '.*empty.keras', got an empty file \(0 bytes\)",
+        ),
+        (
+            ["export", "{tmp}/text.keras", "--out", "{tmp}/d"],
+            r"Expected a Keras zip archive in .*, got 12 bytes that are not a zip archive",
+        ),
+        (
+            ["export", "{tmp}/text.h5", "--out", "{tmp}/d"],
+            r"Expected an HDF5 file in '.*text.h5', got 12 bytes that are not HDF5",
+        ),
         (["predict", "{tmp}/none", "{seed}/samples.csv"], "Expected a folder"),
         (["predict", "{dist}", "{seed}/nope.csv"], "Expected a data file at"),
         (["predict", "{dist}", "{tmp}/bad.npy"], r"Expected input of shape \(None, 2\), got \(3, 5\)"),
         (["predict", "{dist}", "{tmp}/nan.npy"], "NaN or Inf"),
         (["predict", "{dist}", "{seed}/samples.csv", "--variant", "x"], "Unknown variant 'x'"),
-        (["predict", "{dist}", "{tmp}/bad.csv", "--output", "{tmp}/d"], "Bad row at line 3 of .*'abc'"),
+        (
+            ["predict", "{dist}", "{tmp}/bad.csv", "--output", "{tmp}/d.csv"],
+            "Bad row at line 3 of .*'abc'",
+        ),
+        (
+            ["predict", "{dist}", "{seed}/samples.csv", "--output", "{tmp}/d.txt"],
+            r"Expected --output to end in one of \.csv, \.jsonl, \.json, \.npy, \.parquet \(the "
+            r"suffix decides the format\), got '\.txt' in '.*d\.txt'",
+        ),
+        (["predict", "{dist}", "{seed}/samples.csv", "--output", "{tmp}/d"], "got no suffix in"),
         (["predict", "{dist}", "{tmp}/noheader.csv"], "Expected a header row .* --no-header"),
         (["inspect", "{tmp}"], "Expected a manifest at"),
         (["frobnicate"], "invalid choice"),
@@ -110,12 +131,16 @@ def test_bad_usage_exits_2_with_one_line(seed_dir, fp32_export, tmp_path, args, 
     np.save(tmp_path / "nan.npy", np.array([[np.nan, 0.0]], np.float32))
     (tmp_path / "bad.csv").write_text("a,b\n1,2\nabc,3\n")
     (tmp_path / "noheader.csv").write_text("1,2\n3,4\n")
+    (tmp_path / "empty.keras").write_bytes(b"")
+    for name in ("text.keras", "text.h5"):
+        (tmp_path / name).write_text("not a model\n")
     fmt = {"seed": seed_dir, "tmp": tmp_path, "dist": fp32_export}
     proc = run(*[a.format(**fmt) for a in args])
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     line = one_line_error(proc)
     assert __import__("re").search(match, line), line
-    assert not (tmp_path / "d").exists()  # nothing half-written
+    written = [p.name for p in tmp_path.iterdir() if p.name.lstrip(".").startswith("d")]
+    assert not written  # nothing half-written: no d, d.csv or d.txt, nor their temporary files
 
 
 def test_lambda_model_is_refused_then_accepted_with_unsafe(tmp_path):

@@ -146,7 +146,7 @@ def test_names_from_python_and_a_dataframe(seed_dir, seed_model, seed_val, tmp_p
         exporter.export(seed_model, tmp_path / "bad", formats=["tflite"], feature_names=["a"])
     assert not (tmp_path / "bad").exists()
     manifest = exporter.export(seed_model, tmp_path / "dist", formats=["tflite"],
-                               validation=(frame, y), feature_names=["b", "a"])  # fmt: skip
+                               validation=(frame, y), feature_names=["b", "a"]).manifest  # fmt: skip
     assert manifest.input.features == ("b", "a")
     assert manifest.variants["tflite-fp32"].parity.label_agreement == 1.0  # reordered by name
     clf = runtime.load(tmp_path / "dist")

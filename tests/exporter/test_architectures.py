@@ -143,6 +143,7 @@ def test_int8_of_raw_features_fails_the_gate(tmp_path):
             calibration=case.x_calib,
             validation=(case.x_val, case.y_val),
             int8_fallback="none",  # tests/exporter/test_mixed.py shows the mixed-precision fix
+            strict=True,
         )
     assert sorted(info.value.failed) == ["onnx-int8", "tflite-int8"]
     manifest = runtime.Manifest.read(tmp_path / "dist")

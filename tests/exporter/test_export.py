@@ -33,7 +33,7 @@ def test_seed_export_agrees_with_keras_on_10000_inputs(seed_dir, seed_model, wid
 
 def test_probe_set_is_used_without_validation_data(seed_dir, tmp_path, caplog):
     with caplog.at_level("WARNING", logger="keras_edge"):
-        manifest = exporter.export(seed_dir / "seed.keras", tmp_path / "dist", formats=["onnx"])
+        manifest = exporter.export(seed_dir / "seed.keras", tmp_path / "dist", formats=["onnx"]).manifest
     parity = manifest.variants["onnx-fp32"].parity
     assert parity.n == exporter.export.__globals__["PROBE_SIZE"] == 10_000
     assert "probe" in parity.data and "seed 0" in parity.data
@@ -58,7 +58,7 @@ def test_require_data_refuses_an_export_without_data(seed_dir, seed_val, tmp_pat
     assert proc.returncode == 2 and not (tmp_path / "dist").exists()
     assert "Expected validation or calibration data" in one_line_error(proc)
     manifest = exporter.export(seed_dir / "seed.keras", tmp_path / "ok", formats=["tflite"],
-                               validation=seed_val, require_data=True)  # fmt: skip
+                               validation=seed_val, require_data=True).manifest  # fmt: skip
     parity = manifest.variants["tflite-fp32"].parity
     assert parity.source == "validation" and not parity.synthetic
     assert "SYNTHETIC" not in runtime.report.gate_summary(manifest)

@@ -75,7 +75,7 @@ def test_a_variant_failed_at_its_gate_loads_by_name_with_a_warning(seed_dir, see
     with pytest.raises(ParityError):  # int8 flips at least one sample of the seed's 1,000
         exporter.export(seed_dir / "seed.keras", out, formats=["onnx"], quantize="int8",
                         calibration=seed_val[0], validation=seed_val, min_agreement=1.0,
-                        int8_fallback="none")  # a failed variant is the point here  # fmt: skip
+                        int8_fallback="none", strict=True)  # a failed variant is the point  # fmt: skip
     assert not runtime.Manifest.read(out).variants["onnx-int8"].passed
     with caplog.at_level(logging.WARNING, logger="keras_edge.runtime.classifier"):
         clf = runtime.load(out, variant="onnx-int8")

@@ -31,7 +31,7 @@ def tuned(digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("minconf") / "d"
     manifest = exporter.export(digits.model, out, quantize="int8", calibration=digits.x_calib,
                                validation=(digits.x_val, digits.y_val), with_decision=True,
-                               tune="precision>=0.99", min_agreement=0.95)  # fmt: skip
+                               tune="precision>=0.99", min_agreement=0.95).manifest  # fmt: skip
     return out, manifest
 
 

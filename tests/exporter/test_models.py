@@ -79,7 +79,7 @@ def tokens_gru(tmp_path_factory):
     model.compile("adam", "binary_crossentropy")
     model.fit(ids, y, epochs=8, batch_size=64, verbose=0)
     out = tmp_path_factory.mktemp("gru") / "dist"
-    manifest = exporter.export(model, out, quantize="fp16,dynamic", validation=(ids, y))
+    manifest = exporter.export(model, out, quantize="fp16,dynamic", validation=(ids, y)).manifest
     return model, ids, out, manifest
 
 

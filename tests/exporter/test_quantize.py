@@ -60,7 +60,7 @@ def tabular(tmp_path_factory):
     out = folder / "dist"
     manifest = exporter.export(
         folder / "model.keras", out, quantize="all", calibration=x_train, validation=(x_test, y_test)
-    )
+    ).manifest
     return out, manifest
 
 
@@ -173,6 +173,7 @@ def test_coverage_warning_on_a_wider_domain(seed_dir, wide_inputs, tmp_path, cap
             calibration=calib,
             validation=wide_inputs,
             int8_fallback="none",  # the failure is the point here, not its mixed-precision fix
+            strict=True,
         )
     assert "fall outside the calibrated range" in caplog.text
     manifest = runtime.Manifest.read(tmp_path / "dist")
@@ -232,6 +233,7 @@ def test_raw_features_of_very_different_scales_are_diagnosed(tmp_path):
             calibration=x[:400],
             validation=(x[400:], y[400:]),
             int8_fallback="none",  # the diagnosis is the point here; test_mixed.py fixes it
+            strict=True,
         )
     manifest = runtime.Manifest.read(tmp_path / "dist")
     # The float variants of the same model (Normalization folded in) pass.

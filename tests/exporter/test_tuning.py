@@ -111,7 +111,7 @@ def test_export_tunes_keras_and_every_variant_on_its_own_scores(is_it_a_three, t
     model, tune_data, validation = is_it_a_three
     manifest = exporter.export(model, tmp_path / "d", quantize="int8", calibration=tune_data[0],
                                validation=validation, tune="f1", tune_data=tune_data,
-                               min_agreement=0.95)  # the gate is not the point here  # fmt: skip
+                               min_agreement=0.95).manifest  # the gate is not the point  # fmt: skip
     keras_p = model.predict(tune_data[0], verbose=0)[:, 0]
     expected = tune(keras_p, tune_data[1], Objective.parse("f1"))
     assert manifest.head.threshold == pytest.approx(expected.threshold)
@@ -132,7 +132,7 @@ def test_tuning_on_the_validation_data_says_it_is_optimistic(is_it_a_three, tmp_
 
     model, _, validation = is_it_a_three
     manifest = exporter.export(model, tmp_path / "d", formats=["onnx"], validation=validation,
-                               tune="cost:fp=1,fn=10")  # fmt: skip
+                               tune="cost:fp=1,fn=10").manifest  # fmt: skip
     assert manifest.tuning["optimistic"] is True
     assert "optimistic" in caplog.text
     assert manifest.head.threshold < 0.5  # misses cost 10x false alarms: the cut goes down

@@ -5,12 +5,15 @@ disagrees with its artifact is refused naming both values."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import sys
 
 import numpy as np
 import pytest
 
 from keras_edge import runtime
+from keras_edge.cli import main
 from keras_edge.runtime import embedded
 from keras_edge.runtime.manifest import MANIFEST_NAME, sha256_file
 
@@ -43,6 +46,26 @@ def test_a_lone_artifact_decides_as_its_folder(seed_all, wide_inputs, tmp_path, 
     assert (alone.variant, alone.threshold) == (vid, together.threshold)
     np.testing.assert_array_equal(alone.predict(wide_inputs), together.predict(wide_inputs))
     np.testing.assert_array_equal(alone.predict_proba(wide_inputs), together.predict_proba(wide_inputs))
+
+
+@pytest.mark.parametrize(
+    ("vid", "module", "extra"),
+    [("tflite-fp32", "ai_edge_litert", "litert"), ("onnx-fp32", "onnxruntime", "onnx")],
+)
+def test_a_lone_artifact_whose_engine_is_absent_names_the_extra(
+    fp32_export, seed_dir, tmp_path, monkeypatch, capsys, vid, module, extra
+):
+    lone = tmp_path / f"{vid}.{vid.split('-')[0]}"
+    shutil.copy(fp32_export / lone.name, lone)
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)  # what an absent package looks like to import
+    needs = f"pip install 'keras-edge[{extra}]'"
+    with pytest.raises(runtime.BackendUnavailableError, match=re.escape(needs)):
+        runtime.load(lone)
+    assert main(["predict", str(lone), str(seed_dir / "samples.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keras-edge: error: ") and needs in err and "\n" not in err, err
 
 
 def test_a_lone_multi_input_artifact_keeps_its_input_order(two_inputs, tmp_path):

@@ -104,6 +104,7 @@ def test_the_gate_sees_the_decision_that_ships(seed_dir, seed_val, seed_all, tmp
             validation=seed_val,
             int8_io=True,
             int8_fallback="none",  # the planted cut breaks every candidate alike
+            strict=True,
         )
     manifest = runtime.Manifest.read(tmp_path / "dist")
     assert manifest.variants["tflite-fp32"].parity.passed

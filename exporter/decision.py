@@ -127,15 +127,12 @@ def into_tflite(data: bytes, head: Head, threshold: Any) -> bytes:
             reducer.keepDims = False
             operator(ops.REDUCE_MAX, [out_index, axis], [best], reducer,
                      schema.BuiltinOptions.ReducerOptions)  # fmt: skip
-            cut = _cut_tensor(tensor, types, out, head, threshold)
-            sure = tensor("keras_edge_sure", types.BOOL, shape[:1], signature[:1])
-            operator(ops.GREATER, [best, cut], [sure])
+            sure = _greater(tensor, operator, schema, best, graph.tensors[best], head, threshold,
+                            "keras_edge_sure")  # fmt: skip
             unknown = tensor("keras_edge_unknown", types.INT64, [], [], np.array(UNKNOWN, np.int64))
             operator(ops.SELECT_V2, [sure, top, unknown], [result])
     else:
-        cut = _cut_tensor(tensor, types, out, head, threshold)
-        above = tensor("keras_edge_above", types.BOOL, shape, signature)
-        operator(ops.GREATER, [out_index, cut], [above])
+        above = _greater(tensor, operator, schema, out_index, out, head, threshold, "keras_edge_above")
         cast_options = schema.CastOptionsT()
         cast_options.inDataType, cast_options.outDataType = types.BOOL, types.INT64
         if head.kind == "binary":
@@ -155,13 +152,45 @@ def into_tflite(data: bytes, head: Head, threshold: Any) -> bytes:
     return pack_tflite(model, len(data))
 
 
-def _cut_tensor(tensor: Any, types: Any, out: Any, head: Head, threshold: Any) -> int:
-    """The constant the output is compared with: the float cut, or for a full-int8 output the
-    integer cut (same scale) that gives the labels of dequantizing first."""
+def _greater(tensor: Any, operator: Any, schema: Any, source: int, src: Any, head: Head,
+             threshold: Any, name: str) -> int:  # fmt: skip
+    """A BOOL tensor ``name``, ``source > cut``, with the float cut, or for a full-int8 output the
+    integer cut (same scale) that gives the labels of dequantizing first.
+
+    That integer cut lies outside int8 when no output level is above the cut (it is then the
+    largest level: nothing is greater) or every one is (it is then the smallest level minus one,
+    -129 for int8, which no int8 tensor holds). In that case the output is cast to int32 and
+    compared with the int32 cut, so that the class stays ``q > cut`` exactly: all 1 below the
+    range, all 0 above it, as the runtime decides."""
+    types = schema.TensorType
+    dims, sig = list(src.shape), list(src.shapeSignature) if src.shapeSignature is not None else None
+    sig = sig if sig is not None else [-1, *dims[1:]]
     cuts = np.asarray(decision_cut(head, threshold), dtype=np.float32).reshape(-1)
-    if out.type == types.INT8:
-        q = Quantization(float(out.quantization.scale[0]), int(out.quantization.zeroPoint[0]),
-                         np.dtype(np.int8))  # fmt: skip
-        value = np.array([integer_cut(q, c) for c in cuts], dtype=np.int8)
-        return tensor("keras_edge_cut", types.INT8, [len(value)], [len(value)], value, out.quantization)
-    return tensor("keras_edge_cut", types.FLOAT32, [len(cuts)], [len(cuts)], cuts)
+
+    def greater(left: int, cut: int) -> int:
+        above = tensor(name, types.BOOL, dims, sig)
+        operator(schema.BuiltinOperator.GREATER, [left, cut], [above])
+        return above
+
+    if src.type != types.INT8:
+        return greater(source, tensor("keras_edge_cut", types.FLOAT32, [len(cuts)], [len(cuts)], cuts))
+    q = Quantization(float(src.quantization.scale[0]), int(src.quantization.zeroPoint[0]),
+                     np.dtype(np.int8))  # fmt: skip
+    ints = np.array([integer_cut(q, c) for c in cuts], dtype=np.int64)
+    info = np.iinfo(np.int8)
+    if ints.min() >= info.min and ints.max() <= info.max:
+        cut = tensor("keras_edge_cut", types.INT8, [len(ints)], [len(ints)], ints.astype(np.int8),
+                     src.quantization)  # fmt: skip
+        return greater(source, cut)
+    logger.info(
+        "%s: the integer cut %s lies outside int8 [%d, %d] (threshold %s, output scale %g, zero "
+        "point %d): comparing in int32, so the class is constant where it is out of range",
+        name, ints.tolist(), info.min, info.max, threshold, q.scale, q.zero_point,
+    )  # fmt: skip
+    wide = tensor("keras_edge_wide", types.INT32, dims, sig)
+    options = schema.CastOptionsT()
+    options.inDataType, options.outDataType = types.INT8, types.INT32
+    operator(schema.BuiltinOperator.CAST, [source], [wide], options, schema.BuiltinOptions.CastOptions)
+    return greater(
+        wide, tensor("keras_edge_cut", types.INT32, [len(ints)], [len(ints)], ints.astype(np.int32))
+    )

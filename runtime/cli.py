@@ -326,10 +326,14 @@ def run_verify(args: argparse.Namespace) -> int:
                 f"skipped, engine not installed: {', '.join(c.variant for c in skipped)} "
                 f"({skipped[0].failures[0]})\n"
             )
+        for c in checks:
+            if c.failed:
+                sys.stdout.write(f"{c.variant} FAILED: {'; '.join(c.failures)}\n")
         ran = [c for c in checks if c.seconds is not None]
-        sys.stdout.write(
-            f"verified {len(ran)} variant(s) on the golden set ({ran[0].n} samples, one call "
-            f"each) in {sum(c.seconds for c in ran) * 1e3:.1f} ms\n"  # type: ignore[misc]
-        )
+        if ran:
+            sys.stdout.write(
+                f"verified {len(ran)} variant(s) on the golden set ({ran[0].n} samples, one call "
+                f"each) in {sum(c.seconds for c in ran) * 1e3:.1f} ms\n"  # type: ignore[misc]
+            )
     raise_on_failure(checks)
     return EXIT_OK

@@ -214,17 +214,65 @@ def _numbers(column: Any) -> np.ndarray:
     return np.asarray(column)
 
 
+_MAGIC = b"\x93NUMPY"
+_MOST_ROWS = np.iinfo(np.int64).max  # the widest row count a header can ever have to say
+_ALIGN = 64  # numpy aligns the data after the header to 64 bytes; so do we
+_NUMPY_HEADER_LIMIT = 10_000  # np.load's default max_header_size (numpy >= 1.24)
+
+
+def _npy_header(dtype: np.dtype, rows: int, size: int | None = None) -> bytes:
+    """The .npy header (magic, version, length, the dict padded with spaces and a newline) of a
+    1-d structured array of ``rows`` rows, ``size`` bytes long; without ``size``, the fewest
+    bytes, a multiple of 64, that hold the header of any row count. The version is the oldest
+    that can say it: 1.0 (latin-1 text, a 2-byte length), 2.0 past 65535 bytes (thousands of
+    columns), 3.0 for column names outside latin-1 (utf-8 text, labels in any script)."""
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": (rows,)}  # fmt: skip
+    text = repr(header)
+    utf8 = not text.isascii() and any(ord(c) > 0xFF for c in text)
+    encoding = "utf-8" if utf8 else "latin1"
+    body = text.encode(encoding)
+    if size is None:
+        widest = len(repr({**header, "shape": (_MOST_ROWS,)}).encode(encoding)) + 1  # + "\n"
+        size = -(-(len(_MAGIC) + 4 + widest) // _ALIGN) * _ALIGN
+        if utf8 or size - len(_MAGIC) - 4 > 0xFFFF:  # a 4-byte length
+            size = -(-(len(_MAGIC) + 6 + widest) // _ALIGN) * _ALIGN
+    if utf8:
+        version, width = b"\x03\x00", 4
+    else:
+        version, width = (b"\x01\x00", 2) if size - len(_MAGIC) - 4 <= 0xFFFF else (b"\x02\x00", 4)
+    room = size - len(_MAGIC) - 2 - width
+    if len(body) + 1 > room:  # never: the size was reserved for the widest row count
+        raise UsageError(
+            f"Expected a .npy header of at most {room} bytes, got {len(body) + 1} "
+            f"({len(dtype.names or ())} columns, {rows} rows)"
+        )
+    return _MAGIC + version + room.to_bytes(width, "little") + body.ljust(room - 1) + b"\n"
+
+
 class NpyWriter(Writer):
     """A structured array: the pass-through columns (numbers only), the values, the classes.
-    The header is written first with room to spare and rewritten with the row count at the
-    end, so the rows stream to disk."""
+    The header is reserved before the first rows, sized from the columns for the widest row
+    count there can be, and rewritten with the row count at the end, so the rows stream to
+    disk whatever the number of columns (a 1000-class head too)."""
 
     binary = True
-    _HEADER = 512  # bytes for the header: dozens of fields fit
 
     def _start(self) -> None:
         self.dtype: np.dtype | None = None
-        self.fh.write(b"\0" * self._HEADER)
+        self._header_size = 0  # reserved once the columns' types are known (the first rows)
+
+    def _reserve(self, dtype: np.dtype) -> None:
+        self.dtype = dtype
+        self._header_size = len(_npy_header(dtype, 0))
+        self.fh.write(b"\0" * self._header_size)
+        if self._header_size > _NUMPY_HEADER_LIMIT:
+            logger.warning(
+                "%s: %d columns make a %d-byte .npy header, above the %d numpy loads by default: "
+                "read it with np.load(path, max_header_size=%d), or write .parquet",
+                self.path, len(dtype.names or ()), self._header_size, _NUMPY_HEADER_LIMIT,
+                self._header_size,
+            )  # fmt: skip
 
     def _dtype(self, keep: dict[str, Any], classes: np.ndarray | None) -> np.dtype:
         fields = []
@@ -245,7 +293,7 @@ class NpyWriter(Writer):
 
     def write(self, keep, values, classes, nulls) -> None:  # type: ignore[no-untyped-def]
         if self.dtype is None:
-            self.dtype = self._dtype(keep, classes)
+            self._reserve(self._dtype(keep, classes))
         out = np.empty(len(values), dtype=self.dtype)
         for k in self.keep:
             column = _numbers(keep[k])
@@ -266,18 +314,11 @@ class NpyWriter(Writer):
         self.rows += len(values)
 
     def _finish(self) -> None:
-        dtype = self.dtype
-        if dtype is None:  # no rows: pass-through columns of unknown type become float64
+        if self.dtype is None:  # no rows: pass-through columns of unknown type become float64
             classes = np.zeros(0, np.int64) if self.layout.classes else None
-            dtype = self._dtype({k: np.zeros(0) for k in self.keep}, classes)
-        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                  "shape": (self.rows,)}  # fmt: skip
-        text = repr(header).encode("latin1")
-        size = self._HEADER - 10  # magic (6), version (2), header length (2)
-        if len(text) + 1 > size:
-            raise UsageError(f"Expected fewer output columns for .npy, got {len(dtype.names or ())}")
+            self._reserve(self._dtype({k: np.zeros(0) for k in self.keep}, classes))
         self.fh.seek(0)
-        self.fh.write(b"\x93NUMPY\x01\x00" + size.to_bytes(2, "little") + text.ljust(size - 1) + b"\n")
+        self.fh.write(_npy_header(self.dtype, self.rows, self._header_size))  # type: ignore[arg-type]
 
 
 class ParquetWriter(Writer):

@@ -28,6 +28,9 @@ def _bare_class(path: Path, x: np.ndarray) -> np.ndarray:
 
     interpreter = Interpreter(model_path=str(path))
     detail = interpreter.get_input_details()[0]
+    if detail["dtype"] == np.int8:  # int8 io: quantized by the caller, as on an integer-only target
+        scale, zero = detail["quantization"]
+        x = np.clip(np.rint(x / scale) + zero, -128, 127).astype(np.int8)
     interpreter.resize_tensor_input(detail["index"], x.shape)
     interpreter.allocate_tensors()
     interpreter.set_tensor(detail["index"], x)
@@ -74,6 +77,39 @@ def test_int8_output_compares_integers(seed_dir, seed_val, seed_all, wide_inputs
     np.testing.assert_array_equal(
         interpreter.get_tensor(out["class"]["index"]), clf.predict(wide_inputs)
     )
+
+
+@pytest.mark.parametrize("threshold", [1e-6, 1 - 1e-6])
+def test_a_cut_outside_the_int8_output_range_gives_a_constant_class(threshold, tmp_path):
+    # A logit head whose int8 output spans a few logits, and a threshold whose logit cut lies far
+    # outside: the integer cut is -129 (every level is above it) or 127 (none is). Once an
+    # OverflowError at export; now the class is constant, 1 below the range and 0 above it.
+    import keras
+
+    from keras_edge.runtime.classifier import decision_cut
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(1)])  # fmt: skip
+    rng = np.random.default_rng(0)
+    x_calib, x_val = (rng.standard_normal((n, 4)).astype(np.float32) for n in (300, 400))
+    y_val = (x_val[:, 0] > 0).astype(np.int64)
+    exporter.export(model, tmp_path / "d", quantize="int8", calibration=x_calib,
+                    validation=(x_val, y_val), head="logit", int8_io=True, with_decision=True,
+                    threshold=threshold)  # fmt: skip
+    z = model.predict(x_val, verbose=0)[:, 0]
+    expected = (z > np.log(threshold / (1 - threshold))).astype(np.int64)
+    assert np.abs(z).max() < 10 and len(set(expected.tolist())) == 1  # the cut is out of reach
+    manifest = runtime.Manifest.read(tmp_path / "d")
+    tflite = runtime.load(tmp_path / "d", variant="tflite-int8")
+    out_q = tflite.engine.output_quantization
+    assert out_q is not None and out_q.dtype == np.int8  # the comparison runs on int8 outputs
+    assert decision_cut(manifest.head, threshold, out_q) == (-129 if threshold < 0.5 else 127)
+    for vid in ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"):
+        clf = runtime.load(tmp_path / "d", variant=vid)
+        np.testing.assert_array_equal(clf.predict(x_val), expected, vid)
+        got = _bare_class(tmp_path / "d" / manifest.variants[vid].file, x_val)
+        np.testing.assert_array_equal(got, expected, vid)
 
 
 @pytest.mark.parametrize("case", ["multilabel", "multiclass"])

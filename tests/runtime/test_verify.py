@@ -88,6 +88,46 @@ def test_tampered_golden_set_exits_3(all_copy):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+def test_a_tampered_artifact_fails_its_own_row_and_every_other_is_checked(all_copy, damage):
+    # Once the first bad file stopped verify (exit 2, one line), the other variants unchecked.
+    path = all_copy / "onnx-fp16.onnx"
+    if damage == "corrupt":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        reason = "has sha256"
+    else:
+        path.unlink()
+        reason = "found none"
+    proc = _verify(all_copy, "--json")
+    assert proc.returncode == 3, proc.stderr
+    checks = {c["variant"]: c for c in json.loads(proc.stdout)}
+    assert len(checks) == 8
+    tampered = checks.pop("onnx-fp16")
+    assert tampered["status"] == "FAILED" and tampered["n"] == 0, tampered
+    assert tampered["failures"] == [tampered["failures"][0]] and reason in tampered["failures"][0]
+    assert {vid: c["status"] for vid, c in checks.items()} == {vid: "passed" for vid in checks}
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("keras-edge:")]
+    assert len(ours) == 1 and "onnx-fp16" in ours[0] and reason in ours[0], proc.stderr
+    text = _verify(all_copy)
+    assert text.returncode == 3, text.stderr
+    rows: dict = {}
+    for line in text.stdout.splitlines():  # the table's row, not the reason line under it
+        if line.strip():
+            rows.setdefault(line.split()[0], line.split())
+    assert rows["onnx-fp16"][-1] == "FAILED" and rows["tflite-int8"][-1] == "passed", text.stdout
+    assert "onnx-fp16 FAILED: integrity: Variant 'onnx-fp16'" in text.stdout and reason in text.stdout
+    assert "verified 7 variant(s)" in text.stdout
+
+
+def test_a_tampered_manifest_stops_verify_with_exit_2(all_copy):
+    (all_copy / MANIFEST_NAME).write_text("{not json")
+    proc = _verify(all_copy)
+    assert proc.returncode == 2 and "manifest" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
+
+
 def test_golden_set_changed_with_its_hash_names_every_variant(all_copy):
     path = all_copy / "golden.npz"
     with np.load(path) as golden:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_edge.runtime.gate import decide
+from keras_edge.runtime.gate import decide, distance_to_decision
 from keras_edge.runtime.golden import (
     GOLDEN_NAME,
     KERAS_KEY,
@@ -31,23 +31,6 @@ logger = logging.getLogger(__name__)
 
 SIZE = 256  # rows at most: a few milliseconds to verify on a device
 NEAREST = 64  # of them, the rows nearest a decision boundary
-
-
-def distance_to_decision(head: Head, proba: np.ndarray) -> np.ndarray | None:
-    """How far each row's Keras output is from changing its label: |p - t| (the nearest label's,
-    for multilabel), or the margin between the two best classes (and, with a minimum
-    confidence, the top probability's distance to it); ``None`` for regression."""
-    if head.kind in ("binary", "multilabel"):
-        t = np.asarray(head.threshold, dtype=np.float64).reshape(1, -1)
-        return np.abs(proba.astype(np.float64) - t).min(axis=1)
-    if head.kind == "multiclass":
-        p = proba.astype(np.float64)
-        top2 = np.sort(p, axis=1)[:, -2:] if p.shape[1] > 1 else np.zeros((len(p), 2))
-        margin = top2[:, 1] - top2[:, 0] if p.shape[1] > 1 else np.full(len(p), np.inf)
-        if head.threshold is not None:
-            margin = np.minimum(margin, np.abs(p.max(axis=1, initial=0.0) - head.threshold))
-        return margin
-    return None
 
 
 def select(head: Head, proba: np.ndarray) -> tuple[np.ndarray, int]:

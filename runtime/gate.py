@@ -10,6 +10,7 @@ within ``DRIFT`` of what it answered at export.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -139,3 +140,159 @@ def label_names(labels: Sequence[str], classes: np.ndarray) -> np.ndarray:
     """Label names for class indices (n,), ``"unknown"`` for -1 (below the minimum confidence)."""
     names = np.asarray([*labels, UNKNOWN_LABEL], dtype=object)
     return names[np.where(classes == UNKNOWN, len(labels), classes)]
+
+
+def distance_to_decision(head: Head, proba: np.ndarray) -> np.ndarray | None:
+    """How far each row's Keras output is from changing its label: |p - t| (the nearest label's,
+    for multilabel), or the margin between the two best classes (and, with a minimum
+    confidence, the top probability's distance to it); ``None`` for regression."""
+    if head.kind in ("binary", "multilabel"):
+        t = np.asarray(head.threshold, dtype=np.float64).reshape(1, -1)
+        return np.abs(proba.astype(np.float64) - t).min(axis=1)
+    if head.kind == "multiclass":
+        p = proba.astype(np.float64)
+        top2 = np.sort(p, axis=1)[:, -2:] if p.shape[1] > 1 else np.zeros((len(p), 2))
+        margin = top2[:, 1] - top2[:, 0] if p.shape[1] > 1 else np.full(len(p), np.inf)
+        if head.threshold is not None:
+            margin = np.minimum(margin, np.abs(p.max(axis=1, initial=0.0) - head.threshold))
+        return margin
+    return None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's answer for one variant on one set of inputs, and the numbers behind it."""
+
+    n: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    flips: int  # samples whose decision differs from Keras's (any label, for multilabel)
+    near_ties: int  # of them, within ``band`` of the threshold: not counted
+    near: int  # of them, within NEAR_BAND: reported
+    excused: int  # of them, flipped already in the answers the export accepted (verify)
+    agreement: float
+    band: float
+    tolerance: float
+    relative_tolerance: float | None
+    min_agreement: float
+    drift: float | None
+    failures: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a variant must meet: None takes its precision's default (``TOLERANCES``,
+    ``MIN_AGREEMENT``, ``REGRESSION_TOLERANCES``). ``verify`` passes the ones recorded at
+    export, so the device is held to the gate the export applied."""
+
+    tolerance: float | None = None
+    relative_tolerance: float | None = None
+    min_agreement: float | None = None
+
+
+def judge(
+    head: Head,
+    keras: np.ndarray,
+    outputs: np.ndarray,
+    precision: str,
+    threshold: float | tuple[float, ...] | None,
+    labels: np.ndarray | None = None,
+    limits: Limits = Limits(),
+    excused: np.ndarray | None = None,
+    at_export: np.ndarray | None = None,
+) -> Verdict:
+    """The one gate: does a variant whose answers are ``outputs`` (probabilities, or values for
+    regression; one call per sample) decide as Keras (``keras``) does? Used by the export on its
+    parity data and by ``keras-edge verify`` on the golden set.
+
+    ``labels``: the variant's decisions as the runtime's ``predict()`` made them (the code that
+    ships); without them, derived from ``outputs`` at ``threshold``. A flip within the variant's
+    near-tie band of the threshold is not counted against the agreement minimum; nor is one in
+    ``excused`` (rows whose answer at export already flipped: the export accepted them).
+    ``at_export``: the variant's own answers at export, which ``outputs`` must stay within
+    ``DRIFT`` of (verify: another engine build or CPU, not another artifact)."""
+    n = len(keras)
+    diff = np.abs(outputs.astype(np.float64) - keras.astype(np.float64))
+    max_diff = float(diff.max()) if n else 0.0
+    tol, rtol, need = _limits(head, precision, keras, limits)
+    if head.kind == "regression":
+        flipped = (diff > tol + (rtol or 0.0) * np.abs(keras.astype(np.float64))).any(axis=1)
+        distance = np.full(n, np.inf)
+    else:
+        if labels is None:
+            labels = decide(head, outputs, threshold)
+        flipped = (decide(head, keras, head.threshold) != labels.reshape(n, -1)).any(axis=1)
+        distance = distance_to_decision(head, keras)
+    band = near_tie_band(precision, head, threshold)
+    flips, ties = int(flipped.sum()), int((flipped & (distance <= band)).sum())
+    spared = flipped & ~(distance <= band) & (False if excused is None else excused.astype(bool))
+    counted = flips - ties - int(spared.sum())
+    failures = _failures(head, n, flips, ties, counted, band, need, max_diff, tol, rtol)
+    drift = None
+    if at_export is not None:
+        drift = float(np.abs(outputs.astype(np.float64) - at_export).max()) if n else 0.0
+        allowed = drift_band(head, precision, keras)
+        if drift > allowed:
+            failures.append(
+                f"answers moved {drift:.3g} from this variant's own answers at export, more than "
+                f"the {allowed:.3g} another engine build or CPU can explain: a different artifact "
+                f"or a broken engine"
+            )
+    return Verdict(
+        n=n, max_abs_diff=max_diff, mean_abs_diff=float(diff.mean()) if n else 0.0, flips=flips,
+        near_ties=ties if head.kind != "regression" else 0,
+        near=int((flipped & (distance <= NEAR_BAND)).sum()), excused=int(spared.sum()),
+        agreement=1.0 - flips / n if n else 1.0, band=band, tolerance=tol, relative_tolerance=rtol,
+        min_agreement=need, drift=drift, failures=tuple(failures),
+    )  # fmt: skip
+
+
+def drift_band(head: Head, precision: str, keras: np.ndarray) -> float:
+    """How far a variant's answers may move from its own at export on another machine."""
+    return DRIFT[precision] * (_scale(keras) if head.kind == "regression" else 1.0)
+
+
+def _scale(values: np.ndarray) -> float:
+    return max(1.0, float(np.abs(values).max())) if values.size else 1.0
+
+
+def _limits(
+    head: Head, precision: str, keras: np.ndarray, limits: Limits
+) -> tuple[float, float | None, float]:
+    """(tolerance, relative tolerance, minimum agreement): the limits given, else the defaults."""
+    need = MIN_AGREEMENT[precision] if limits.min_agreement is None else limits.min_agreement
+    if head.kind != "regression":
+        tol = TOLERANCES[precision] if limits.tolerance is None else limits.tolerance
+        return tol, None, need
+    if limits.tolerance is not None and limits.relative_tolerance is not None:
+        return limits.tolerance, limits.relative_tolerance, need
+    tol, rtol = regression_tolerance(precision, keras)
+    return (tol if limits.tolerance is None else limits.tolerance), rtol, need
+
+
+def _failures(
+    head: Head, n: int, flips: int, ties: int, counted: int, band: float, need: float,
+    max_diff: float, tol: float, rtol: float | None,
+) -> list[str]:  # fmt: skip
+    """The gate's sentences: what failed, with the numbers."""
+    failures = []
+    if head.kind == "regression":
+        if flips:
+            failures.append(
+                f"{flips} of {n} samples have values further from Keras's than {tol:.3g} + "
+                f"{rtol or 0:.3g} x |value| (largest difference {max_diff:.3g})"
+            )
+        return failures
+    if (1.0 - counted / n if n else 1.0) < need:
+        failures.append(
+            f"label agreement {1.0 - flips / n:.4%} ({flips} flips of {n}, {ties} of them "
+            f"near-ties within {band:.2g} of the threshold) is below the required {need:.2%}; "
+            f"{resolution_note(n, need)}"
+        )
+    if max_diff > tol:
+        failures.append(f"max abs probability difference {max_diff:.3g} exceeds tolerance {tol:.3g}")
+    return failures

@@ -6,14 +6,15 @@ results a little, and integer kernels more. The export keeps a golden set beside
 (see ``keras_edge.exporter.golden``): inputs, Keras's outputs and labels, and each variant's
 answers at export. Here each installed variant answers the golden set one sample per call, as a
 device calls it, through the runtime's own ``predict_proba`` and ``predict``. A variant that
-passed at export fails here when
+passed at export fails here by the export's own gate (:func:`keras_edge.runtime.gate.judge`,
+with the tolerance, agreement minimum and near-tie band recorded at export), when
 
-  * its largest difference from Keras exceeds its precision's export tolerance, or
+  * its largest difference from Keras exceeds the tolerance the export applied, or
+  * its decisions flip against Keras's beyond near-ties and beyond the flips it already had at
+    export (those the export accepted) by more than the agreement minimum allows, or
   * its largest difference from its own answers at export exceeds its precision's ``DRIFT``:
     more than another engine build or CPU can explain, so a different artifact or a broken
     engine.
-
-Label agreement and flips against Keras are reported beside them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 
 from keras_edge.runtime.data import rows
 from keras_edge.runtime.errors import UsageError, VerificationError
-from keras_edge.runtime.gate import DRIFT, TOLERANCES, decide, regression_tolerance
+from keras_edge.runtime.gate import Limits, decide, drift_band, judge
 from keras_edge.runtime.manifest import Manifest
 
 logger = logging.getLogger(__name__)
@@ -127,72 +128,44 @@ def read_golden(folder: str | Path, manifest: Manifest) -> Golden:
 
 
 def check_classifier(clf: Any, golden: Golden) -> Check:
-    """Run one loaded classifier over the golden set, one sample per call, and judge it."""
-    vid, precision = clf.variant, clf.variant_info.precision
-    head = clf.head
-    regression = head.kind == "regression"
+    """Run one loaded classifier over the golden set, one sample per call, and judge it by the
+    export's own gate (:func:`judge`), with the limits recorded at export."""
+    info, head = clf.variant_info, clf.head
     n = len(golden.xs[0])
     samples = [rows(golden.xs, slice(i, i + 1)) for i in range(n)]
     started = time.perf_counter()
-    answer = clf.predict if regression else clf.predict_proba
+    answer = clf.predict if head.kind == "regression" else clf.predict_proba
     outputs = np.concatenate([answer(sample) for sample in samples])
-    labels = (
-        None if regression else np.concatenate([np.reshape(clf.predict(s), (1, -1)) for s in samples])
-    )
+    labels = None
+    if head.kind != "regression":
+        labels = np.concatenate([np.reshape(clf.predict(s), (1, -1)) for s in samples])
     seconds = time.perf_counter() - started
-    tolerance, band = TOLERANCES[precision], DRIFT[precision]
-    diff = np.abs(outputs.astype(np.float64) - golden.keras)
-    max_diff = float(diff.max()) if n else 0.0
-    failures = []
-    if regression:  # values: the export's absolute and relative tolerance, and a scaled drift
-        parity = clf.variant_info.parity  # the export's own tolerances, scaled on all its data
-        tolerance, rtol = (
-            (parity.tolerance, parity.relative_tolerance)
-            if parity is not None and parity.relative_tolerance is not None
-            else regression_tolerance(precision, golden.keras)
-        )
-        band *= max(1.0, float(np.abs(golden.keras).max())) if n else 1.0
-        beyond = int((diff > tolerance + rtol * np.abs(golden.keras)).any(axis=1).sum())
-        if beyond:
-            failures.append(
-                f"{beyond} value(s) further from Keras's than {tolerance:.3g} + {rtol:.3g} x |value|"
-            )
-    elif max_diff > tolerance:
-        failures.append(
-            f"max abs difference from Keras {max_diff:.3g} exceeds tolerance {tolerance:.3g}"
-        )
-    drift = None
-    at_export = golden.at_export.get(vid)
+    at_export = golden.at_export.get(info.id)
+    excused = None
+    if at_export is not None and head.kind != "regression":
+        before = decide(head, at_export, info.threshold)
+        excused = (before != decide(head, golden.keras, head.threshold)).any(axis=1)
+    parity = info.parity
+    limits = Limits() if parity is None else Limits(
+        parity.tolerance, parity.relative_tolerance, parity.min_agreement
+    )  # fmt: skip
+    verdict = judge(head, golden.keras, outputs, info.precision, info.threshold, labels, limits,
+                    excused=excused, at_export=at_export)  # fmt: skip
+    failures = list(verdict.failures)
     if at_export is None:
         failures.append("the golden set holds no answers of this variant at export")
-    else:
-        drift = float(np.abs(outputs.astype(np.float64) - at_export).max()) if n else 0.0
-        if drift > band:
-            failures.append(
-                f"answers moved {drift:.3g} from this variant's own answers at export, more than "
-                f"the {band:.3g} another engine build or CPU can explain: a different artifact "
-                f"or a broken engine"
-            )
-    agreement = flips = flips_at_export = None
-    if labels is not None and golden.keras_labels is not None:
-        flipped = (labels != golden.keras_labels).any(axis=1)
-        flips = int(flipped.sum())
-        agreement = 1.0 - flips / n if n else 1.0
-        if at_export is not None:
-            before = decide(head, at_export, clf.variant_info.threshold)
-            flips_at_export = int((before != golden.keras_labels).any(axis=1).sum())
     return Check(
-        variant=vid,
-        precision=precision,
+        variant=info.id,
+        precision=info.precision,
         status="FAILED" if failures else "passed",
         n=n,
-        max_abs_diff=max_diff,
-        tolerance=tolerance,
-        drift=drift,
-        drift_band=band,
-        label_agreement=agreement,
-        flips=flips,
-        flips_at_export=flips_at_export,
+        max_abs_diff=verdict.max_abs_diff,
+        tolerance=verdict.tolerance,
+        drift=verdict.drift,
+        drift_band=drift_band(head, info.precision, golden.keras),
+        label_agreement=None if labels is None else verdict.agreement,
+        flips=None if labels is None else verdict.flips,
+        flips_at_export=None if excused is None else int(excused.sum()),
         seconds=seconds,
         failures=tuple(failures),
     )

@@ -179,3 +179,41 @@ def test_export_without_golden_set_is_refused_with_exit_2(export_copy):
     assert proc.returncode == 2 and "export again" in proc.stderr, proc.stderr
     unknown = _verify(export_copy, "--variants", "tflite-int4")
     assert unknown.returncode == 2 and "tflite-int4" in unknown.stderr
+
+
+def test_verify_holds_a_variant_to_the_limits_recorded_at_export(all_copy):
+    """One gate: verify takes the tolerance the export applied from the manifest, not its own."""
+    manifest = json.loads((all_copy / MANIFEST_NAME).read_text())
+    manifest["variants"]["tflite-int8"]["parity"]["tolerance"] = 1e-6  # as if set at export
+    (all_copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    proc = _verify(all_copy, "--json")
+    assert proc.returncode == 3, proc.stderr
+    checks = {c["variant"]: c for c in json.loads(proc.stdout)}
+    assert checks["tflite-int8"]["status"] == "FAILED" and checks["tflite-int8"]["tolerance"] == 1e-6
+    assert "exceeds tolerance 1e-06" in checks["tflite-int8"]["failures"][0]
+    assert all(c["status"] == "passed" for vid, c in checks.items() if vid != "tflite-int8")
+
+
+def test_the_one_gate_counts_flips_as_the_export_does():
+    """judge(): flips within the near-tie band, and flips the export already accepted, are not
+    held against the agreement minimum; the same flips farther out are."""
+    from keras_edge.runtime.gate import Limits, judge
+    from keras_edge.runtime.manifest import Head
+
+    head = Head("binary", "probability", 1, ("0", "1"), 0.5)
+    keras = np.linspace(0.01, 0.99, 200, dtype=np.float32).reshape(-1, 1)
+    outputs = keras.copy()
+    outputs[[0, 199]] = 1 - keras[[0, 199]]  # two far flips
+    strict = Limits(tolerance=1.0, min_agreement=1.0)
+    verdict = judge(head, keras, outputs, "fp32", 0.5, limits=strict)
+    assert verdict.flips == 2 and not verdict.passed
+    assert "below the required 100.00%" in verdict.failures[0]
+    excused = np.zeros(200, dtype=bool)
+    excused[[0, 199]] = True  # both flipped at export too: the export accepted them
+    assert judge(head, keras, outputs, "fp32", 0.5, limits=strict, excused=excused).passed
+    near = np.full((200, 1), 0.5, dtype=np.float32)
+    near[:2] = [[0.5 + 1e-5], [0.5 - 1e-5]]  # Keras on the threshold's edge
+    flipped = near.copy()
+    flipped[:2] = [[0.5 - 1e-5], [0.5 + 1e-5]]
+    tie = judge(head, near, flipped, "fp32", 0.5, limits=strict)
+    assert tie.flips == 2 and tie.near_ties == 2 and tie.passed

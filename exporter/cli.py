@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from keras_edge.exporter.errors import PartialExportError
 from keras_edge.runtime.cli import EXIT_OK
@@ -19,6 +20,14 @@ logger = logging.getLogger(__name__)
 
 def configure(name: str, p: argparse.ArgumentParser) -> None:
     """Add the arguments of ``keras-edge export`` to ``p``."""
+    _data_arguments(p)
+    _decision_arguments(p)
+    _variant_arguments(p)
+    p.set_defaults(handler=_run_export)
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    """The model, the folder, the formats and the data files."""
     p.add_argument("model", type=Path, help=".keras or .h5 model file")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--formats", default="tflite,onnx", help="comma list of tflite, onnx")
@@ -38,6 +47,10 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         help="refuse (exit 2) an export given neither --validation nor --calibration, instead of "
         "gating every variant on a synthetic probe set (a pass on it exits 0, with a warning)",
     )
+
+
+def _decision_arguments(p: argparse.ArgumentParser) -> None:
+    """The head, the threshold and its tuning, the decision inside the artifacts."""
     p.add_argument(
         "--threshold",
         default="0.5",
@@ -80,6 +93,10 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         help="multiclass: the class is -1 (unknown) unless the top probability exceeds C; "
         "--tune-threshold tunes it",
     )
+
+
+def _variant_arguments(p: argparse.ArgumentParser) -> None:
+    """Labels, the gate, int8 and the release folder."""
     p.add_argument("--labels", help="comma list of class names")
     p.add_argument("--min-agreement", type=float, help="minimum label agreement for every variant")
     p.add_argument(
@@ -110,7 +127,6 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="turn Keras safe mode off (allows Lambda layers; only for trusted files)",
     )
-    p.set_defaults(handler=_run_export)
 
 
 def _threshold(text: str) -> float | list[float]:
@@ -138,48 +154,51 @@ class _Progress:
         sys.stderr.flush()
 
 
-def _run_export(args: argparse.Namespace) -> int:
-    from keras_edge.exporter.export import export
+def _read_data(args: argparse.Namespace) -> tuple[dict[str, Any], tuple[str, ...] | None]:
+    """The data files, by role, and the feature names: --feature-names, else the first CSV's
+    header; every other CSV is matched to those names by name, whatever its column order."""
     from keras_edge.runtime.data import read_named
 
-    # The first CSV's header names the features (unless --feature-names does); every other CSV
-    # is matched to those names by name, whatever its column order.
     names = tuple(n.strip() for n in args.feature_names.split(",")) if args.feature_names else None
-    data: dict[str, tuple] = {}
+    data: dict[str, Any] = {}
     for what in ("calibration", "validation", "tune_data"):
         path = getattr(args, what)
         if path is not None:
             x, y, found = read_named(path, args.label_column, what == "tune_data", names)
             names = names or found
-            data[what] = (x, y)
-    calibration = data["calibration"][0] if "calibration" in data else None
+            data[what] = x if what == "calibration" else (x, y)
+    return data, names
+
+
+def _options(args: argparse.Namespace, names: tuple[str, ...] | None) -> Any:
+    from keras_edge.exporter.options import ExportOptions
+
+    return ExportOptions.create(
+        formats=[f.strip() for f in args.formats.split(",") if f.strip()],
+        quantize=args.quantize, threshold=_threshold(args.threshold), head=args.head,
+        labels=args.labels.split(",") if args.labels else None, safe_mode=not args.unsafe,
+        min_agreement=args.min_agreement, int8_io=args.int8_io, int8_fallback=args.int8_fallback,
+        tune=args.tune_threshold, feature_names=names, require_data=args.require_data,
+        with_decision=args.with_decision, min_confidence=args.min_confidence, plot=args.plot,
+        force=args.force, allow_constant=args.allow_constant,
+        strict=False,  # the table first, then the ParityError (exit 3) below
+    )  # fmt: skip
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from keras_edge.exporter import _tf
+
+    _tf.quiet_environment()  # a command line's choice, made before TensorFlow is imported
+    from keras_edge.exporter.export import run
+    from keras_edge.exporter.prepare import Data
+
+    data, names = _read_data(args)
+    options = _options(args, names)
+    progress = _Progress(f"exporting {args.model} to {args.out}")
     try:
-        result = export(
-            args.model,
-            args.out,
-            formats=[f.strip() for f in args.formats.split(",") if f.strip()],
-            quantize=args.quantize,
-            calibration=calibration,
-            validation=data.get("validation"),
-            threshold=_threshold(args.threshold),
-            head=args.head,
-            labels=args.labels.split(",") if args.labels else None,
-            safe_mode=not args.unsafe,
-            min_agreement=args.min_agreement,
-            int8_io=args.int8_io,
-            int8_fallback=args.int8_fallback,
-            tune=args.tune_threshold,
-            tune_data=data.get("tune_data"),
-            feature_names=names,
-            require_data=args.require_data,
-            with_decision=args.with_decision,
-            min_confidence=args.min_confidence,
-            plot=args.plot,
-            force=args.force,
-            allow_constant=args.allow_constant,
-            progress=_Progress(f"exporting {args.model} to {args.out}"),
-            strict=False,  # the table first, then the ParityError (exit 3) below
-        )
+        with _tf.capturing():  # what the converters print goes to the debug log (-vv)
+            result = run(args.model, args.out, options, Data(data.get("calibration"),
+                         data.get("validation"), data.get("tune_data")), progress)  # fmt: skip
     except (GateError, PartialExportError) as exc:  # written: show what was, then the error
         # (PartialExportError; ConstantOutputError wrote nothing; a failed gate is in the result)
         if not getattr(exc, "written", True):

@@ -71,89 +71,120 @@ def into_onnx(data: bytes, head: Head, threshold: Any) -> bytes:
     return model.SerializeToString(deterministic=True)
 
 
-def into_tflite(data: bytes, head: Head, threshold: Any) -> bytes:
-    schema = _tf.module("ai_edge_litert.schema_py_generated")
-    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    graph = model.subgraphs[0]
-    out_index = graph.outputs[0]
-    out = graph.tensors[out_index]
-    shape = list(out.shape)
-    signature = list(out.shapeSignature) if out.shapeSignature is not None else [-1, *shape[1:]]
-    ops = schema.BuiltinOperator
+class _Graph:
+    """A TFLite flatbuffer's first subgraph, unpacked, with what adding ops needs: an operator
+    code, a tensor (with its buffer), an operator, a cast, an output."""
 
-    def opcode(code: int) -> int:
-        for i, known in enumerate(model.operatorCodes):
+    def __init__(self, data: bytes) -> None:
+        self.schema = _tf.module("ai_edge_litert.schema_py_generated")
+        self.types, self.ops = self.schema.TensorType, self.schema.BuiltinOperator
+        self.model = self.schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+        self.graph = self.model.subgraphs[0]
+
+    def opcode(self, code: int) -> int:
+        for i, known in enumerate(self.model.operatorCodes):
             if max(known.builtinCode, known.deprecatedBuiltinCode) == code:
                 return i
-        entry = schema.OperatorCodeT()
+        entry = self.schema.OperatorCodeT()
         entry.builtinCode, entry.deprecatedBuiltinCode, entry.version = code, min(code, 127), 1
-        model.operatorCodes.append(entry)
-        return len(model.operatorCodes) - 1
+        self.model.operatorCodes.append(entry)
+        return len(self.model.operatorCodes) - 1
 
-    def tensor(name: str, dtype: int, dims: list[int], sig: list[int], value: Any = None,
+    def tensor(self, name: str, dtype: int, dims: list[int], sig: list[int], value: Any = None,
                quantization: Any = None) -> int:  # fmt: skip
-        buffer = schema.BufferT()
+        buffer = self.schema.BufferT()
         if value is not None:
             buffer.data = np.frombuffer(np.ascontiguousarray(value).tobytes(), dtype=np.uint8)
-        model.buffers.append(buffer)
-        t = schema.TensorT()
+        self.model.buffers.append(buffer)
+        t = self.schema.TensorT()
         t.name, t.type, t.shape, t.shapeSignature = name, dtype, dims, sig
-        t.buffer, t.quantization = len(model.buffers) - 1, quantization
-        graph.tensors.append(t)
-        return len(graph.tensors) - 1
+        t.buffer, t.quantization = len(self.model.buffers) - 1, quantization
+        self.graph.tensors.append(t)
+        return len(self.graph.tensors) - 1
 
-    def operator(code: int, inputs: list[int], outputs: list[int], options: Any = None,
+    def operator(self, code: int, inputs: list[int], outputs: list[int], options: Any = None,
                  options_type: int = 0) -> None:  # fmt: skip
-        op = schema.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = opcode(code), inputs, outputs
+        op = self.schema.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = self.opcode(code), inputs, outputs
         op.builtinOptionsType, op.builtinOptions = options_type, options
-        graph.operators.append(op)
+        self.graph.operators.append(op)
 
-    types = schema.TensorType
+    def cast(self, source: int, result: int, src_type: int, dst_type: int) -> None:
+        options = self.schema.CastOptionsT()
+        options.inDataType, options.outDataType = src_type, dst_type
+        self.operator(self.ops.CAST, [source], [result], options, self.schema.BuiltinOptions.CastOptions)
+
+    def add_output(self, result: int) -> None:
+        """``result`` as the model's next output, in the graph and in every signature."""
+        self.graph.outputs = [*self.graph.outputs, result]
+        for sig in self.model.signatureDefs or []:
+            entry = self.schema.TensorMapT()
+            entry.name, entry.tensorIndex = CLASS_OUTPUT, result
+            sig.outputs = [*(sig.outputs or []), entry]
+
+
+def _shape(tensor: Any) -> tuple[list[int], list[int]]:
+    """A tensor's shape and its signature (-1 for the batch when it has none)."""
+    dims = list(tensor.shape)
+    sig = list(tensor.shapeSignature) if tensor.shapeSignature is not None else [-1, *dims[1:]]
+    return dims, sig
+
+
+def into_tflite(data: bytes, head: Head, threshold: Any) -> bytes:
+    g = _Graph(data)
+    out_index = g.graph.outputs[0]
     if head.kind == "multiclass":
-        axis = tensor("keras_edge_axis", types.INT32, [1], [1], np.array([1], np.int32))
-        result = tensor(CLASS_OUTPUT, types.INT64, shape[:1], signature[:1])
-        options = schema.ArgMaxOptionsT()
-        options.outputType = types.INT64
-        argmax_options = schema.BuiltinOptions.ArgMaxOptions
-        if threshold is None:
-            operator(ops.ARG_MAX, [out_index, axis], [result], options, argmax_options)
-        else:  # the minimum confidence: -1 where the top probability is not above it
-            top = tensor("keras_edge_top", types.INT64, shape[:1], signature[:1])
-            operator(ops.ARG_MAX, [out_index, axis], [top], options, argmax_options)
-            best = tensor("keras_edge_best", out.type, shape[:1], signature[:1],
-                          quantization=out.quantization)  # fmt: skip
-            reducer = schema.ReducerOptionsT()
-            reducer.keepDims = False
-            operator(ops.REDUCE_MAX, [out_index, axis], [best], reducer,
-                     schema.BuiltinOptions.ReducerOptions)  # fmt: skip
-            sure = _greater(tensor, operator, schema, best, graph.tensors[best], head, threshold,
-                            "keras_edge_sure")  # fmt: skip
-            unknown = tensor("keras_edge_unknown", types.INT64, [], [], np.array(UNKNOWN, np.int64))
-            operator(ops.SELECT_V2, [sure, top, unknown], [result])
+        result = _argmax_class(g, out_index, head, threshold)
     else:
-        above = _greater(tensor, operator, schema, out_index, out, head, threshold, "keras_edge_above")
-        cast_options = schema.CastOptionsT()
-        cast_options.inDataType, cast_options.outDataType = types.BOOL, types.INT64
-        if head.kind == "binary":
-            flag = tensor("keras_edge_flag", types.INT64, shape, signature)
-            operator(ops.CAST, [above], [flag], cast_options, schema.BuiltinOptions.CastOptions)
-            flat = tensor("keras_edge_flat", types.INT32, [1], [1], np.array([-1], np.int32))
-            result = tensor(CLASS_OUTPUT, types.INT64, shape[:1], signature[:1])
-            operator(ops.RESHAPE, [flag, flat], [result])
-        else:
-            result = tensor(CLASS_OUTPUT, types.INT64, shape, signature)
-            operator(ops.CAST, [above], [result], cast_options, schema.BuiltinOptions.CastOptions)
-    graph.outputs = [*graph.outputs, result]
-    for sig in model.signatureDefs or []:
-        entry = schema.TensorMapT()
-        entry.name, entry.tensorIndex = CLASS_OUTPUT, result
-        sig.outputs = [*(sig.outputs or []), entry]
-    return pack_tflite(model, len(data))
+        result = _threshold_class(g, out_index, head, threshold)
+    g.add_output(result)
+    return pack_tflite(g.model, len(data))
 
 
-def _greater(tensor: Any, operator: Any, schema: Any, source: int, src: Any, head: Head,
-             threshold: Any, name: str) -> int:  # fmt: skip
+def _argmax_class(g: _Graph, out_index: int, head: Head, threshold: Any) -> int:
+    """argmax, or with a minimum confidence -1 where the top probability is not above it."""
+    types, out = g.types, g.graph.tensors[out_index]
+    shape, signature = _shape(out)
+    axis = g.tensor("keras_edge_axis", types.INT32, [1], [1], np.array([1], np.int32))
+    result = g.tensor(CLASS_OUTPUT, types.INT64, shape[:1], signature[:1])
+    options = g.schema.ArgMaxOptionsT()
+    options.outputType = types.INT64
+    argmax_options = g.schema.BuiltinOptions.ArgMaxOptions
+    if threshold is None:
+        g.operator(g.ops.ARG_MAX, [out_index, axis], [result], options, argmax_options)
+        return result
+    top = g.tensor("keras_edge_top", types.INT64, shape[:1], signature[:1])
+    g.operator(g.ops.ARG_MAX, [out_index, axis], [top], options, argmax_options)
+    best = g.tensor("keras_edge_best", out.type, shape[:1], signature[:1],
+                    quantization=out.quantization)  # fmt: skip
+    reducer = g.schema.ReducerOptionsT()
+    reducer.keepDims = False
+    g.operator(g.ops.REDUCE_MAX, [out_index, axis], [best], reducer,
+               g.schema.BuiltinOptions.ReducerOptions)  # fmt: skip
+    sure = _greater(g, best, head, threshold, "keras_edge_sure")
+    unknown = g.tensor("keras_edge_unknown", types.INT64, [], [], np.array(UNKNOWN, np.int64))
+    g.operator(g.ops.SELECT_V2, [sure, top, unknown], [result])
+    return result
+
+
+def _threshold_class(g: _Graph, out_index: int, head: Head, threshold: Any) -> int:
+    """``output > cut`` as int64: (n,) for binary, (n, k) for multilabel."""
+    types = g.types
+    shape, signature = _shape(g.graph.tensors[out_index])
+    above = _greater(g, out_index, head, threshold, "keras_edge_above")
+    if head.kind != "binary":
+        result = g.tensor(CLASS_OUTPUT, types.INT64, shape, signature)
+        g.cast(above, result, types.BOOL, types.INT64)
+        return result
+    flag = g.tensor("keras_edge_flag", types.INT64, shape, signature)
+    g.cast(above, flag, types.BOOL, types.INT64)
+    flat = g.tensor("keras_edge_flat", types.INT32, [1], [1], np.array([-1], np.int32))
+    result = g.tensor(CLASS_OUTPUT, types.INT64, shape[:1], signature[:1])
+    g.operator(g.ops.RESHAPE, [flag, flat], [result])
+    return result
+
+
+def _greater(g: _Graph, source: int, head: Head, threshold: Any, name: str) -> int:
     """A BOOL tensor ``name``, ``source > cut``, with the float cut, or for a full-int8 output the
     integer cut (same scale) that gives the labels of dequantizing first.
 
@@ -162,35 +193,32 @@ def _greater(tensor: Any, operator: Any, schema: Any, source: int, src: Any, hea
     -129 for int8, which no int8 tensor holds). In that case the output is cast to int32 and
     compared with the int32 cut, so that the class stays ``q > cut`` exactly: all 1 below the
     range, all 0 above it, as the runtime decides."""
-    types = schema.TensorType
-    dims, sig = list(src.shape), list(src.shapeSignature) if src.shapeSignature is not None else None
-    sig = sig if sig is not None else [-1, *dims[1:]]
+    types, src = g.types, g.graph.tensors[source]
+    dims, sig = _shape(src)
     cuts = np.asarray(decision_cut(head, threshold), dtype=np.float32).reshape(-1)
 
     def greater(left: int, cut: int) -> int:
-        above = tensor(name, types.BOOL, dims, sig)
-        operator(schema.BuiltinOperator.GREATER, [left, cut], [above])
+        above = g.tensor(name, types.BOOL, dims, sig)
+        g.operator(g.ops.GREATER, [left, cut], [above])
         return above
 
     if src.type != types.INT8:
-        return greater(source, tensor("keras_edge_cut", types.FLOAT32, [len(cuts)], [len(cuts)], cuts))
+        return greater(source, g.tensor("keras_edge_cut", types.FLOAT32, [len(cuts)], [len(cuts)], cuts))
     q = Quantization(float(src.quantization.scale[0]), int(src.quantization.zeroPoint[0]),
                      np.dtype(np.int8))  # fmt: skip
     ints = np.array([integer_cut(q, c) for c in cuts], dtype=np.int64)
     info = np.iinfo(np.int8)
     if ints.min() >= info.min and ints.max() <= info.max:
-        cut = tensor("keras_edge_cut", types.INT8, [len(ints)], [len(ints)], ints.astype(np.int8),
-                     src.quantization)  # fmt: skip
+        cut = g.tensor("keras_edge_cut", types.INT8, [len(ints)], [len(ints)], ints.astype(np.int8),
+                       src.quantization)  # fmt: skip
         return greater(source, cut)
     logger.info(
         "%s: the integer cut %s lies outside int8 [%d, %d] (threshold %s, output scale %g, zero "
         "point %d): comparing in int32, so the class is constant where it is out of range",
         name, ints.tolist(), info.min, info.max, threshold, q.scale, q.zero_point,
     )  # fmt: skip
-    wide = tensor("keras_edge_wide", types.INT32, dims, sig)
-    options = schema.CastOptionsT()
-    options.inDataType, options.outDataType = types.INT8, types.INT32
-    operator(schema.BuiltinOperator.CAST, [source], [wide], options, schema.BuiltinOptions.CastOptions)
+    wide = g.tensor("keras_edge_wide", types.INT32, dims, sig)
+    g.cast(source, wide, types.INT8, types.INT32)
     return greater(
-        wide, tensor("keras_edge_cut", types.INT32, [len(ints)], [len(ints)], ints.astype(np.int32))
+        wide, g.tensor("keras_edge_cut", types.INT32, [len(ints)], [len(ints)], ints.astype(np.int32))
     )

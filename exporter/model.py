@@ -261,39 +261,52 @@ def infer_head(
             f"Expected one output of shape (None, units), got {[tuple(o.shape) for o in model.outputs]}"
         )
     units = int(model.outputs[0].shape[-1])
-    activation = _activation_name(model)
-    if activation == "sigmoid":
-        kind, output = ("binary" if units == 1 else "multilabel"), "probability"
-    elif activation == "softmax":
-        kind, output = "multiclass", "probability"
-    elif activation == "linear":
-        if head == "auto" and from_logits:
-            head = "logit"  # a linear output trained with from_logits=True is logits
-            logger.info("the model was compiled with from_logits=True: a logit head")
-        if head == "auto":
-            raise UnsupportedModelError(
-                "The model ends in a linear output, so keras-edge cannot tell logits from "
-                "regression values; say which with --head logit or --head regression "
-                "(head='logit' / head='regression' in Python)"
-            )
-        if head == "logit":
-            kind, output = ("binary" if units == 1 else "multilabel"), "logit"
-        else:
-            kind, output = "regression", "probability"
-    else:
-        raise UnsupportedModelError(
-            f"Expected the last layer's activation to be sigmoid, softmax or linear, got {activation!r}"
-        )
-    if head != "auto" and activation != "linear":
-        raise UsageError(
-            f"--head {head} is for models with a linear output, but this one ends in {activation}"
-        )
+    kind, output = _kind(_activation_name(model), head, from_logits, units)
     if labels is None:
         labels = ["0", "1"] if kind == "binary" else [str(i) for i in range(units)]
     expected_labels = 2 if kind == "binary" else units
     if len(labels) != expected_labels:
         raise UsageError(f"Expected {expected_labels} labels for a {kind} head, got {labels!r}")
-    t: float | tuple[float, ...] | None
+    t = _threshold(kind, units, threshold, min_confidence)
+    result = Head(kind=kind, output=output, units=units, labels=tuple(labels), threshold=t)
+    logger.info("head: %s %s, %d unit(s), threshold %s", kind, output, units, t)
+    return result
+
+
+def _kind(activation: str, head: str, from_logits: bool, units: int) -> tuple[str, str]:
+    """(kind, output) of a head from the last activation and the head the user declared."""
+    if activation in ("sigmoid", "softmax"):
+        if head != "auto":
+            raise UsageError(
+                f"--head {head} is for models with a linear output, but this one ends in {activation}"
+            )
+        if activation == "softmax":
+            return "multiclass", "probability"
+        return ("binary" if units == 1 else "multilabel"), "probability"
+    if activation != "linear":
+        raise UnsupportedModelError(
+            f"Expected the last layer's activation to be sigmoid, softmax or linear, got {activation!r}"
+        )
+    if head == "auto" and from_logits:
+        head = "logit"  # a linear output trained with from_logits=True is logits
+        logger.info("the model was compiled with from_logits=True: a logit head")
+    if head == "auto":
+        raise UnsupportedModelError(
+            "The model ends in a linear output, so keras-edge cannot tell logits from "
+            "regression values; say which with --head logit or --head regression "
+            "(head='logit' / head='regression' in Python)"
+        )
+    if head == "logit":
+        return ("binary" if units == 1 else "multilabel"), "logit"
+    return "regression", "probability"
+
+
+def _threshold(
+    kind: str, units: int, threshold: float | list[float], min_confidence: float | None
+) -> float | tuple[float, ...] | None:
+    """The head's threshold: one number (binary), one per label (multilabel), the minimum
+    confidence or None (multiclass), None (regression)."""
+    t: float | tuple[float, ...] | None = None
     if kind == "binary":
         if isinstance(threshold, (list, tuple)):
             raise UsageError(f"Expected one threshold for a binary head, got {threshold!r}")
@@ -301,8 +314,6 @@ def infer_head(
     elif kind == "multilabel":
         seq = threshold if isinstance(threshold, (list, tuple)) else [threshold] * units
         t = tuple(float(v) for v in seq)
-    else:
-        t = None
     if min_confidence is not None:
         if kind != "multiclass":
             raise UsageError(
@@ -314,9 +325,7 @@ def infer_head(
             raise UsageError(
                 f"Expected --min-confidence strictly between 0 and 1, got {min_confidence!r}"
             )
-    result = Head(kind=kind, output=output, units=units, labels=tuple(labels), threshold=t)
-    logger.info("head: %s %s, %d unit(s), threshold %s", kind, output, units, t)
-    return result
+    return t
 
 
 def keras_outputs(model: Any, x: Any) -> np.ndarray:

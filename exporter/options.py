@@ -1,0 +1,175 @@
+"""What an export is asked to do: every argument of :func:`keras_edge.exporter.export` in one
+frozen object, checked in one place before anything is read, converted or written."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from keras_edge.exporter import mixed
+from keras_edge.exporter import plot as plotting
+from keras_edge.exporter.errors import CalibrationError
+from keras_edge.runtime.errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("tflite", "onnx")
+QUANTIZATIONS = ("fp16", "dynamic", "int8")
+HEADS = ("auto", "logit", "regression")
+
+# Progress callback: (step, total, message).
+Progress = Callable[[int, int, str], None]
+
+
+def parse_quantize(value: str | Sequence[str] | None) -> tuple[tuple[str, ...], bool]:
+    """('fp16,int8' | ['all'] | None) -> (quantizations, asked for 'all')."""
+    if value is None:
+        return (), False
+    items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]
+    if "all" in items:
+        return QUANTIZATIONS, True
+    return tuple(dict.fromkeys(items)), False
+
+
+def _flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise UsageError(f"Expected {name}=True or False, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Every choice of an export (the data and the model are its inputs, not options).
+
+    Build it with :meth:`create` from ``export()``'s arguments as a user passes them (strings,
+    lists, None); the fields are then normalized tuples and numbers.
+
+    formats: any of ``"tflite"``, ``"onnx"``.
+    quantize: any of ``"fp16"``, ``"dynamic"``, ``"int8"``, or ``"all"``; fp32 is always made.
+    threshold: the decision threshold (a list for multilabel), rule ``p > threshold``.
+    head: ``"auto"``, or for a linear output ``"logit"`` / ``"regression"``.
+    labels: the class names (one per output unit; two for a binary head).
+    safe_mode: Keras safe mode when loading a file; ``False`` allows Lambda layers.
+    min_agreement: overrides every precision's minimum label agreement.
+    int8_io: give ``tflite-int8`` int8 input and output (for integer-only targets).
+    tune: a threshold objective (``"f1"``, ``"fbeta:2"``, ``"youden"``, ``"balanced-accuracy"``,
+        ``"mcc"``, ``"precision>=0.9"``, ``"recall>=0.95"``, ``"cost:fp=1,fn=20"``): the
+        Keras model's threshold, then every variant's own, tuned on labelled data.
+    with_decision: give every artifact a second output, ``class`` (int64), decided in the
+        graph with the variant's own threshold (argmax for multiclass).
+    min_confidence: for a multiclass head, the top probability a sample needs for a class;
+        at or below it the class is -1 ("unknown"). It is the head's threshold: ``tune``
+        tunes it, with "correct answer" as the positive (``precision>=0.99``: the most
+        answers kept with at least 99% of the kept ones right).
+    plot: with ``tune``, draw the objective against the threshold for Keras and each
+        variant, the chosen points marked, to this .png/.svg/.pdf (needs matplotlib).
+    int8_fallback: ``"auto"``: a full-int8 variant that misses its gate is made again with
+        the fewest layers kept in float that pass it (mixed precision; the manifest's
+        ``fallback`` lists them and what was tried); ``"none"``: it fails as it is.
+    force: export into a non-empty folder that is not a previous export (files with the
+        export's names are replaced, the others kept); without it, a UsageError.
+    allow_constant: export a model whose Keras output is (nearly) constant on the parity
+        data, with a warning; without it, ConstantOutputError (exit 3) before converting.
+    feature_names: the names of the model's features (one input of shape (None, k)), kept
+        in the manifest and every artifact so that files' columns are matched by name. By
+        default, the columns of a pandas DataFrame given as calibration or validation data.
+    require_data: refuse (UsageError, exit 2, nothing written) an export that has neither
+        validation nor calibration data, instead of gating on the synthetic probe set.
+    strict: raise :class:`ParityError` when a variant fails its gate (as ``keras-edge
+        export`` exits 3); without it, the failed variants are in the result's ``failed``
+        and a warning names them.
+    """
+
+    formats: tuple[str, ...] = FORMATS
+    quantize: tuple[str, ...] = ()
+    all_quantizations: bool = False  # asked for "all": int8 is skipped, not refused, without data
+    threshold: float | tuple[float, ...] = 0.5
+    head: str = "auto"
+    labels: tuple[str, ...] | None = None
+    safe_mode: bool = True
+    min_agreement: float | None = None
+    int8_io: bool = False
+    min_confidence: float | None = None  # checked with the head: it is a multiclass head's
+    int8_fallback: str = "auto"
+    tune: str | None = None
+    with_decision: bool = False
+    plot: Path | None = None
+    force: bool = False
+    allow_constant: bool = False
+    feature_names: tuple[str, ...] | None = None
+    require_data: bool = False
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.formats or any(f not in FORMATS for f in self.formats):
+            raise UsageError(f"Expected formats from {FORMATS}, got {list(self.formats)}")
+        if any(q not in QUANTIZATIONS for q in self.quantize):
+            raise UsageError(
+                f"Expected quantizations from {QUANTIZATIONS} (or 'all'), got {list(self.quantize)}"
+            )
+        if self.head not in HEADS:
+            raise UsageError(f"Expected head from {HEADS}, got {self.head!r}")
+        if self.min_agreement is not None and not (0.0 <= self.min_agreement <= 1.0):
+            raise UsageError(f"Expected --min-agreement between 0 and 1, got {self.min_agreement}")
+        if self.int8_fallback not in mixed.FALLBACKS:
+            raise UsageError(
+                f"Expected --int8-fallback from {mixed.FALLBACKS}, got {self.int8_fallback!r}"
+            )
+        for name in ("safe_mode", "int8_io", "with_decision", "force", "allow_constant",
+                     "require_data", "strict", "all_quantizations"):  # fmt: skip
+            _flag(name, getattr(self, name))
+        if self.tune is not None:
+            from keras_edge.exporter.tuning import Objective
+
+            Objective.parse(self.tune)  # a bad objective is refused before anything is read
+        plotting.check(self.plot, self.tune)
+
+    @classmethod
+    def create(cls, **arguments: Any) -> ExportOptions:
+        """The options from ``export()``'s keyword arguments as a user passes them."""
+        unknown = sorted(set(arguments) - {f.name for f in fields(cls)} - {"quantize"})
+        if unknown:
+            raise UsageError(f"Expected export options from {sorted(f.name for f in fields(cls))}, "
+                             f"got {unknown}")  # fmt: skip
+        quantize, asked_all = parse_quantize(arguments.pop("quantize", None))
+        threshold = arguments.pop("threshold", 0.5)
+        try:
+            threshold = (
+                tuple(float(t) for t in threshold) if isinstance(threshold, (list, tuple))
+                else float(threshold)
+            )  # fmt: skip
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"Expected a threshold number or list, got {threshold!r}") from exc
+        formats = arguments.pop("formats", FORMATS)
+        plot, labels, names = (arguments.pop(k, None) for k in ("plot", "labels", "feature_names"))
+        return cls(
+            formats=(formats,) if isinstance(formats, str) else tuple(formats),
+            quantize=quantize,
+            all_quantizations=asked_all,
+            threshold=threshold,
+            labels=None if labels is None else tuple(str(label) for label in labels),
+            plot=None if plot is None else Path(plot),
+            feature_names=None if names is None else tuple(str(n) for n in names),
+            **arguments,
+        )
+
+    def without_int8(self, calibration: Any) -> ExportOptions:
+        """Full int8 needs calibration data: refused when asked for by name without it; as part
+        of "all", left out with a warning."""
+        if "int8" not in self.quantize or calibration is not None:
+            return self
+        if not self.all_quantizations:
+            raise CalibrationError(
+                "Full-int8 variants need calibration data (--calibration FILE, or calibration= "
+                "in Python) drawn from the inputs the device will see; got none. keras-edge "
+                "never calibrates on random numbers"
+            )
+        logger.warning("skipping the int8 variants: no calibration data was given")
+        return replace(self, quantize=tuple(q for q in self.quantize if q != "int8"))
+
+    def variant_ids(self) -> list[tuple[str, str, str]]:
+        """(id, format, precision) in a fixed order: formats, then fp32 before quantized."""
+        precisions = ["fp32", *[q for q in QUANTIZATIONS if q in self.quantize]]
+        return [(f"{fmt}-{p}", fmt, p) for fmt in FORMATS if fmt in self.formats for p in precisions]

@@ -1,0 +1,224 @@
+"""The export's first stage: read and check everything before anything is converted.
+
+The model is loaded, its inputs and head read, the data checked against them (feature names
+matched), the Keras model's own answers on the parity data computed (the reference every
+variant is gated against), the threshold tuned when asked, and the calibration's coverage
+measured. A bad input fails here, with nothing written.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keras_edge.exporter import _tf, features, parity, tuning
+from keras_edge.exporter import model as model_io
+from keras_edge.exporter.calibration import Calibration, coverage_problems
+from keras_edge.exporter.calibration import coverage as calibration_coverage
+from keras_edge.exporter.errors import ConstantOutputError
+from keras_edge.exporter.options import ExportOptions
+from keras_edge.runtime.errors import UsageError
+from keras_edge.runtime.gate import decide
+from keras_edge.runtime.manifest import CalibrationInfo, Head, InputSpec, ModelInfo
+
+logger = logging.getLogger(__name__)
+
+# Without validation or calibration data, parity is checked on this documented, seeded probe set.
+PROBE_SIZE = 10_000
+PROBE_SEED = 0
+PROBE_STD = 2.0
+# A Keras output that moves less than this across the parity data (per unit, in logits for a
+# classifier; relative to its largest value for a regression) is a constant: matching it proves
+# nothing.
+CONSTANT_SPREAD = 1e-3
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the later stages need: the model (and its copy to convert, recurrent layers
+    unrolled), its inputs and head, the calibration, the parity inputs and Keras's answers on
+    them, the tuning plan, and the calibration's coverage of the parity data."""
+
+    keras_model: Any
+    convertible: Any
+    specs: tuple[InputSpec, ...]
+    head: Head
+    info: ModelInfo
+    calibration: Calibration | None
+    x_check: tuple[np.ndarray, ...]
+    reference: parity.Reference
+    tuning: tuning.Plan | None
+    coverage: CalibrationInfo | None
+    problems: tuple[str, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+
+@dataclass(frozen=True)
+class Data:
+    """The data an export is given: calibration inputs, validation ``x`` or ``(x, y)``, tuning
+    ``(x, y)``; arrays (a dict or list of them for several inputs) or pandas DataFrames."""
+
+    calibration: Any = None
+    validation: Any = None
+    tune: Any = None
+
+
+def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
+    """Load ``model`` (a path or a ``keras.Model``) and check it and ``data`` against ``options``."""
+    keras_model = model
+    if isinstance(model, (str, Path)):
+        keras_model = model_io.load_model(model, options.safe_mode)
+    specs, data = _named(keras_model, options, data)
+    head = model_io.infer_head(
+        keras_model,
+        options.head,
+        list(options.threshold) if isinstance(options.threshold, tuple) else options.threshold,
+        list(options.labels) if options.labels is not None else None,
+        from_logits=model_io.trained_from_logits(keras_model, model),
+        min_confidence=options.min_confidence,
+    )
+    calib = Calibration.from_array(data.calibration, specs) if data.calibration is not None else None
+    x_check, y_val, name, source = _parity_data(specs, data.validation, calib, options.require_data)
+    keras_proba = parity.to_probability(head, model_io.keras_outputs(keras_model, list(x_check)))
+    labels = None if y_val is None else np.asarray(y_val)
+    reference = parity.Reference(proba=keras_proba, labels=labels, data=name, source=source)
+    plan = tuning.plan(options.tune, data.tune, head, keras_model, specs, x_check, y_val, reference)
+    if plan is not None:
+        head = replace(head, threshold=plan.keras_threshold)
+    check_reference(head, reference, options.allow_constant)
+    coverage, problems = None, ()
+    if calib is not None and "int8" in options.quantize and calib.float_features.shape[1]:
+        coverage = calibration_coverage(calib, x_check, name)
+        problems = tuple(coverage_problems(coverage))
+        for problem in problems:
+            logger.warning("calibration: %s", problem)
+    info = ModelInfo(
+        name=str(keras_model.name),
+        source_sha256=model_io.source_sha256(model, keras_model),
+        keras_version=_tf.version("keras"),
+        tensorflow_version=_tf.tensorflow().__version__,
+    )
+    convertible = model_io.for_conversion(keras_model)  # recurrent layers unrolled
+    return Job(keras_model, convertible, specs, head, info, calib, x_check, reference, plan,
+               coverage, problems)  # fmt: skip
+
+
+def _named(keras_model: Any, options: ExportOptions, data: Data) -> tuple[tuple[InputSpec, ...], Data]:
+    """The model's inputs with their feature names (given, or a DataFrame's columns), and the
+    data with every DataFrame's columns put in that order by name."""
+    validation_x = data.validation[0] if isinstance(data.validation, tuple) else data.validation
+    tune_x = data.tune[0] if isinstance(data.tune, tuple) else None
+    names = features.choose(
+        options.feature_names,
+        {"validation": validation_x, "calibration": data.calibration, "tuning": tune_x},
+    )
+    specs = features.named(model_io.input_specs(keras_model), names)
+
+    def ordered(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return (features.in_order(value[0], names), *value[1:])
+        return features.in_order(value, names)
+
+    return specs, Data(ordered(data.calibration), ordered(data.validation), ordered(data.tune))
+
+
+def _parity_data(
+    specs: tuple[InputSpec, ...], validation: Any, calib: Calibration | None, require_data: bool
+) -> tuple[tuple[np.ndarray, ...], Any, str, str]:
+    """(inputs, labels or None, their name, their source): the validation data; else the
+    calibration inputs (what the user said the device will see); else the synthetic probe set."""
+    if validation is not None:
+        x_val, y_val = validation if isinstance(validation, tuple) else (validation, None)
+        x_check = model_io.as_inputs(x_val, specs, "validation")
+        if y_val is not None and len(y_val) != len(x_check[0]):
+            raise UsageError(f"Expected {len(x_check[0])} validation labels, got {len(y_val)}")
+        return x_check, y_val, f"validation data ({len(x_check[0])} samples)", "validation"
+    if calib is not None:
+        name = f"calibration data ({len(calib)} samples; give validation data to check more)"
+        return calib.xs, None, name, "calibration"
+    if require_data:
+        raise UsageError(
+            "Expected validation or calibration data (--validation FILE or --calibration FILE; "
+            "validation= or calibration= in Python) with --require-data, got neither"
+        )
+    name = (
+        f"synthetic probe set ({PROBE_SIZE} samples of N(0, {PROBE_STD:g}^2) per feature, seed "
+        f"{PROBE_SEED}), not your data"
+    )
+    logger.warning(
+        "no validation or calibration data: every variant is gated on a %s. A pass proves the "
+        "conversion on those inputs, not the decisions on the inputs the device will see; give "
+        "--validation FILE (validation=) to gate on your data, or --require-data to refuse this",
+        name,
+    )
+    return probe_inputs(specs), None, name, "synthetic"
+
+
+def probe_inputs(specs: tuple[InputSpec, ...]) -> tuple[np.ndarray, ...]:
+    """The probe set: ``PROBE_SIZE`` samples of N(0, ``PROBE_STD``^2) per float input, seed
+    ``PROBE_SEED``; integer ids are not probed at random (they need validation data)."""
+    ids = [s.name for s in specs if not s.is_float]
+    if ids:
+        raise UsageError(
+            f"Expected validation or calibration data for a model with integer inputs {ids}: "
+            f"random ids prove nothing about the text the device will see"
+        )
+    rng = np.random.default_rng(PROBE_SEED)
+    return tuple(
+        (rng.standard_normal((PROBE_SIZE, *s.feature_shape)) * PROBE_STD).astype(np.float32)
+        for s in specs
+    )
+
+
+def check_reference(head: Head, reference: parity.Reference, allow_constant: bool) -> None:
+    """Refuse a parity check that proves nothing: a Keras output that barely moves across the
+    data (an untrained backbone answers one constant; every variant then "agrees" with max diff
+    0). Warn when every sample gets the same label: the other label was never tested."""
+    proba = reference.proba.astype(np.float64).reshape(len(reference.proba), -1)
+    if len(proba) == 0:
+        return
+    if head.kind == "regression":  # values: relative to their size
+        spread = float((proba.max(axis=0) - proba.min(axis=0)).max())
+        scale = float(np.abs(proba).max())
+    else:  # in logits: a confident model's 0.9999 and 0.99999 differ, a constant's do not
+        if head.output == "probability":
+            p = np.clip(proba, 1e-12, 1 - 1e-12)
+            proba = np.log(p) - np.log1p(-p)
+        spread, scale = float((proba.max(axis=0) - proba.min(axis=0)).max()), 1.0
+    unit = "" if head.kind == "regression" else " in logits"
+    if spread <= CONSTANT_SPREAD * scale:
+        message = (
+            f"the Keras model's output varies by {spread:.3g}{unit} at most across the {reference.data} "
+            f"(expected more than {CONSTANT_SPREAD * scale:.3g}): it answers one constant, so a "
+            f"variant agreeing with it proves nothing about the variant (an untrained model? "
+            f"inputs not as in training?)"
+        )
+        if not allow_constant:
+            raise ConstantOutputError(
+                f"Nothing exported: {message}; pass --allow-constant (allow_constant=True) to "
+                f"export it anyway"
+            )
+        logger.warning("exporting anyway (--allow-constant): %s", message)
+    if head.kind != "regression":
+        _warn_one_sided(head, reference)
+
+
+def _warn_one_sided(head: Head, reference: parity.Reference) -> None:
+    labels = decide(head, reference.proba, head.threshold)
+    for unit in range(labels.shape[1]):
+        seen = np.unique(labels[:, unit])
+        if len(seen) == 1:
+            which = "" if labels.shape[1] == 1 else f" for {head.labels[unit]!r}"
+            logger.warning(
+                "every sample of the %s is decided %s%s by the Keras model at threshold %s: the "
+                "gate never sees the other decision, so it is untested; give validation data "
+                "with both sides of the threshold",
+                reference.data, int(seen[0]), which, head.threshold,
+            )  # fmt: skip

@@ -152,7 +152,7 @@ def keras_export_targets(
     Returns the targets and, per Keras format, ``{"bytes": N}`` or ``{"error": why}``: an export
     that fails (a Keras without ``format="litert"``, a converter error, its engine not installed
     here) gives no target, and the caller says why."""
-    from keras_edge.exporter import captured_output  # only with --keras: TensorFlow is here
+    from keras_edge.exporter import captured_output, capturing  # only with --keras
 
     try:
         # A freshly loaded functional model must have been called before ``model.export``
@@ -174,7 +174,7 @@ def keras_export_targets(
             path = Path(tmp) / filename
             step = "model.export failed"
             try:
-                with captured_output():
+                with capturing(), captured_output():  # the bench command's own output only
                     model.export(str(path), format=fmt, verbose=False)
                 artifact = path.read_bytes()
                 step = f"{ENGINE_MODULES[engine]} could not load the export"

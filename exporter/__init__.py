@@ -1,14 +1,14 @@
 """keras-edge exporter: Keras model -> TFLite/ONNX variants + a manifest, each proved.
 
 TensorFlow is imported only when an export runs, never at ``import keras_edge.exporter``.
-``load_model``, ``keras_labels``, ``import_tensorflow``, ``captured_output`` (converter noise to
-the debug log) and ``zoo`` (example models) are what the benchmarks (and other tools) may use of
-the exporter; everything else is internal.
+``load_model``, ``keras_labels``, ``import_tensorflow``, ``captured_output`` and ``capturing``
+(converter noise to the debug log, for a command line) and ``zoo`` (example models) are what
+the benchmarks (and other tools) may use of the exporter; everything else is internal.
 """
 
 from typing import Any
 
-from keras_edge.exporter._tf import captured_output
+from keras_edge.exporter._tf import captured_output, capturing
 from keras_edge.exporter._tf import tensorflow as import_tensorflow
 from keras_edge.exporter.errors import (
     CalibrationError,
@@ -33,6 +33,7 @@ __all__ = [
     "UnsupportedModelError",
     "UnsupportedOpError",
     "captured_output",
+    "capturing",
     "export",
     "import_tensorflow",
     "keras_labels",

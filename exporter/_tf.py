@@ -1,8 +1,15 @@
-"""Lazy, quiet imports of the converter stack, with the extra to install when one is missing."""
+"""Lazy imports of the converter stack, with the extra to install when one is missing; and
+the capture of what the converters print, which only a command line turns on.
+
+The library changes no process-wide state: it sets no environment variable, and it leaves
+file descriptors 1 and 2 alone unless the caller asked for capture with :func:`capturing`
+(``keras-edge export`` and ``bench`` do, in their single thread; a Python caller sees the
+converters' output, and other threads' output is never swallowed)."""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import logging
 import os
@@ -22,9 +29,10 @@ _EXTRA_HINT = (
 )
 
 
+_CAPTURE: contextvars.ContextVar[bool] = contextvars.ContextVar("keras_edge_capture", default=False)
+
+
 def _import(name: str) -> ModuleType:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # failures still raise in Python
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the converters need TF tensors
     try:
         return __import__(name, fromlist=["_"])
     except ImportError as exc:
@@ -32,6 +40,25 @@ def _import(name: str) -> ModuleType:
             f"Exporting (and bench --keras) needs the Python package {name.split('.')[0]!r}, which "
             f"could not be imported ({exc}); {_EXTRA_HINT}"
         ) from exc
+
+
+def quiet_environment() -> None:
+    """For a command line only, before TensorFlow is imported: TensorFlow's C++ start-up
+    notices off (failures still raise in Python) and Keras on TensorFlow's backend."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the converters need TF tensors
+
+
+@contextlib.contextmanager
+def capturing() -> Iterator[None]:
+    """Within this block (in this thread or task), :func:`captured_output` redirects what the
+    converters print to the debug log. For a command line: it redirects the process's file
+    descriptors 1 and 2 while a converter runs."""
+    token = _CAPTURE.set(True)
+    try:
+        yield
+    finally:
+        _CAPTURE.reset(token)
 
 
 def tensorflow() -> ModuleType:
@@ -43,8 +70,15 @@ def tensorflow() -> ModuleType:
 
 
 def keras() -> ModuleType:
-    tensorflow()  # keras 3 picks its backend at import; make it TensorFlow's, quietly
-    return _import("keras")
+    tensorflow()
+    keras = _import("keras")
+    backend = keras.backend.backend()
+    if backend != "tensorflow":  # the converters need TensorFlow tensors
+        raise BackendUnavailableError(
+            f"Expected Keras on its TensorFlow backend to export (KERAS_BACKEND=tensorflow, set "
+            f"before Keras is imported), got the {backend!r} backend"
+        )
+    return keras
 
 
 def module(name: str) -> ModuleType:
@@ -64,11 +98,15 @@ def version(name: str) -> str:
 
 @contextlib.contextmanager
 def captured_output() -> Iterator[None]:
-    """Send what converters print to the debug log instead of the user's terminal.
+    """Inside :func:`capturing`, send what converters print to the debug log instead of the
+    user's terminal; elsewhere (a library call), do nothing.
 
     The converters print temp folder paths, quantizer settings and advice, from Python and from
     C++, on stdout and stderr; the file descriptors are redirected so both are caught.
     """
+    if not _CAPTURE.get():
+        yield
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]

@@ -12,7 +12,6 @@ anything else. Staging folders of a killed export are removed by the next one.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -21,7 +20,6 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from keras_edge.runtime.errors import ManifestError, UsageError
@@ -227,25 +225,3 @@ def _alive(name: str) -> bool:
     return True
 
 
-SCRATCH = ".scratch"
-
-
-@contextlib.contextmanager
-def scratch(staging: Path) -> Iterator[Path]:
-    """Run a converter with its working directory in a scratch folder of the staging folder:
-    files a converter writes to the current directory (ONNX Runtime's quantizer leaves
-    ``sym_shape_infer_temp.onnx`` and ``.data`` files there when it fails) never reach the
-    user's. The working directory is the process's: an export changes it while a converter
-    runs, so export from one thread at a time."""
-    folder = staging / SCRATCH
-    folder.mkdir(exist_ok=True)
-    previous = os.getcwd()
-    os.chdir(folder)
-    try:
-        yield folder
-    finally:
-        os.chdir(previous)
-        leftovers = sorted(p.name for p in folder.iterdir())
-        if leftovers:
-            logger.debug("a converter left %s in its scratch folder; removed", leftovers)
-        shutil.rmtree(folder, ignore_errors=True)

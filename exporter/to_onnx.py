@@ -221,7 +221,7 @@ def _quantize_with_files(
         onnx.save(proto, str(raw))
         # ONNX Runtime's recommended pre-processing: shape inference and fusions (MatMul+Add
         # -> Gemm), so that the quantizer sees one op per layer.
-        quantization.quant_pre_process(str(raw), str(src))
+        pre_process(quantization, raw, src)
         quantization.quantize_dynamic(
             str(src),
             str(dst),
@@ -231,6 +231,29 @@ def _quantize_with_files(
         out = onnx.load(str(dst))
     _canonicalize(out, [s.name for s in specs])
     return out.SerializeToString(deterministic=True)
+
+
+# What ONNX Runtime's symbolic shape inference saves into the working directory when it fails
+# (a fixed relative path in onnxruntime/tools/symbolic_shape_infer.py).
+_STRAY = ("sym_shape_infer_temp.onnx", "sym_shape_infer_temp.onnx.data")
+
+
+def pre_process(quantization: Any, src: Path, dst: Path) -> None:
+    """ONNX Runtime's ``quant_pre_process`` from ``src`` to ``dst``, explicit paths, the working
+    directory untouched. Its symbolic shape inference (for transformers' symbolic dims) saves a
+    file into the working directory when it fails: that file is removed, and the pre-processing
+    runs again without it (ONNX's own shape inference and the fusions still run)."""
+    there = {name for name in _STRAY if Path(name).exists()}
+    try:
+        quantization.quant_pre_process(str(src), str(dst))
+    except Exception as exc:  # onnxruntime raises untyped errors
+        if "symbolic shape inference" not in str(exc).lower():
+            raise
+        for name in _STRAY:
+            if name not in there:
+                Path(name).unlink(missing_ok=True)
+        logger.info("symbolic shape inference failed (%s); pre-processing without it", exc)
+        quantization.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
 
 
 class StaticInt8:
@@ -260,7 +283,7 @@ class StaticInt8:
             # ONNX Runtime's recommended pre-processing: shape inference and fusions (MatMul+Add
             # -> Gemm), so that the quantizer sees one op per layer.
             with _tf.captured_output():
-                self._quantization.quant_pre_process(str(folder / "fp32.onnx"), str(self._src))
+                pre_process(self._quantization, folder / "fp32.onnx", self._src)
         except Exception as exc:  # onnxruntime raises untyped errors
             self.__exit__()
             raise ConversionError(f"ONNX int8 conversion failed: {first_error(str(exc))}") from exc

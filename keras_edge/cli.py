@@ -13,6 +13,7 @@ verification or regression gate failed, with the report written and naming what 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -60,6 +61,8 @@ def build_parser(command: str | None) -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    if command in ("export", "bench"):  # before TensorFlow is imported: its C++ notices off
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # (a command's choice, not a library's)
     args = build_parser(command).parse_args(argv)
     return execute(args)
 

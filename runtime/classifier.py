@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,6 @@ from keras_edge.runtime.manifest import Head, InputSpec, Manifest, Variant, vali
 from keras_edge.runtime.report import export_order
 
 logger = logging.getLogger(__name__)
-# 0 x Inf in _all_finite's dot product warns "invalid value" on the way to a typed InputError.
-warnings.filterwarnings("ignore", "invalid value encountered in dot", RuntimeWarning, __name__)
 
 _FLOAT32 = np.dtype(np.float32)
 _isfinite = math.isfinite

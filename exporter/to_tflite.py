@@ -104,6 +104,25 @@ def _needs_tensorflow(model: Any, message: str) -> str | None:
     )
 
 
+PRIVATE_API = ("mlir_quantize", "deduplicate_readonly_buffers")
+
+
+def _require_private_api(tf: Any, converter: Any, convert: Any) -> None:
+    """Mixed precision needs two private pieces of TensorFlow's converter; a TensorFlow without
+    them (another version, the user's own build) cannot make it: say which, before calibrating.
+    The public converter's int8 (every op quantized) does not need them."""
+    missing = [name for name in PRIVATE_API if not hasattr(convert, name)]
+    if not hasattr(converter, "_experimental_calibrate_only"):
+        missing.insert(0, "TFLiteConverter._experimental_calibrate_only")
+    if missing:
+        raise ConversionError(
+            f"Expected TensorFlow's private converter API for mixed precision "
+            f"(tensorflow.lite.python.convert: {', '.join(PRIVATE_API)}; the converter's "
+            f"_experimental_calibrate_only), got a TensorFlow {tf.__version__} without "
+            f"{', '.join(missing)}"
+        )
+
+
 class MixedInt8:
     """Full-integer TFLite with chosen ops kept in float: calibrated once, quantized per
     candidate in ~10 ms.
@@ -122,8 +141,10 @@ class MixedInt8:
 
     def __init__(self, model: Any, calibration: Calibration, int8_io: bool = False) -> None:
         tf = _tf.tensorflow()
+        self._convert = _tf.module("tensorflow.lite.python.convert")
         with _tf.captured_output():
             converter = tf.lite.TFLiteConverter.from_keras_model(model)
+            _require_private_api(tf, converter, self._convert)
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = calibration.representative_dataset
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -131,7 +152,6 @@ class MixedInt8:
             self._calibrated = _convert(converter, model, "int8")
         self._io = tf.int8 if int8_io else tf.float32
         self._float = tf.float32
-        self._convert = _tf.module("tensorflow.lite.python.convert")
         self._nodes: list[GraphNode] | None = None
 
     def __enter__(self) -> MixedInt8:

@@ -7,6 +7,7 @@ synthetic gate, and the naming of layers on hand-written graph names."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -309,3 +310,21 @@ def test_mobilenetv3small_int8_passes_with_layers_in_float(tmp_path):
         assert fallback.float_layers[0] == rescaling  # its input preprocessing, first
         assert 0 < fallback.float_ops < fallback.ops  # not every op: still a quantized model
         assert variant.bytes < manifest.variants[vid.replace("int8", "fp32")].bytes
+
+
+def test_int8_uses_the_public_converter_and_a_missing_private_api_fails_one_variant(
+    tmp_path, monkeypatch
+):
+    """A TensorFlow without the private calibrate-only API: full int8 still converts through the
+    public converter; only the mixed-precision fallback is refused, for that variant, naming
+    what is missing; every other variant is written and the export does not abort."""
+    convert = importlib.import_module("tensorflow.lite.python.convert")
+    monkeypatch.delattr(convert, "mlir_quantize")
+    case = zoo.build("normalization")  # full int8 misses its gate on it (see above)
+    manifest, error = _export(case, tmp_path / "dist", "auto", formats=["tflite"])
+    variant = manifest.variants["tflite-int8"]
+    assert set(manifest.variants) == {"tflite-fp32", "tflite-int8"} and not variant.passed
+    assert error is not None and error.failed == ["tflite-int8"]
+    failure = next(f for f in variant.parity.failures if "mixed precision" in f)
+    assert "mixed precision could not be tried" in failure and "mlir_quantize" in failure
+    assert manifest.variants["tflite-fp32"].passed and not manifest.refused

@@ -340,8 +340,7 @@ def keras_outputs(model: Any, x: Any) -> np.ndarray:
 def keras_labels(model: Any, head: Head, x: np.ndarray) -> np.ndarray | None:
     """Keras's decisions on ``x`` by the runtime's rule, as an (n, k) int array (k = 1 for
     binary and multiclass); ``None`` for a regression head, which decides nothing."""
-    from keras_edge.exporter.parity import to_probability
-    from keras_edge.runtime.gate import decide
+    from keras_edge.runtime.gate import decide, to_probability
 
     if head.kind == "regression":
         return None

@@ -27,17 +27,6 @@ class Reference:
     source: str | None = None  # validation, calibration or synthetic (see Parity.source)
 
 
-def to_probability(head: Head, raw: np.ndarray) -> np.ndarray:
-    """Keras raw outputs as probabilities (sigmoid/softmax for logit heads)."""
-    if head.output != "logit":
-        return raw.astype(np.float32)
-    z = raw.astype(np.float64)
-    if head.kind == "multiclass":
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
-
-
 def _accuracy(head: Head, labels: np.ndarray, y: np.ndarray) -> float | None:
     if head.kind == "regression" or len(y) == 0:
         return None

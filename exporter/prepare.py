@@ -22,7 +22,7 @@ from keras_edge.exporter.calibration import coverage as calibration_coverage
 from keras_edge.exporter.errors import ConstantOutputError
 from keras_edge.exporter.options import ExportOptions
 from keras_edge.runtime.errors import UsageError
-from keras_edge.runtime.gate import decide
+from keras_edge.runtime.gate import decide, to_probability
 from keras_edge.runtime.manifest import CalibrationInfo, Head, InputSpec, ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
     )
     calib = Calibration.from_array(data.calibration, specs) if data.calibration is not None else None
     x_check, y_val, name, source = _parity_data(specs, data.validation, calib, options.require_data)
-    keras_proba = parity.to_probability(head, model_io.keras_outputs(keras_model, list(x_check)))
+    keras_proba = to_probability(head, model_io.keras_outputs(keras_model, list(x_check)))
     labels = None if y_val is None else np.asarray(y_val)
     reference = parity.Reference(proba=keras_proba, labels=labels, data=name, source=source)
     plan = tuning.plan(options.tune, data.tune, head, keras_model, specs, x_check, y_val, reference)

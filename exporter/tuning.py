@@ -23,9 +23,10 @@ import numpy as np
 
 from keras_edge.exporter import model as model_io
 from keras_edge.exporter.errors import TuningError
-from keras_edge.exporter.parity import Reference, to_probability
+from keras_edge.exporter.parity import Reference
 from keras_edge.runtime.data import rows
 from keras_edge.runtime.errors import UsageError
+from keras_edge.runtime.gate import to_probability
 from keras_edge.runtime.manifest import InputSpec, Variant
 
 logger = logging.getLogger(__name__)

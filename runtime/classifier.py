@@ -36,7 +36,7 @@ from keras_edge.runtime.errors import (
     ManifestError,
     UnknownVariantError,
 )
-from keras_edge.runtime.gate import label_names, multiclass_labels
+from keras_edge.runtime.gate import label_names, multiclass_labels, sigmoid, softmax
 from keras_edge.runtime.golden import check_classifier, raise_on_failure, read_golden
 from keras_edge.runtime.manifest import Head, InputSpec, Manifest, Variant, validate_threshold
 from keras_edge.runtime.report import export_order
@@ -49,16 +49,6 @@ _ONE, _ZERO = np.ones(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
 # Kinds of input dtype that cast to float32 without losing what they mean.
 _CASTABLE_KINDS = "fiub"
 _F32_MAX = float(np.finfo(np.float32).max)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    shifted = z.astype(np.float64) - z.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 class Classifier:
@@ -359,7 +349,7 @@ class Classifier:
             )
         y = self._values(self._raw(x))
         if head.output == "logit":
-            return _softmax(y) if head.kind == "multiclass" else _sigmoid(y)
+            return softmax(y) if head.kind == "multiclass" else sigmoid(y)
         return y
 
     @property
@@ -415,7 +405,7 @@ class Classifier:
         else:
             labels = multiclass_labels(values, self._threshold)
         if self.head.output == "logit":
-            values = _softmax(values) if kind == "multiclass" else _sigmoid(values)
+            values = softmax(values) if kind == "multiclass" else sigmoid(values)
         return values, labels
 
     def score_batch(

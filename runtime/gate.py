@@ -78,6 +78,26 @@ def regression_tolerance(precision: str, reference: np.ndarray) -> tuple[float, 
     return atol * scale, rtol
 
 
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function in float64, as float32: what a logit head's probability is."""
+    return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of (n, k) logits, in float64, as float32."""
+    shifted = z.astype(np.float64) - z.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def to_probability(head: Head, raw: np.ndarray) -> np.ndarray:
+    """Raw outputs as probabilities: sigmoid (softmax for multiclass) for a logit head, as they
+    are (float32) for the others. The runtime and the exporter's reference both use it."""
+    if head.output != "logit":
+        return raw.astype(np.float32)
+    return softmax(raw) if head.kind == "multiclass" else sigmoid(raw)
+
+
 def decide(head: Head, proba: np.ndarray, threshold: float | tuple[float, ...] | None) -> np.ndarray:
     """Labels by the runtime's rule, as an (n, k) int array (k = 1 for binary/multiclass).
     Multiclass with a threshold (the minimum confidence) gives -1 where the top p is not above it."""

@@ -22,7 +22,7 @@ def failed_export(seed_dir, seed_val, tmp_path_factory):
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
-    log = logging.getLogger("keras_edge.exporter.export")
+    log = logging.getLogger("keras_edge.exporter")  # the export's modules log under it
     log.addHandler(handler)
     try:
         result = exporter.export(

@@ -140,7 +140,7 @@ class _Progress:
 
 def _run_export(args: argparse.Namespace) -> int:
     from keras_edge.exporter.export import export
-    from keras_edge.runtime.data import read_named
+    from keras_edge.runtime.batch.files import read_named
 
     # The first CSV's header names the features (unless --feature-names does); every other CSV
     # is matched to those names by name, whatever its column order.

@@ -440,9 +440,9 @@ class Classifier:
         multilabel; ``value_<label>`` for regression). ``columns``: the feature columns (default:
         every numeric column but ``exclude`` and ``keep``); ``keep``: the input columns returned
         (default: all); ``classes=False``: probabilities only; ``on_bad_row``: ``error``, ``skip`` or
-        ``null`` (see :func:`keras_edge.runtime.batch.score_batch`).
+        ``null`` (see :func:`keras_edge.runtime.batch.table.score_batch`).
         """
-        from keras_edge.runtime.batch import score_batch
+        from keras_edge.runtime.batch.table import score_batch
 
         return score_batch(self, batch, columns, keep, classes, on_bad_row, exclude)
 

@@ -13,15 +13,15 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from keras_edge.runtime.arrow import ArrowSource
+from keras_edge.runtime.batch.arrow import ArrowSource
+from keras_edge.runtime.batch.readers import open_source
+from keras_edge.runtime.batch.scoring import BAD_ROW_POLICIES, Layout
+from keras_edge.runtime.batch.stream import Progress, StreamOptions, Summary, score_stream
+from keras_edge.runtime.batch.writers import open_writer, output_format
 from keras_edge.runtime.classifier import Classifier, load
 from keras_edge.runtime.errors import GateError, KerasEdgeError, UsageError
 from keras_edge.runtime.manifest import Manifest
-from keras_edge.runtime.readers import open_source
 from keras_edge.runtime.report import export_order, format_table, text_table
-from keras_edge.runtime.scoring import BAD_ROW_POLICIES, Layout
-from keras_edge.runtime.stream import Progress, StreamOptions, Summary, score_stream
-from keras_edge.runtime.writers import open_writer, output_format
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise UsageError("Expected --on-bad-row error or skip for .npy output (it has no nulls); "
                          "write .parquet, .csv or .jsonl for null")  # fmt: skip
     if args.ray:
-        from keras_edge.runtime.cluster import check_output, ray_module
+        from keras_edge.runtime.batch.cluster import check_output, ray_module
 
         check_output(args.output)
         ray_module()  # installed, or the error names the extra, before anything is loaded
@@ -194,7 +194,7 @@ def run_predict(args: argparse.Namespace) -> int:
             f"head, got {'a regression head' if source.has_labels else f'no labels in {args.input!r}'}"
         )
     if args.ray:
-        from keras_edge.runtime.cluster import score_with_ray
+        from keras_edge.runtime.batch.cluster import score_with_ray
 
         if not isinstance(source, ArrowSource):
             raise UsageError(f"Expected Parquet input with --ray, got {args.input!r}")

@@ -24,13 +24,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from keras_edge.runtime.arrow import from_numpy
-from keras_edge.runtime.chunks import Source
+from keras_edge.runtime.batch.arrow import from_numpy
+from keras_edge.runtime.batch.chunks import Source
+from keras_edge.runtime.batch.metrics import Metrics
+from keras_edge.runtime.batch.scoring import check_policy, parse_labels, score_rows
+from keras_edge.runtime.batch.writers import Writer
 from keras_edge.runtime.classifier import Classifier
 from keras_edge.runtime.errors import UsageError
-from keras_edge.runtime.metrics import Metrics
-from keras_edge.runtime.scoring import check_policy, parse_labels, score_rows
-from keras_edge.runtime.writers import Writer
 
 logger = logging.getLogger(__name__)
 

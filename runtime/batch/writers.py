@@ -22,9 +22,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from keras_edge.runtime.arrow import from_numpy, pyarrow, to_numpy
+from keras_edge.runtime.batch.arrow import from_numpy, pyarrow, to_numpy
+from keras_edge.runtime.batch.scoring import Layout, as_columns
 from keras_edge.runtime.errors import UsageError
-from keras_edge.runtime.scoring import Layout, as_columns
 
 logger = logging.getLogger(__name__)
 

@@ -28,12 +28,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from keras_edge.runtime.arrow import ArrowSource
-from keras_edge.runtime.batch import BatchStats, score_batch, score_table
+from keras_edge.runtime.batch.arrow import ArrowSource
+from keras_edge.runtime.batch.metrics import Metrics
+from keras_edge.runtime.batch.stream import StreamOptions, Summary, auto_chunk_size, check_features
+from keras_edge.runtime.batch.table import BatchStats, score_batch, score_table
 from keras_edge.runtime.classifier import Classifier, load
 from keras_edge.runtime.errors import KerasEdgeError, UsageError
-from keras_edge.runtime.metrics import Metrics
-from keras_edge.runtime.stream import StreamOptions, Summary, auto_chunk_size, check_features
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class BatchScorer:
     """A callable class for Ray Data's actor pools (``map_batches(BatchScorer,
     fn_constructor_args=(clf,), ...)``): the classifier (pickled as its artifact's bytes, or
     loaded from ``folder`` in the worker, which must see that path) is built once per actor,
-    then scores every batch that actor gets with :func:`keras_edge.runtime.batch.score_batch`
+    then scores every batch that actor gets with :func:`keras_edge.runtime.batch.table.score_batch`
     and ``options`` (``columns``, ``keep``, ``classes``, ``on_bad_row``, ``exclude``)."""
 
     def __init__(

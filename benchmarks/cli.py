@@ -353,7 +353,7 @@ def _write(data: dict[str, Any], args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``python -m keras_edge.benchmarks ...`` is ``keras-edge bench ...``: same arguments, same
     exit codes."""
-    from keras_edge.runtime.cli import Parser, execute
+    from keras_edge.runtime.console import Parser, execute
 
     parser = Parser(prog="python -m keras_edge.benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")

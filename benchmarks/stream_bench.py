@@ -167,7 +167,8 @@ def markdown(report: dict[str, Any]) -> str:
 def _child(result: str, argv: list[str]) -> int:
     """``keras-edge predict ARGV`` in this process (the console script's own parser and
     ``execute``), then this process's time and peak RSS into ``result``."""
-    from keras_edge.runtime.cli import Parser, configure, execute
+    from keras_edge.runtime.commands.predict import configure
+    from keras_edge.runtime.console import Parser, execute
 
     loop: list[float] = []  # the streaming loop's own seconds, from its closing log record
 

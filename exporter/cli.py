@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from keras_edge.exporter.errors import PartialExportError
-from keras_edge.runtime.cli import EXIT_OK
+from keras_edge.runtime.console import EXIT_OK
 from keras_edge.runtime.errors import GateError, UsageError
 from keras_edge.runtime.report import REPORT_NAME
 

@@ -34,8 +34,8 @@ from keras_edge.benchmarks.machine import describe, summary
 from keras_edge.benchmarks.startup import _peak_rss_mb
 from keras_edge.benchmarks.targets import bare_call
 from keras_edge.runtime.batch.stream import MAX_CHUNK
-from keras_edge.runtime.classifier import read_artifact
 from keras_edge.runtime.engines import make_engine
+from keras_edge.runtime.loading import read_artifact
 from keras_edge.runtime.manifest import Manifest
 
 RSS_TARGET_MB = 300.0

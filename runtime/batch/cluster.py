@@ -32,8 +32,9 @@ from keras_edge.runtime.batch.arrow import ArrowSource
 from keras_edge.runtime.batch.metrics import Metrics
 from keras_edge.runtime.batch.stream import StreamOptions, Summary, auto_chunk_size, check_features
 from keras_edge.runtime.batch.table import BatchStats, score_batch, score_table
-from keras_edge.runtime.classifier import Classifier, load
+from keras_edge.runtime.classifier import Classifier
 from keras_edge.runtime.errors import KerasEdgeError, UsageError
+from keras_edge.runtime.loading import load
 
 logger = logging.getLogger(__name__)
 

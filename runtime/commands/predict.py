@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keras_edge.runtime.classifier import Classifier, load
+from keras_edge.runtime.classifier import Classifier
 from keras_edge.runtime.console import EXIT_OK
 from keras_edge.runtime.errors import UsageError
+from keras_edge.runtime.loading import load
 
 if TYPE_CHECKING:
     from keras_edge.runtime.batch.stream import Summary

@@ -170,7 +170,7 @@ def _input_pool(args: argparse.Namespace, manifest: Manifest) -> tuple[np.ndarra
             return rows, f"the export's golden set ({len(rows)} rows, drawn with seed {DATA_SEED})"
         rng = np.random.default_rng(DATA_SEED)
         return rng.standard_normal((10_000, *shape)).astype(np.float32), f"N(0, 1), seed {DATA_SEED}"
-    from keras_edge.runtime.data import read_data
+    from keras_edge.runtime.batch.files import read_data
 
     source, _ = read_data(args.data, label_column=args.label_column, features=spec.features)
     source = np.asarray(source, dtype=dtype)
@@ -353,7 +353,7 @@ def _write(data: dict[str, Any], args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``python -m keras_edge.benchmarks ...`` is ``keras-edge bench ...``: same arguments, same
     exit codes."""
-    from keras_edge.runtime.cli import Parser, execute
+    from keras_edge.runtime.console import Parser, execute
 
     parser = Parser(prog="python -m keras_edge.benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")

@@ -72,8 +72,8 @@ def _child(target: str, folder: str, keras_model: str | None, threads: int | Non
         variant = target.removesuffix(":raw")
         if target.endswith(":raw"):
             from keras_edge.benchmarks.targets import bare_call
-            from keras_edge.runtime.classifier import read_artifact
             from keras_edge.runtime.engines import make_engine
+            from keras_edge.runtime.loading import read_artifact
 
             manifest = runtime.Manifest.read(folder)
             v = manifest.variants[variant]

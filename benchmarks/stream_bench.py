@@ -33,10 +33,10 @@ import numpy as np
 from keras_edge.benchmarks.machine import describe, summary
 from keras_edge.benchmarks.startup import _peak_rss_mb
 from keras_edge.benchmarks.targets import bare_call
-from keras_edge.runtime.classifier import read_artifact
+from keras_edge.runtime.batch.stream import MAX_CHUNK
 from keras_edge.runtime.engines import make_engine
+from keras_edge.runtime.loading import read_artifact
 from keras_edge.runtime.manifest import Manifest
-from keras_edge.runtime.stream import MAX_CHUNK
 
 RSS_TARGET_MB = 300.0
 RATIO_TARGET = 0.5
@@ -167,7 +167,8 @@ def markdown(report: dict[str, Any]) -> str:
 def _child(result: str, argv: list[str]) -> int:
     """``keras-edge predict ARGV`` in this process (the console script's own parser and
     ``execute``), then this process's time and peak RSS into ``result``."""
-    from keras_edge.runtime.cli import Parser, configure, execute
+    from keras_edge.runtime.commands.predict import configure
+    from keras_edge.runtime.console import Parser, execute
 
     loop: list[float] = []  # the streaming loop's own seconds, from its closing log record
 
@@ -176,7 +177,7 @@ def _child(result: str, argv: list[str]) -> int:
             if record.msg.startswith("scored %d rows"):
                 loop.append(float(record.args[1]))  # type: ignore[index]
 
-    stream_logger = logging.getLogger("keras_edge.runtime.stream")
+    stream_logger = logging.getLogger("keras_edge.runtime.batch.stream")
     stream_logger.setLevel(logging.INFO)
     stream_logger.propagate = False
     stream_logger.addHandler(Loop())

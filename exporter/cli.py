@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_edge.exporter.errors import PartialExportError
-from keras_edge.runtime.cli import EXIT_OK
+from keras_edge.runtime.console import EXIT_OK
 from keras_edge.runtime.errors import GateError, UsageError
 from keras_edge.runtime.report import REPORT_NAME
 
@@ -157,7 +157,7 @@ class _Progress:
 def _read_data(args: argparse.Namespace) -> tuple[dict[str, Any], tuple[str, ...] | None]:
     """The data files, by role, and the feature names: --feature-names, else the first CSV's
     header; every other CSV is matched to those names by name, whatever its column order."""
-    from keras_edge.runtime.data import read_named
+    from keras_edge.runtime.batch.files import read_named
 
     names = tuple(n.strip() for n in args.feature_names.split(",")) if args.feature_names else None
     data: dict[str, Any] = {}

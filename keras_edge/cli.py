@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from keras_edge import __version__
-from keras_edge.runtime.cli import Parser, execute
+from keras_edge.runtime.console import Parser, execute
 
 DESCRIPTION = (
     "Export a Keras classifier to TFLite and ONNX, prove every variant decides like Keras, and "
@@ -31,10 +31,13 @@ COMMANDS = {
         "keras_edge.exporter.cli",
         "convert a Keras model to TFLite/ONNX variants and prove each one (needs TensorFlow)",
     ),
-    "predict": ("keras_edge.runtime.cli", "classify inputs with an exported variant"),
-    "inspect": ("keras_edge.runtime.cli", "show an export's variants, sizes, thresholds and parity"),
+    "predict": ("keras_edge.runtime.commands.predict", "classify inputs with an exported variant"),
+    "inspect": (
+        "keras_edge.runtime.commands.inspect",
+        "show an export's variants, sizes, thresholds and parity",
+    ),
     "verify": (
-        "keras_edge.runtime.cli",
+        "keras_edge.runtime.commands.verify",
         "check that this machine's engines still decide as the export did, on its golden set",
     ),
     "bench": (

@@ -3,7 +3,7 @@
 Never imports TensorFlow, Keras, tf2onnx or onnx.
 """
 
-from keras_edge.runtime.classifier import Classifier, load
+from keras_edge.runtime.classifier import Classifier
 from keras_edge.runtime.errors import (
     ArtifactError,
     BackendUnavailableError,
@@ -16,6 +16,7 @@ from keras_edge.runtime.errors import (
     UsageError,
     VerificationError,
 )
+from keras_edge.runtime.loading import load
 from keras_edge.runtime.manifest import Manifest
 
 __all__ = [

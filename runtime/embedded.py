@@ -152,54 +152,66 @@ def check_tflite_structure(model: bytes) -> None:
         buffers, codes = root.BuffersLength(), root.OperatorCodesLength()
         for g in range(root.SubgraphsLength()):
             graph = root.Subgraphs(g)
-            count = graph.TensorsLength()
-            for t in range(count):
-                tensor = graph.Tensors(t)
-                index = tensor.Buffer()
-                if not 0 <= index < buffers:
-                    raise ArtifactError(f"tensor {t} names buffer {index} of {buffers}")
-                length = root.Buffers(index).DataLength()
-                size = sizes.get(tensor.Type())
-                if length and size is not None:
-                    expected = int(np.prod(tensor.ShapeAsNumpy(), dtype=np.int64)) * size
-                    if length != expected:
-                        raise ArtifactError(
-                            f"tensor {t} holds {length} bytes, its shape and type need {expected}"
-                        )
-            # Data flow: each operator reads tensors that hold constants, are the graph's
-            # inputs or state, or that an earlier operator wrote; it writes tensors nobody wrote
-            # before. A flipped output index that makes an operator write over a constant or
-            # another operator's output passes every check above, and LiteRT then runs it and
-            # corrupts its heap (an abort when the interpreter is freed).
-            written = set(graph.InputsAsNumpy().tolist())
-            for t in range(count):
-                tensor = graph.Tensors(t)
-                buffer = root.Buffers(tensor.Buffer())
-                # Constant data inside the flatbuffer, or past it (Buffer.offset, for files over
-                # 2 GB); a zero-element constant (an empty shape) has no bytes at all.
-                stored = buffer.DataLength() or buffer.Offset() > 1
-                empty = tensor.ShapeLength() and 0 in tensor.ShapeAsNumpy().tolist()
-                if tensor.IsVariable() or stored or empty:
-                    written.add(t)
-            constant = set(written) - set(graph.InputsAsNumpy().tolist())
-            for o in range(graph.OperatorsLength()):
-                op = graph.Operators(o)
-                if not 0 <= op.OpcodeIndex() < codes:
-                    raise ArtifactError(f"operator {o} names opcode {op.OpcodeIndex()} of {codes}")
-                for i in [*op.InputsAsNumpy().tolist(), *op.OutputsAsNumpy().tolist()]:
-                    if not -1 <= i < count:
-                        raise ArtifactError(f"operator {o} names tensor {i} of {count}")
-                if g == 0:  # the main graph; control-flow subgraphs are fed by their callers
-                    for i in op.InputsAsNumpy().tolist():
-                        if i != -1 and i not in written:
-                            raise ArtifactError(f"operator {o} reads tensor {i} before it is written")
-                for i in op.OutputsAsNumpy().tolist():
-                    if i == -1:
-                        continue  # an optional output left out
-                    if i in constant or (g == 0 and i in written):
-                        raise ArtifactError(f"operator {o} writes tensor {i}, already written")
-                    written.add(i)
+            _check_tensors(root, graph, sizes, buffers)
+            _check_data_flow(root, graph, codes, main=g == 0)
     except ArtifactError as exc:
         raise ArtifactError(f"Expected a well-formed TFLite file, got a damaged one: {exc}") from exc
     except Exception as exc:  # offsets outside the file: flatbuffers raises what it hits
         raise ArtifactError(f"Expected a well-formed TFLite file, got one that is not: {exc}") from exc
+
+
+def _check_tensors(root: Any, graph: Any, sizes: dict[int, int], buffers: int) -> None:
+    """Every tensor of ``graph`` names one of the ``buffers``, and a constant's data is exactly
+    as long as its shape and type say."""
+    for t in range(graph.TensorsLength()):
+        tensor = graph.Tensors(t)
+        index = tensor.Buffer()
+        if not 0 <= index < buffers:
+            raise ArtifactError(f"tensor {t} names buffer {index} of {buffers}")
+        length = root.Buffers(index).DataLength()
+        size = sizes.get(tensor.Type())
+        if length and size is not None:
+            expected = int(np.prod(tensor.ShapeAsNumpy(), dtype=np.int64)) * size
+            if length != expected:
+                raise ArtifactError(
+                    f"tensor {t} holds {length} bytes, its shape and type need {expected}"
+                )
+
+
+def _check_data_flow(root: Any, graph: Any, codes: int, main: bool) -> None:
+    """Data flow: each operator reads tensors that hold constants, are the graph's inputs or
+    state, or that an earlier operator wrote; it writes tensors nobody wrote before. A flipped
+    output index that makes an operator write over a constant or another operator's output
+    passes every check of :func:`_check_tensors`, and LiteRT then runs it and corrupts its heap
+    (an abort when the interpreter is freed). ``main``: the main graph; control-flow subgraphs
+    are fed by their callers, so only their indices are checked. ``codes``: the model's number
+    of operator codes."""
+    count = graph.TensorsLength()
+    written = set(graph.InputsAsNumpy().tolist())
+    for t in range(count):
+        tensor = graph.Tensors(t)
+        buffer = root.Buffers(tensor.Buffer())
+        # Constant data inside the flatbuffer, or past it (Buffer.offset, for files over
+        # 2 GB); a zero-element constant (an empty shape) has no bytes at all.
+        stored = buffer.DataLength() or buffer.Offset() > 1
+        empty = tensor.ShapeLength() and 0 in tensor.ShapeAsNumpy().tolist()
+        if tensor.IsVariable() or stored or empty:
+            written.add(t)
+    constant = set(written) - set(graph.InputsAsNumpy().tolist())
+    for o in range(graph.OperatorsLength()):
+        op = graph.Operators(o)
+        if not 0 <= op.OpcodeIndex() < codes:
+            raise ArtifactError(f"operator {o} names opcode {op.OpcodeIndex()} of {codes}")
+        for i in [*op.InputsAsNumpy().tolist(), *op.OutputsAsNumpy().tolist()]:
+            if not -1 <= i < count:
+                raise ArtifactError(f"operator {o} names tensor {i} of {count}")
+        if main:
+            for i in op.InputsAsNumpy().tolist():
+                if i != -1 and i not in written:
+                    raise ArtifactError(f"operator {o} reads tensor {i} before it is written")
+        for i in op.OutputsAsNumpy().tolist():
+            if i == -1:
+                continue  # an optional output left out
+            if i in constant or (main and i in written):
+                raise ArtifactError(f"operator {o} writes tensor {i}, already written")
+            written.add(i)

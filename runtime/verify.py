@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from keras_edge.runtime.classifier import load
 from keras_edge.runtime.engines import engine_installed, missing_engine
 from keras_edge.runtime.errors import ArtifactError, ManifestError, UnknownVariantError, UsageError
 from keras_edge.runtime.golden import Check, check_classifier, read_golden
+from keras_edge.runtime.loading import load
 from keras_edge.runtime.manifest import Manifest
 from keras_edge.runtime.report import export_order
 

@@ -31,10 +31,12 @@ def _package(module: str) -> str:
 
 
 def _modules() -> dict[str, Path]:
+    """Every module of the packages, subpackages included (``keras_edge.runtime.batch.*``)."""
     out = {}
     for package, folder in PACKAGES.items():
-        for path in sorted((REPO / folder).glob("*.py")):
-            out[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+        for path in sorted((REPO / folder).rglob("*.py")):
+            parts = path.relative_to(REPO / folder).with_suffix("").parts
+            out[".".join((package, *parts[: -1 if parts[-1] == "__init__" else None]))] = path
     return out
 
 

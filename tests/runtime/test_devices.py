@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from keras_edge import runtime
-from keras_edge.runtime.classifier import Classifier, resolve_device
+from keras_edge.runtime.classifier import Classifier
 from keras_edge.runtime.engines import CompiledModelEngine, available_devices
 from keras_edge.runtime.errors import DeviceUnavailableError
+from keras_edge.runtime.loading import resolve_device
 
 
 def test_an_unknown_device_lists_the_known_ones(fp32_export):

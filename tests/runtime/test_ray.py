@@ -11,7 +11,7 @@ import pytest
 
 from keras_edge import runtime
 from keras_edge.cli import main
-from keras_edge.runtime.cluster import BatchScorer
+from keras_edge.runtime.batch.cluster import BatchScorer
 
 pytestmark = pytest.mark.slow  # a Ray instance and its actors start in ~10-20 s on 2 cores
 

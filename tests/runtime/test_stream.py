@@ -19,9 +19,9 @@ from sklearn import metrics as skm
 
 from keras_edge import runtime
 from keras_edge.cli import main
+from keras_edge.runtime.batch.metrics import Metrics
+from keras_edge.runtime.batch.stream import MAX_CHUNK, Progress, auto_chunk_size
 from keras_edge.runtime.manifest import Head
-from keras_edge.runtime.metrics import Metrics
-from keras_edge.runtime.stream import MAX_CHUNK, Progress, auto_chunk_size
 
 ROWS = 301  # 7 and 4096 do not divide it: a short last chunk
 
@@ -390,7 +390,7 @@ def test_a_model_with_two_inputs_streams_from_an_npz(two_inputs, tmp_path, capsy
 def test_reading_ahead_stops_when_scoring_stops():
     """The reading thread, its items queued and its end marker waiting for room, must not hang
     the run when the consumer stops at the first item (a bad row)."""
-    from keras_edge.runtime.stream import _Background
+    from keras_edge.runtime.batch.stream import _Background
 
     stopped = []
 

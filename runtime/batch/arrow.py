@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_edge.runtime.chunks import Chunk, Source, feature_columns, rows_at
+from keras_edge.runtime.batch.chunks import Chunk, Source, feature_columns, rows_at
 from keras_edge.runtime.errors import UsageError
 
 logger = logging.getLogger(__name__)

@@ -22,9 +22,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from keras_edge.runtime.arrow import from_numpy, pyarrow, to_numpy
+from keras_edge.runtime.batch.arrow import from_numpy, pyarrow
+from keras_edge.runtime.batch.npy import NUMPY_HEADER_LIMIT, npy_header, numbers
+from keras_edge.runtime.batch.scoring import Layout, as_columns
 from keras_edge.runtime.errors import UsageError
-from keras_edge.runtime.scoring import Layout, as_columns
 
 logger = logging.getLogger(__name__)
 
@@ -194,62 +195,6 @@ class JsonWriter(Writer):
         self._text("\n  ]\n}\n" if self.rows else "]\n}\n")
 
 
-def _numbers(column: Any) -> np.ndarray:
-    """A pass-through column as numpy: as it is; CSV text as integers, else floats, where it
-    is numbers; from Arrow (nulls of an integer column become NaN, so the column turns float)."""
-    if isinstance(column, np.ndarray):
-        if column.dtype.kind in "US":
-            for kind in (np.int64, np.float64):
-                try:
-                    return column.astype(kind)
-                except ValueError:
-                    continue
-        return column
-    if hasattr(column, "null_count"):
-        values, nulls = to_numpy(column)
-        if nulls is not None:
-            values = values.astype(np.float64)
-            values[nulls] = np.nan
-        return values
-    return np.asarray(column)
-
-
-_MAGIC = b"\x93NUMPY"
-_MOST_ROWS = np.iinfo(np.int64).max  # the widest row count a header can ever have to say
-_ALIGN = 64  # numpy aligns the data after the header to 64 bytes; so do we
-_NUMPY_HEADER_LIMIT = 10_000  # np.load's default max_header_size (numpy >= 1.24)
-
-
-def _npy_header(dtype: np.dtype, rows: int, size: int | None = None) -> bytes:
-    """The .npy header (magic, version, length, the dict padded with spaces and a newline) of a
-    1-d structured array of ``rows`` rows, ``size`` bytes long; without ``size``, the fewest
-    bytes, a multiple of 64, that hold the header of any row count. The version is the oldest
-    that can say it: 1.0 (latin-1 text, a 2-byte length), 2.0 past 65535 bytes (thousands of
-    columns), 3.0 for column names outside latin-1 (utf-8 text, labels in any script)."""
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-              "shape": (rows,)}  # fmt: skip
-    text = repr(header)
-    utf8 = not text.isascii() and any(ord(c) > 0xFF for c in text)
-    encoding = "utf-8" if utf8 else "latin1"
-    body = text.encode(encoding)
-    if size is None:
-        widest = len(repr({**header, "shape": (_MOST_ROWS,)}).encode(encoding)) + 1  # + "\n"
-        size = -(-(len(_MAGIC) + 4 + widest) // _ALIGN) * _ALIGN
-        if utf8 or size - len(_MAGIC) - 4 > 0xFFFF:  # a 4-byte length
-            size = -(-(len(_MAGIC) + 6 + widest) // _ALIGN) * _ALIGN
-    if utf8:
-        version, width = b"\x03\x00", 4
-    else:
-        version, width = (b"\x01\x00", 2) if size - len(_MAGIC) - 4 <= 0xFFFF else (b"\x02\x00", 4)
-    room = size - len(_MAGIC) - 2 - width
-    if len(body) + 1 > room:  # never: the size was reserved for the widest row count
-        raise UsageError(
-            f"Expected a .npy header of at most {room} bytes, got {len(body) + 1} "
-            f"({len(dtype.names or ())} columns, {rows} rows)"
-        )
-    return _MAGIC + version + room.to_bytes(width, "little") + body.ljust(room - 1) + b"\n"
-
-
 class NpyWriter(Writer):
     """A structured array: the pass-through columns (numbers only), the values, the classes.
     The header is reserved before the first rows, sized from the columns for the widest row
@@ -264,13 +209,13 @@ class NpyWriter(Writer):
 
     def _reserve(self, dtype: np.dtype) -> None:
         self.dtype = dtype
-        self._header_size = len(_npy_header(dtype, 0))
+        self._header_size = len(npy_header(dtype, 0))
         self.fh.write(b"\0" * self._header_size)
-        if self._header_size > _NUMPY_HEADER_LIMIT:
+        if self._header_size > NUMPY_HEADER_LIMIT:
             logger.warning(
                 "%s: %d columns make a %d-byte .npy header, above the %d numpy loads by default: "
                 "read it with np.load(path, max_header_size=%d), or write .parquet",
-                self.path, len(dtype.names or ()), self._header_size, _NUMPY_HEADER_LIMIT,
+                self.path, len(dtype.names or ()), self._header_size, NUMPY_HEADER_LIMIT,
                 self._header_size,
             )  # fmt: skip
 
@@ -278,7 +223,7 @@ class NpyWriter(Writer):
         fields = []
         for k in self.keep:
             column = keep[k]
-            array = _numbers(column)
+            array = numbers(column)
             if array.dtype.kind not in "biufmM":
                 raise UsageError(
                     f"Expected numeric pass-through columns for .npy output, got {k!r} of type "
@@ -296,7 +241,7 @@ class NpyWriter(Writer):
             self._reserve(self._dtype(keep, classes))
         out = np.empty(len(values), dtype=self.dtype)
         for k in self.keep:
-            column = _numbers(keep[k])
+            column = numbers(keep[k])
             if not np.can_cast(column.dtype, out.dtype[k], "same_kind"):
                 raise UsageError(
                     f"Expected pass-through column {k!r} to stay {out.dtype[k]} for .npy output, "
@@ -318,7 +263,7 @@ class NpyWriter(Writer):
             classes = np.zeros(0, np.int64) if self.layout.classes else None
             self._reserve(self._dtype({k: np.zeros(0) for k in self.keep}, classes))
         self.fh.seek(0)
-        self.fh.write(_npy_header(self.dtype, self.rows, self._header_size))  # type: ignore[arg-type]
+        self.fh.write(npy_header(self.dtype, self.rows, self._header_size))  # type: ignore[arg-type]
 
 
 class ParquetWriter(Writer):

@@ -18,19 +18,19 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
 
-from keras_edge.runtime.arrow import from_numpy
-from keras_edge.runtime.chunks import Source
+from keras_edge.runtime.batch.arrow import from_numpy
+from keras_edge.runtime.batch.chunks import Chunk, Source
+from keras_edge.runtime.batch.metrics import Metrics
+from keras_edge.runtime.batch.scoring import check_policy, parse_labels, score_rows
+from keras_edge.runtime.batch.writers import Writer
 from keras_edge.runtime.classifier import Classifier
 from keras_edge.runtime.errors import UsageError
-from keras_edge.runtime.metrics import Metrics
-from keras_edge.runtime.scoring import check_policy, parse_labels, score_rows
-from keras_edge.runtime.writers import Writer
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +211,45 @@ def check_features(clf: Classifier, source: Source) -> None:
         )
 
 
+def _score_chunk(
+    clf: Classifier,
+    chunk: Chunk,
+    options: StreamOptions,
+    metrics: Metrics | None,
+    put: Callable[..., None],
+    summary: Summary,
+) -> None:
+    """Score one chunk and hand its scores to the writer (``put``): its labels parsed (a label
+    that is no class is a bad row), its rows scored under the bad-row policy, and the counts
+    and metrics in ``summary`` updated."""
+    head = clf.head
+    invalid, reasons = chunk.invalid, dict(chunk.reasons)
+    y_true = None
+    if metrics is not None and chunk.labels is not None:
+        y_true, bad_labels, label_reasons = parse_labels(head, chunk.labels)
+        if bad_labels.any():
+            invalid = bad_labels if invalid is None else invalid | bad_labels
+            for i, reason in label_reasons.items():
+                reasons.setdefault(i, reason)
+    scored = score_rows(clf, chunk.x, chunk.n, options.on_bad_row, chunk.where, invalid, reasons)
+    keep = chunk.keep
+    if scored.rows is not None:
+        keep = {k: _take(v, scored.rows) for k, v in keep.items()}
+        y_true = None if y_true is None else y_true[scored.rows]
+    classes = None if options.proba_only else scored.classes
+    put(keep, scored.values, classes, scored.nulls)
+    if metrics is not None and y_true is not None and scored.classes is not None:
+        if scored.nulls is not None:
+            metrics.add(y_true[~scored.nulls], scored.classes[~scored.nulls])
+        else:
+            metrics.add(y_true, scored.classes)
+    summary.rows += chunk.n
+    summary.written += len(scored.values)
+    if scored.bad:
+        summary.bad += scored.bad
+        summary.first_bad = summary.first_bad or scored.first_bad
+
+
 def score_stream(
     clf: Classifier,
     source: Source,
@@ -235,31 +274,7 @@ def score_stream(
     try:
         check_features(clf, source)
         for chunk in _Background().read(source.chunks(size)):
-            invalid, reasons = chunk.invalid, dict(chunk.reasons)
-            y_true = None
-            if metrics is not None and chunk.labels is not None:
-                y_true, bad_labels, label_reasons = parse_labels(head, chunk.labels)
-                if bad_labels.any():
-                    invalid = bad_labels if invalid is None else invalid | bad_labels
-                    for i, reason in label_reasons.items():
-                        reasons.setdefault(i, reason)
-            scored = score_rows(clf, chunk.x, chunk.n, options.on_bad_row, chunk.where, invalid, reasons)
-            keep = chunk.keep
-            if scored.rows is not None:
-                keep = {k: _take(v, scored.rows) for k, v in keep.items()}
-                y_true = None if y_true is None else y_true[scored.rows]
-            classes = None if options.proba_only else scored.classes
-            put(keep, scored.values, classes, scored.nulls)
-            if metrics is not None and y_true is not None and scored.classes is not None:
-                if scored.nulls is not None:
-                    metrics.add(y_true[~scored.nulls], scored.classes[~scored.nulls])
-                else:
-                    metrics.add(y_true, scored.classes)
-            summary.rows += chunk.n
-            summary.written += len(scored.values)
-            if scored.bad:
-                summary.bad += scored.bad
-                summary.first_bad = summary.first_bad or scored.first_bad
+            _score_chunk(clf, chunk, options, metrics, put, summary)
             if progress is not None:
                 progress.update(summary.rows)
         finish()

@@ -4,7 +4,7 @@
 ``pandas.DataFrame`` or a dict of numpy arrays, and returns the same kind with the outputs
 added, so Ray Data's ``map_batches`` and Dask's ``map_partitions`` call it as it is (Spark's
 ``mapInArrow`` hands over an iterator of record batches: ``lambda it: map(clf.score_batch,
-it)``); :class:`keras_edge.runtime.cluster.BatchScorer` is the same for Ray's actor pools.
+it)``); :class:`keras_edge.runtime.batch.cluster.BatchScorer` is the same for Ray's actor pools.
 
 Neither pyarrow nor pandas is imported here unless a batch of theirs arrives.
 """
@@ -18,11 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from keras_edge.runtime.arrow import from_numpy, to_numpy
-from keras_edge.runtime.chunks import feature_columns
+from keras_edge.runtime.batch.arrow import from_numpy, to_numpy
+from keras_edge.runtime.batch.chunks import feature_columns
+from keras_edge.runtime.batch.metrics import Metrics
+from keras_edge.runtime.batch.scoring import (
+    Layout,
+    Scorer,
+    as_columns,
+    check_policy,
+    parse_labels,
+    score_rows,
+)
 from keras_edge.runtime.errors import UsageError
-from keras_edge.runtime.metrics import Metrics
-from keras_edge.runtime.scoring import Layout, Scorer, as_columns, check_policy, parse_labels, score_rows
 
 logger = logging.getLogger(__name__)
 

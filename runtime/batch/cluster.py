@@ -28,12 +28,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from keras_edge.runtime.arrow import ArrowSource
-from keras_edge.runtime.batch import BatchStats, score_batch, score_table
-from keras_edge.runtime.classifier import Classifier, load
+from keras_edge.runtime.batch.arrow import ArrowSource
+from keras_edge.runtime.batch.metrics import Metrics
+from keras_edge.runtime.batch.stream import StreamOptions, Summary, auto_chunk_size, check_features
+from keras_edge.runtime.batch.table import BatchStats, score_batch, score_table
+from keras_edge.runtime.classifier import Classifier
 from keras_edge.runtime.errors import KerasEdgeError, UsageError
-from keras_edge.runtime.metrics import Metrics
-from keras_edge.runtime.stream import StreamOptions, Summary, auto_chunk_size, check_features
+from keras_edge.runtime.loading import load
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class BatchScorer:
     """A callable class for Ray Data's actor pools (``map_batches(BatchScorer,
     fn_constructor_args=(clf,), ...)``): the classifier (pickled as its artifact's bytes, or
     loaded from ``folder`` in the worker, which must see that path) is built once per actor,
-    then scores every batch that actor gets with :func:`keras_edge.runtime.batch.score_batch`
+    then scores every batch that actor gets with :func:`keras_edge.runtime.batch.table.score_batch`
     and ``options`` (``columns``, ``keep``, ``classes``, ``on_bad_row``, ``exclude``)."""
 
     def __init__(
@@ -167,6 +168,49 @@ def check_output(output: Path | None) -> Path:
     return output
 
 
+def _start_ray(ray: Any, address: str | None, verbose: bool) -> bool:
+    """Quiet Ray's logs (unless ``verbose``) and start or join Ray if this process has not:
+    True when it started it here (and must stop it after the run)."""
+    if not verbose:
+        _quiet_ray()
+    started = not ray.is_initialized()
+    if started:
+        logger.info("starting Ray (%s)", address or "a local instance")
+        ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
+                 logging_level=logging.INFO if verbose else logging.ERROR)  # fmt: skip
+    return started
+
+
+def _pipeline(
+    ray: Any, clf: Classifier, source: ArrowSource, options: StreamOptions, concurrency: int, tally: Any
+) -> Any:
+    """The Ray Data pipeline, not yet run: read the Parquet files (the needed columns only),
+    score them with an actor pool of ``concurrency`` :class:`CountingScorer` reporting to
+    ``tally``."""
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    threads = clf.engine.threads or 1
+    # Leave one CPU to reading and writing tasks: actors holding every CPU would starve them.
+    per_actor = min(float(threads), max(cpus - 1.0, cpus / (concurrency + 1)) / concurrency)
+    scoring = {
+        "columns": source.features, "keep": list(source.keep_names), "label": source.label,
+        "classes": not options.proba_only, "on_bad_row": options.on_bad_row,
+    }  # fmt: skip
+    ds = ray.data.read_parquet(
+        [str(f) for f in source.files], **_blocks(source, concurrency)
+    ).select_columns(source.needed)  # Ray Data pushes this projection into the read
+    ds = ds.map_batches(
+        CountingScorer,
+        fn_constructor_args=(clf, tally),
+        fn_constructor_kwargs=scoring,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        num_cpus=per_actor,
+        batch_size=options.chunk_size or auto_chunk_size(clf),
+        batch_format="pyarrow",
+    )
+    logger.info("Ray: %d actors of %.2f CPU each on %.0f CPUs", concurrency, per_actor, cpus)
+    return ds
+
+
 def score_with_ray(
     clf: Classifier,
     source: ArrowSource,
@@ -187,47 +231,20 @@ def score_with_ray(
     output = check_output(output)
     check_features(clf, source)
     ray = ray_module()
-    if not verbose:
-        _quiet_ray()
-    started = not ray.is_initialized()
-    if started:
-        logger.info("starting Ray (%s)", address or "a local instance")
-        ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
-                 logging_level=logging.INFO if verbose else logging.ERROR)  # fmt: skip
+    started = _start_ray(ray, address, verbose)
     tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
     begin = time.perf_counter()
     tally = None
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = sys.stderr.isatty()
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        threads = clf.engine.threads or 1
-        # Leave one CPU to reading and writing tasks: actors holding every CPU would starve them.
-        per_actor = min(float(threads), max(cpus - 1.0, cpus / (concurrency + 1)) / concurrency)
         metrics = (
             None
             if not source.has_labels or clf.head.kind == "regression"
             else Metrics(clf.head, clf.threshold)
         )
         tally = ray.remote(num_cpus=0)(_Tally).remote(metrics)
-        scoring = {
-            "columns": source.features, "keep": list(source.keep_names), "label": source.label,
-            "classes": not options.proba_only, "on_bad_row": options.on_bad_row,
-        }  # fmt: skip
-        ds = ray.data.read_parquet(
-            [str(f) for f in source.files], **_blocks(source, concurrency)
-        ).select_columns(source.needed)  # Ray Data pushes this projection into the read
-        ds = ds.map_batches(
-            CountingScorer,
-            fn_constructor_args=(clf, tally),
-            fn_constructor_kwargs=scoring,
-            compute=ray.data.ActorPoolStrategy(size=concurrency),
-            num_cpus=per_actor,
-            batch_size=options.chunk_size or auto_chunk_size(clf),
-            batch_format="pyarrow",
-        )
-        logger.info("Ray: %d actors of %.2f CPU each on %.0f CPUs", concurrency, per_actor, cpus)
-        ds.write_parquet(str(tmp))
+        _pipeline(ray, clf, source, options, concurrency, tally).write_parquet(str(tmp))
         stats: BatchStats = ray.get(tally.total.remote())
         if output.exists():  # an empty folder (checked above)
             output.rmdir()

@@ -1,4 +1,4 @@
-"""Scoring rows in bulk, for files (``stream``) and table batches (``batch``) alike: the output
+"""Scoring rows in bulk, for files (``stream``) and table batches (``table``) alike: the output
 columns, the labels a file gives, and one chunk of rows scored under a bad-row policy.
 
 A bad row is one the runtime cannot answer on its own: a field the reader could not parse, NaN

@@ -1,0 +1,309 @@
+"""The manifest's records, the leaves of its schema: a model input, a variant's parity and
+mixed-precision fallback, the calibration data's coverage, the golden set and the source model.
+Each is a frozen dataclass with ``to_dict`` / ``from_dict``; a malformed record is a
+:class:`ManifestError`. :mod:`keras_edge.runtime.manifest` builds the manifest from them and
+re-exports them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import PurePosixPath
+from typing import Any
+
+from keras_edge.runtime.errors import ManifestError
+
+PARITY_SOURCES = ("validation", "calibration", "synthetic")
+INPUT_DTYPES = ("float32", "int32", "int64")
+
+
+def require(data: dict[str, Any], key: str, where: str) -> Any:
+    if key not in data:
+        raise ManifestError(f"Manifest {where} is missing the key {key!r}; got keys {sorted(data)}")
+    return data[key]
+
+
+def check_file_name(name: str, what: str) -> None:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or "\\" in name or len(path.parts) != 1:
+        raise ManifestError(
+            f"Expected a plain file name inside the manifest's folder for {what}, got {name!r}"
+        )
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: its name, shape (``None`` for the batch) and dtype. An integer input
+    (token ids) may carry the ``range`` of values its Embedding accepts, [low, high]. An input
+    of one row of features may carry their ``features`` names, in the model's order: the header
+    of the CSV it was exported from, or names given at export; files whose columns are named
+    are then matched to them by name, never by position."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+    range: tuple[int, int] | None = None
+    features: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in INPUT_DTYPES:
+            raise ManifestError(
+                f"Expected input {self.name!r} to have a dtype in {INPUT_DTYPES}, got {self.dtype!r}"
+            )
+        if self.features is not None:
+            width = self.shape[1] if len(self.shape) == 2 else None
+            if (
+                width != len(self.features)
+                or len(set(self.features)) != len(self.features)
+                or not all(isinstance(f, str) and f for f in self.features)
+            ):
+                raise ManifestError(
+                    f"Expected {width if width is not None else 'no'} distinct feature names for "
+                    f"input {self.name!r} of shape {list(self.shape)}, got {list(self.features)}"
+                )
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: every dimension after the batch."""
+        return tuple(int(d) for d in self.shape[1:])  # type: ignore[arg-type]
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype == "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"dtype": self.dtype, "name": self.name, "shape": list(self.shape)}
+        if self.range is not None:
+            out["range"] = list(self.range)
+        if self.features is not None:
+            out["features"] = list(self.features)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        shape = require(data, "shape", "input")
+        if not isinstance(shape, list) or not shape or shape[0] is not None:
+            raise ManifestError(f"Expected an input shape starting with null (the batch), got {shape!r}")
+        if any(not isinstance(d, int) or d <= 0 for d in shape[1:]):
+            raise ManifestError(f"Expected positive integer feature dimensions, got {shape!r}")
+        bounds = data.get("range")
+        if bounds is not None and (
+            not isinstance(bounds, list)
+            or len(bounds) != 2
+            or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+            or bounds[0] > bounds[1]
+        ):
+            raise ManifestError(f"Expected an input range [low, high] of integers, got {bounds!r}")
+        features = data.get("features")
+        if features is not None and not isinstance(features, list):
+            raise ManifestError(f"Expected a list of feature names, got {features!r}")
+        return cls(
+            name=str(require(data, "name", "input")),
+            shape=tuple(shape),
+            dtype=str(require(data, "dtype", "input")),
+            range=None if bounds is None else (bounds[0], bounds[1]),
+            features=None if features is None else tuple(features),
+        )
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How closely a variant reproduces the Keras model, and whether it passed the gate."""
+
+    n: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    label_agreement: float
+    flips: int
+    flips_near_threshold: int
+    near_threshold_band: float
+    tolerance: float
+    min_agreement: float
+    passed: bool
+    data: str
+    accuracy: float | None = None
+    reference_accuracy: float | None = None
+    batch_flips: int | None = None
+    batch_max_abs_diff: float | None = None
+    relative_tolerance: float | None = None  # regression heads: |diff| <= tolerance + this * |y|
+    failures: tuple[str, ...] = ()
+    # Flips within the variant's output resolution of the threshold (gate.near_tie_band): not
+    # held against the agreement minimum. None in manifests written before keras-edge 0.3.
+    near_ties: int | None = None
+    near_tie_band: float | None = None
+    # What the variant was compared on: "validation" (the user's data, with or without labels),
+    # "calibration" (the user's calibration inputs) or "synthetic" (the seeded probe set, not
+    # the user's data: the gate then proves the conversion, not the decisions the device will
+    # make). None in manifests written before keras-edge 0.4.
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source is not None and self.source not in PARITY_SOURCES:
+            raise ManifestError(f"Expected parity source in {PARITY_SOURCES}, got {self.source!r}")
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the gate ran on the seeded probe set instead of the user's data."""
+        return self.source == "synthetic"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["failures"] = list(self.failures)
+        if self.source is None:  # manifests of older exports keep their bytes
+            del out["source"]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Parity:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["failures"] = tuple(kwargs.get("failures", ()))
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ManifestError(f"Malformed parity record {data!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class FallbackAttempt:
+    """One mixed-precision candidate tried for a full-int8 variant that missed its gate: how many
+    layer groups and graph ops it kept in float, and what the gate measured (None: the candidate
+    could not be made or loaded)."""
+
+    float_groups: int
+    float_ops: int
+    label_agreement: float | None
+    max_abs_diff: float | None
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FallbackAttempt:
+        try:
+            return cls(**{f.name: require(data, f.name, "fallback attempt") for f in fields(cls)})
+        except TypeError as exc:
+            raise ManifestError(f"Malformed fallback attempt {data!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Mixed precision: a full-int8 variant missed its gate, so the layers whose quantization
+    moved its decisions most were kept in float, the fewest that made it pass.
+
+    ``float_layers`` names Keras layers (an op no layer owns, by its graph name); ``float_ops`` of
+    the graph's ``ops`` run in float. ``int8_bytes`` and ``int8_label_agreement`` are the full-int8
+    file's, which this one replaces; ``passed`` is False when nothing tried passed (the variant is
+    then that full-int8 file, and ``float_layers`` is empty)."""
+
+    float_layers: tuple[str, ...]
+    float_ops: int
+    ops: int
+    int8_bytes: int
+    int8_label_agreement: float
+    passed: bool
+    attempts: tuple[FallbackAttempt, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["float_layers"] = list(self.float_layers)
+        out["attempts"] = [a.to_dict() for a in self.attempts]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fallback:
+        if not isinstance(data, dict):
+            raise ManifestError(f"Expected the fallback record to be an object, got {data!r}")
+        try:
+            return cls(
+                **{
+                    **{f.name: require(data, f.name, "fallback") for f in fields(cls)},
+                    "float_layers": tuple(str(n) for n in require(data, "float_layers", "fallback")),
+                    "attempts": tuple(FallbackAttempt.from_dict(a) for a in data.get("attempts", ())),
+                }
+            )
+        except TypeError as exc:
+            raise ManifestError(f"Malformed fallback record {data!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class CalibrationInfo:
+    """The full-integer calibration data, and how well it covers the parity data.
+
+    Full-int8 variants clip inputs outside the calibrated range silently, so the share of
+    parity values outside each feature's calibrated [min, max] is recorded.
+    """
+
+    samples: int
+    sha256: str
+    data: str
+    outside_fraction: float
+    worst_feature: int
+    worst_feature_outside: float
+    range_ratio: float = 1.0
+    widest_feature: int = 0
+    narrowest_feature: int = 0
+    constant_features: tuple[int, ...] = ()
+    outside_by_feature: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["constant_features"] = list(self.constant_features)
+        out["outside_by_feature"] = list(self.outside_by_feature)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CalibrationInfo:
+        try:
+            return cls(
+                **{
+                    **data,
+                    "constant_features": tuple(data.get("constant_features", ())),
+                    "outside_by_feature": tuple(data.get("outside_by_feature", ())),
+                }
+            )
+        except TypeError as exc:
+            raise ManifestError(f"Malformed calibration record {data!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class GoldenInfo:
+    """The golden set beside the artifacts: a few hundred parity inputs (those nearest the
+    threshold among them) with Keras's outputs and labels and each variant's answers at export,
+    so that ``keras-edge verify`` can check a device's engines without TensorFlow."""
+
+    file: str
+    sha256: str
+    n: int
+    nearest: int
+    data: str
+
+    def __post_init__(self) -> None:
+        check_file_name(self.file, "the golden set")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GoldenInfo:
+        try:
+            return cls(**{f.name: require(data, f.name, "golden") for f in fields(cls)})
+        except TypeError as exc:
+            raise ManifestError(f"Malformed golden record {data!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where the artifacts came from."""
+
+    name: str
+    source_sha256: str
+    keras_version: str
+    tensorflow_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        return cls(**{f.name: str(require(data, f.name, "model")) for f in fields(cls)})

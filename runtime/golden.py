@@ -19,7 +19,6 @@ with the tolerance, agreement minimum and near-tie band recorded at export), whe
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import time
@@ -32,7 +31,7 @@ import numpy as np
 from keras_edge.runtime.data import rows
 from keras_edge.runtime.errors import UsageError, VerificationError
 from keras_edge.runtime.gate import Limits, decide, drift_band, judge
-from keras_edge.runtime.manifest import Manifest
+from keras_edge.runtime.manifest import Manifest, read_checked
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +97,8 @@ def read_golden(folder: str | Path, manifest: Manifest) -> Golden:
             f"Expected the golden set at {str(path)!r}, found none; no variant can be verified",
             failed=sorted(manifest.variants),
         )
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != info.sha256:
+    data, digest = read_checked(path, info.sha256)
+    if digest is not None:
         raise VerificationError(
             f"The golden set {info.file!r} has sha256 {digest}, the manifest expects "
             f"{info.sha256}: it changed after the export, so no variant "

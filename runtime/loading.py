@@ -8,7 +8,6 @@ manifest, and returns a :class:`~keras_edge.runtime.classifier.Classifier`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from keras_edge.runtime.errors import (
     UnknownVariantError,
 )
 from keras_edge.runtime.golden import check_classifier, raise_on_failure, read_golden
-from keras_edge.runtime.manifest import Manifest, Variant
+from keras_edge.runtime.manifest import Manifest, Variant, read_checked
 from keras_edge.runtime.report import export_order
 
 logger = logging.getLogger(__name__)
@@ -134,9 +133,8 @@ def read_artifact(folder: Path, variant: Variant) -> bytes:
         raise ArtifactError(f"Variant {variant.id!r}: file {variant.file!r} leaves {str(folder)!r}")
     if not path.is_file():
         raise ArtifactError(f"Variant {variant.id!r}: expected the file {str(path)!r}, found none")
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != variant.sha256:
+    data, digest = read_checked(path, variant.sha256)
+    if digest is not None:
         raise ArtifactError(
             f"Variant {variant.id!r}: {variant.file!r} has sha256 {digest}, the manifest "
             f"expects {variant.sha256}; the file is corrupt or was replaced"

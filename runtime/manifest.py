@@ -49,6 +49,14 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def read_checked(path: Path, sha256: str) -> tuple[bytes, str | None]:
+    """A file's bytes, and None when their SHA-256 is ``sha256``, else the digest they have:
+    the one check of an export's files (artifacts, the golden set) against its manifest."""
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    return data, None if digest == sha256 else digest
+
+
 def validate_threshold(kind: str, units: int, threshold: Any, where: str) -> None:
     """A threshold fit for a head of ``kind``: one number strictly between 0 and 1 (binary),
     one per label (multilabel), none or one such number for multiclass (the minimum confidence:

@@ -105,12 +105,24 @@ COLUMNS = [
 LISTED_FLOAT_LAYERS = 8
 
 
-def text_table(header: list[str], rows: list[list[str]]) -> str:
-    """Left-aligned columns two spaces apart, a rule under the header."""
+def text_table(
+    header: list[str], rows: list[list[str]], markdown: bool = False, right: bool = False
+) -> str:
+    """The one table renderer: columns two spaces apart with a rule under the header, left
+    aligned (``right``: every column but the first right aligned, for numbers); or a Markdown
+    table (``markdown``)."""
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
-    ]
+
+    def line(r: list[str]) -> str:
+        cells = [c.rjust(w) if right and i else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths, strict=True))]  # fmt: skip
+        return "  ".join(cells) if right else "  ".join(cells).rstrip()
+
+    lines = [line(r) for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,7 @@
 """``python -m keras_edge.benchmarks.coverage``: which models keras-edge exports, as what, and
 whether each artifact still decides as Keras does.
 
-For every case of the model zoo (:mod:`keras_edge.exporter.zoo`) it builds and trains the model,
+For every case of the model zoo (:mod:`keras_edge.benchmarks.zoo`) it builds and trains the model,
 saves it as ``.keras``, exports all eight variants from that file with calibration and
 validation data, and reads the parity gate of each variant from the manifest. Every variant that
 was produced is then timed at batch 1 through ``runtime.load(..., threads=1).predict``, and its
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from keras_edge import runtime
-from keras_edge.benchmarks import machine, timing
-from keras_edge.exporter import export, zoo
+from keras_edge.benchmarks import machine, timing, zoo
+from keras_edge.exporter import export
 from keras_edge.runtime.manifest import FORMATS, MANIFEST_NAME, PRECISIONS, Manifest, Variant
 
 logger = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ def markdown(data: dict[str, Any]) -> str:
     if data["run"] != data["command"]:
         lines += [f"This run: `{data['run']}`.", ""]
     lines += [
-        "Each case is built and trained by `keras_edge.exporter.zoo`, saved as `.keras`, and "
+        "Each case is built and trained by `keras_edge.benchmarks.zoo`, saved as `.keras`, and "
         'exported from that file with `quantize="all"`, calibration data (training inputs) and '
         "validation data. A cell gives the parity gate on the validation data (label agreement "
         "with Keras, one call per sample) and the batch-1 speed-up of "

@@ -560,7 +560,7 @@ def test_cnn_against_keras_own_exports(tiny_cnn, tmp_path):
 def test_bench_of_a_token_model_draws_ids_from_the_golden_set(tmp_path):
     # Random floats mean nothing to an Embedding: without --data, the export's own rows.
     from keras_edge import exporter
-    from keras_edge.exporter import zoo
+    from keras_edge.benchmarks import zoo
 
     case = zoo.build("text-embedding")
     exporter.export(case.model, tmp_path / "d", validation=(case.x_val, case.y_val))

@@ -1,6 +1,6 @@
 """The bundled example: the seed question's model, trained on two moons the package generates.
 
-    python -m keras_edge.exporter.example build/seed
+    python -m keras_edge.benchmarks.example build/seed
 
 writes ``seed.keras`` (trained once, reused after), ``train.npz``, ``val.npz``,
 ``calib.npz`` and ``samples.csv`` into the folder. The data is made here with numpy and a
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_edge.exporter import _tf
+from keras_edge.exporter import import_keras, import_tensorflow
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def make_moons(n: int, noise: float = 0.15, seed: int = SEED) -> tuple[np.ndarra
 
 def build_seed_model() -> Any:
     """The model of the seed question: 2 -> 124 relu -> 124 relu -> 1 sigmoid, with dropout."""
-    keras = _tf.keras()
+    keras = import_keras()
     model = keras.Sequential(
         [
             keras.Input(shape=(2,), name="features"),
@@ -83,9 +83,9 @@ def train_seed_model(folder: str | Path, epochs: int = 40) -> Path:
     if path.is_file():
         logger.info("reusing %s", path)
         return path
-    keras = _tf.keras()
+    keras = import_keras()
     keras.utils.set_random_seed(SEED)
-    _tf.tensorflow().config.experimental.enable_op_determinism()
+    import_tensorflow().config.experimental.enable_op_determinism()
     model = build_seed_model()
     model.fit(x_train, y_train, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
     loss, acc = model.evaluate(x_val, y_val, verbose=0)
@@ -96,7 +96,7 @@ def train_seed_model(folder: str | Path, epochs: int = 40) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m keras_edge.exporter.example",
+        prog="python -m keras_edge.benchmarks.example",
         description="Train (or reuse) the bundled seed model.",
     )
     parser.add_argument("folder", type=Path, help="where to write seed.keras and its data")

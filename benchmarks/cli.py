@@ -1,4 +1,4 @@
-"""``keras-edge bench DIR`` (also ``python -m keras_edge.benchmarks``): every exported variant
+"""``keras-edge bench DIR`` (also ``python -m keras_edge bench DIR``): every exported variant
 whose engine is installed, through the runtime and through the bare engine call, at one or more
 thread counts: latency, throughput, start-up, memory and size; with ``--keras MODEL``, against
 the original Keras model too (and decision agreement), and against Keras 3's own ONNX and LiteRT
@@ -349,13 +349,3 @@ def _write(data: dict[str, Any], args: argparse.Namespace) -> None:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         report.plot(data, args.plot)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m keras_edge.benchmarks ...`` is ``keras-edge bench ...``: same arguments, same
-    exit codes."""
-    from keras_edge.runtime.cli import Parser, execute
-
-    parser = Parser(prog="python -m keras_edge.benchmarks", description=__doc__.split("\n")[0])
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    configure("bench", parser)
-    return execute(parser.parse_args(sys.argv[1:] if argv is None else argv))

@@ -2,7 +2,7 @@
 with the process's resident memory read before, during and after. A leak of a few bytes a
 call shows as tens of MB here. A script, not a test: it reports, it asserts nothing timed.
 
-    python -m keras_edge.benchmarks.soak build/seed/dist --calls 1000000 --threads 16 \\
+    keras-edge bench-soak build/seed/dist --calls 1000000 --threads 16 \\
         --json benchmarks/results/soak.json
 """
 
@@ -117,16 +117,19 @@ def settled(result: dict[str, Any]) -> str:
     return "" if growth is None else f"; {growth:+.1f} after the first 0.5 s"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keras_edge.benchmarks.soak", description=__doc__)
-    parser.add_argument("folder", type=Path, help="an exported folder")
-    parser.add_argument("--variants", help="comma list (default: every passing one installed here)")
-    parser.add_argument("--calls", type=int, default=1_000_000, help="predictions per variant")
-    parser.add_argument("--threads", type=int, default=16, help="threads sharing one classifier")
-    parser.add_argument("--batch", type=int, default=1, help="samples per call")
-    parser.add_argument("--json", type=Path, help="write the results here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``keras-edge bench-soak`` to ``p``."""
+    p.add_argument("folder", type=Path, help="an exported folder")
+    p.add_argument("--variants", help="comma list (default: every passing one installed here)")
+    p.add_argument("--calls", type=int, default=1_000_000, help="predictions per variant")
+    p.add_argument("--threads", type=int, default=16, help="threads sharing one classifier")
+    p.add_argument("--batch", type=int, default=1, help="samples per call")
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Soak each variant in turn, print a line for each; exit 1 on any wrong answer or error."""
     manifest = runtime.Manifest.read(args.folder)
     if args.variants:
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -152,7 +155,3 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 1 if any(r["wrong"] or r["errors"] for r in results) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,9 @@
 """Start-up of one target, measured in a fresh process: import + load, first call, peak RSS.
 
-    python -m keras_edge.benchmarks.startup TARGET FOLDER [--keras MODEL] [--threads N]
-
-prints one JSON line (``--keras`` is for the Keras targets only). The clock starts before numpy
-is imported, so every target pays for its own imports: TensorFlow for the Keras targets, numpy
-and one engine for the others.
+:func:`measure_startup` starts ``python -c CHILD TARGET FOLDER [--keras MODEL] [--threads N]``,
+which prints one JSON line (``--keras`` is for the Keras targets only). The clock starts when
+this module is imported, before the target's engine and TensorFlow, so every target pays for its
+own imports: TensorFlow for the Keras targets, one engine for the others.
 """
 
 from __future__ import annotations
@@ -36,6 +35,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+# The fresh process of one start-up measurement: python -c CHILD TARGET FOLDER [OPTIONS].
+CHILD = (
+    "import sys\n"
+    "from keras_edge.benchmarks.startup import child\n"
+    "sys.exit(child(sys.argv[1:]))\n"
+)
 # Modules a runtime target must not load: the converter stack and the exporter.
 HEAVY = ("tensorflow", "keras", "tf2onnx", "onnx", "keras_edge.exporter")
 
@@ -107,7 +112,7 @@ def measure_startup(
     target: str, folder: Path, keras_model: Path | None, threads: int | None, timeout: float = 600
 ) -> dict[str, Any]:
     """Run one target's start-up in a fresh interpreter and return its figures."""
-    cmd = [sys.executable, "-m", "keras_edge.benchmarks.startup", target, str(folder)]
+    cmd = [sys.executable, "-c", CHILD, target, str(folder)]
     if keras_model is not None:
         cmd += ["--keras", str(keras_model)]
     if threads is not None:
@@ -124,8 +129,9 @@ def measure_startup(
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keras_edge.benchmarks.startup")
+def child(argv: list[str]) -> int:
+    """The fresh process's entry: measure one target and print its figures as one JSON line."""
+    parser = argparse.ArgumentParser(prog="keras-edge start-up child")
     parser.add_argument("target")
     parser.add_argument("folder")
     parser.add_argument("--keras", help="the Keras model (the keras-* targets only)")
@@ -133,7 +139,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(json.dumps(_child(args.target, args.folder, args.keras, args.threads)))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,13 +9,14 @@ when a case is built. The data lives in :mod:`~keras_edge.benchmarks.zoo_data`, 
 :mod:`~keras_edge.benchmarks.zoo_models`.
 
     from keras_edge.benchmarks import zoo
-    case = zoo.build("cnn")
+    case = zoo.build("cnn")  # or, from a shell: keras-edge zoo cnn build/cnn
     exporter.export(case.model, "dist", quantize="all", calibration=case.x_calib,
                     validation=(case.x_val, case.y_val), head=case.head)
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -71,22 +72,18 @@ def save(case: Case, folder: str | Path) -> Path:
     return folder / "model.keras"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m keras_edge.benchmarks.zoo NAME DIR``: build a case and save it for the CLI."""
-    import argparse
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``keras-edge zoo NAME DIR`` to ``p``."""
+    p.add_argument("name", choices=list(CASES), metavar="NAME", help=f"the case: {', '.join(CASES)}")
+    p.add_argument("folder", type=Path, help="where to write model.keras, calib.npz and val.npz")
+    p.set_defaults(handler=run)
 
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_edge.benchmarks.zoo", description=main.__doc__
-    )
-    parser.add_argument("name", choices=list(CASES))
-    parser.add_argument("folder", type=Path)
-    args = parser.parse_args(argv)
+
+def run(args: argparse.Namespace) -> int:
+    """Build the case and save it for the command line."""
     path = save(build(args.name), args.folder)
     print(f"wrote {path}, {args.folder / 'calib.npz'} and {args.folder / 'val.npz'}")
     return 0
 
 
 __all__ = ["CASES", "Case", "build", "save"]
-
-if __name__ == "__main__":
-    raise SystemExit(main())

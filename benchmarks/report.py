@@ -15,7 +15,8 @@ logger = logging.getLogger(__name__)
 
 # The targets that run the Keras model in TensorFlow, in plot order.
 KERAS_ORDER = ["keras-predict", "keras-predict-on-batch", "keras-tf-function"]
-# The runtime's targets (issue 4): runtime / bare engine call at most this, per (format, batch).
+# The runtime's targets (the README's table of them): runtime / bare engine call at most this,
+# per (format, batch).
 OVERHEAD_LIMITS = {("onnx", 1): 1.5, ("tflite", 1): 2.0, ("onnx", 1024): 1.05, ("tflite", 1024): 1.05}
 # Where the bare call at batch 1 takes this long (CNNs, backbones), the runtime's fixed cost of
 # a few microseconds must vanish in it: at most BIG_OVERHEAD_LIMIT there.
@@ -60,7 +61,7 @@ def _at_first_threads(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """The checks of issue 4, each with its measured value, limit and whether it is met, at
+    """The runtime's targets, each with its measured value, limit and whether it is met, at
     the run's first thread count (the one Keras ran at)."""
     results, startup, variants = _at_first_threads(data), data["startup"], data["variants"]
     out: list[dict[str, Any]] = []
@@ -136,7 +137,7 @@ def _vs_keras_exports(results: list[dict[str, Any]], ids: list[str]) -> list[dic
         fmt, _, precision = vid.partition("-")
         reference = KERAS_EXPORT_OF.get(fmt)
         ours, theirs = _p50(results, f"{vid}:raw", 1), _p50(results, reference or "", 1)
-        if ours and theirs and precision in ("fp32", "int8"):  # the issue's two claims
+        if ours and theirs and precision in ("fp32", "int8"):  # fp32 no slower, int8 faster
             expect = "should beat" if precision == "int8" else "no slower"
             limit = VS_KERAS_EXPORT_LIMITS[expect]
             out.append(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from keras_edge import runtime
-from keras_edge.benchmarks import baseline, machine, report, timing
+from keras_edge.benchmarks import baseline, machine, plot, report, timing
 from keras_edge.benchmarks.startup import measure_startup
 from keras_edge.benchmarks.targets import (
     KERAS_TARGETS,
@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
             f"Expected --seconds > 0 and --min-samples >= 1, got {args.seconds}, {args.min_samples}"
         )
     limit = baseline.fail_above(args.fail_above, args.baseline is not None)
-    if args.plot and not report.matplotlib_available():
+    if args.plot and not plot.matplotlib_available():
         raise UsageError(
             f"--plot needs matplotlib: pip install matplotlib (or keras-edge[bench]); got --plot "
             f"{str(args.plot)!r} on a Python without it"
@@ -347,5 +347,5 @@ def _write(data: dict[str, Any], args: argparse.Namespace) -> None:
         args.markdown.write_text(report.render(data, markdown=True), encoding="utf-8")
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
-        report.plot(data, args.plot)
+        plot.plot(data, args.plot)
 

@@ -209,9 +209,7 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int, default=MAX_CHUNK, help="rows per engine call")
     p.add_argument("--threads", type=int, default=1, help="engine threads")
     p.add_argument("--variant", help="variant id (default: the manifest's default)")
-    p.add_argument(
-        "--work", type=Path, help="folder for the generated files (default: a temporary one)"
-    )
+    p.add_argument("--work", type=Path, help="folder for the generated files (default: a temporary one)")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--markdown", type=Path, help="write a table here")
     p.set_defaults(handler=run)

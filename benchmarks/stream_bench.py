@@ -18,6 +18,7 @@ engine and pyarrow (the ``batch`` extra); no exporter code.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -217,6 +218,11 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure in a temporary folder, write the JSON and the table, print the table."""
+    if importlib.util.find_spec("pyarrow") is None:
+        raise UsageError(
+            "Expected pyarrow for bench-stream's Parquet cases, got none installed: pip install "
+            "'keras-edge[batch]'"
+        )
     rows = [int(r.replace("_", "")) for r in args.rows.split(",") if r.strip()]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:

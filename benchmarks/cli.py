@@ -1,4 +1,4 @@
-"""``keras-edge bench DIR`` (also ``python -m keras_edge.benchmarks``): every exported variant
+"""``keras-edge bench DIR`` (also ``python -m keras_edge bench DIR``): every exported variant
 whose engine is installed, through the runtime and through the bare engine call, at one or more
 thread counts: latency, throughput, start-up, memory and size; with ``--keras MODEL``, against
 the original Keras model too (and decision agreement), and against Keras 3's own ONNX and LiteRT
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from keras_edge import runtime
-from keras_edge.benchmarks import baseline, machine, report, timing
+from keras_edge.benchmarks import baseline, machine, plot, report, timing
 from keras_edge.benchmarks.startup import measure_startup
 from keras_edge.benchmarks.targets import (
     KERAS_TARGETS,
@@ -211,26 +211,12 @@ def _measure(
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check every option, measure, write the tables; a GateError when ``--fail-above`` finds a
+    regression."""
     # Every check that can fail comes before the first measurement.
-    batches = _batch_sizes(args.batch_sizes)
-    threads = _positive_ints(args.threads, "--threads", "1,2,4")
-    if args.seconds <= 0 or args.min_samples < 1:
-        raise UsageError(
-            f"Expected --seconds > 0 and --min-samples >= 1, got {args.seconds}, {args.min_samples}"
-        )
-    limit = baseline.fail_above(args.fail_above, args.baseline is not None)
-    if args.plot and not report.matplotlib_available():
-        raise UsageError(
-            f"--plot needs matplotlib: pip install matplotlib (or keras-edge[bench]); got --plot "
-            f"{str(args.plot)!r} on a Python without it"
-        )
+    batches, threads, limit = _checked_options(args)
     old = baseline.read(args.baseline) if args.baseline is not None else None
-    manifest = Manifest.read(args.folder)
-    if len(manifest.inputs) != 1:
-        raise UsageError(
-            f"Expected a model with one input for keras-edge bench, got {len(manifest.inputs)}: "
-            f"{[spec.name for spec in manifest.inputs]}"
-        )
+    manifest = _one_input_manifest(args.folder)
     ids, skipped = _choose_variants(manifest, args.folder, args.variants, args.keras is not None)
     source, data_name = _input_pool(args, manifest)
 
@@ -238,38 +224,15 @@ def run(args: argparse.Namespace) -> int:
         f"loading {len(ids)} variant(s) from {args.folder} at threads {args.threads}"
         + (f", and {args.keras}" if args.keras else "")
     )
-    tf, keras_exports = None, None
-    if args.keras is not None:
-        from keras_edge.exporter import import_tensorflow
-
-        tf = import_tensorflow()  # BackendUnavailableError, naming the extra, where missing
-        limit_tensorflow_threads(tf, threads[0])  # before TensorFlow builds its pools
+    tf = _tensorflow(args.keras, threads[0])
     targets = variant_targets(args.folder, ids, threads)
-    model = None
+    model, keras_exports = None, None
     if tf is not None:
-        from keras_edge.exporter import load_model
-
-        model = load_model(args.keras, safe_mode=not args.unsafe)
-        _progress("exporting it with Keras's own exporters (onnx, litert), to compare with")
-        exported, keras_exports = keras_export_targets(model, manifest.input.feature_shape, threads)
-        for fmt, got in keras_exports.items():
-            if "error" in got:
-                sys.stderr.write(
-                    f"keras-edge bench: not timing keras-export-{fmt}:raw (Keras 3's "
-                    f'model.export(format="{fmt}")): {got["error"]}\n'
-                )
-        targets = keras_targets(model, tf, threads[0]) + targets + exported
+        targets, model, keras_exports = _with_keras(args, manifest, tf, threads, targets)
 
     results = _measure(targets, batches, threads, source, args)
     variants = _variants(args.folder, manifest, ids, model, source, threads[0])
-
-    startup = []
-    if not args.no_startup:
-        keras = KERAS_TARGETS if model is not None else ()
-        names = [*keras, *(n for v in ids for n in (v, f"{v}:raw"))]
-        for i, name in enumerate(names, start=1):
-            _progress(f"[{i}/{len(names)}] start-up of {name} in a fresh process")
-            startup.append(measure_startup(name, args.folder, args.keras, threads[0]))
+    startup = [] if args.no_startup else _startup(args, ids, model is not None, threads[0])
 
     data: dict[str, Any] = {
         "machine": machine.describe(),
@@ -304,6 +267,78 @@ def run(args: argparse.Namespace) -> int:
         if regressed:
             raise GateError(baseline.gate_message(regressed, limit, str(args.baseline)))
     return 0
+
+
+def _checked_options(args: argparse.Namespace) -> tuple[list[int], list[int], float | None]:
+    """The batch sizes, the thread counts and the ``--fail-above`` limit; a UsageError for any
+    option that cannot work, before anything is measured."""
+    batches = _batch_sizes(args.batch_sizes)
+    threads = _positive_ints(args.threads, "--threads", "1,2,4")
+    if args.seconds <= 0 or args.min_samples < 1:
+        raise UsageError(
+            f"Expected --seconds > 0 and --min-samples >= 1, got {args.seconds}, {args.min_samples}"
+        )
+    limit = baseline.fail_above(args.fail_above, args.baseline is not None)
+    if args.plot and not plot.matplotlib_available():
+        raise UsageError(
+            f"--plot needs matplotlib: pip install matplotlib (or keras-edge[bench]); got --plot "
+            f"{str(args.plot)!r} on a Python without it"
+        )
+    return batches, threads, limit
+
+
+def _one_input_manifest(folder: Path) -> Manifest:
+    manifest = Manifest.read(folder)
+    if len(manifest.inputs) != 1:
+        raise UsageError(
+            f"Expected a model with one input for keras-edge bench, got {len(manifest.inputs)}: "
+            f"{[spec.name for spec in manifest.inputs]}"
+        )
+    return manifest
+
+
+def _tensorflow(keras_model: Path | None, threads: int) -> Any:
+    """TensorFlow, limited to ``threads`` before it builds its pools, when ``--keras`` was given;
+    else None."""
+    if keras_model is None:
+        return None
+    from keras_edge.exporter import import_tensorflow
+
+    tf = import_tensorflow()  # BackendUnavailableError, naming the extra, where missing
+    limit_tensorflow_threads(tf, threads)  # before TensorFlow builds its pools
+    return tf
+
+
+def _with_keras(
+    args: argparse.Namespace, manifest: Manifest, tf: Any, threads: list[int], targets: list[Target]
+) -> tuple[list[Target], Any, dict[str, dict[str, Any]]]:
+    """The Keras model's targets, then ``targets``, then Keras 3's own exports of the model on
+    bare engines; with the model and what each export gave (its bytes, or why it failed)."""
+    from keras_edge.exporter import load_model
+
+    model = load_model(args.keras, safe_mode=not args.unsafe)
+    _progress("exporting it with Keras's own exporters (onnx, litert), to compare with")
+    exported, keras_exports = keras_export_targets(model, manifest.input.feature_shape, threads)
+    for fmt, got in keras_exports.items():
+        if "error" in got:
+            sys.stderr.write(
+                f"keras-edge bench: not timing keras-export-{fmt}:raw (Keras 3's "
+                f'model.export(format="{fmt}")): {got["error"]}\n'
+            )
+    return keras_targets(model, tf, threads[0]) + targets + exported, model, keras_exports
+
+
+def _startup(
+    args: argparse.Namespace, ids: list[str], keras: bool, threads: int
+) -> list[dict[str, Any]]:
+    """Start-up of the Keras targets (with ``keras``) and of each variant and its bare call,
+    each in a fresh process."""
+    names = [*(KERAS_TARGETS if keras else ()), *(n for v in ids for n in (v, f"{v}:raw"))]
+    startup = []
+    for i, name in enumerate(names, start=1):
+        _progress(f"[{i}/{len(names)}] start-up of {name} in a fresh process")
+        startup.append(measure_startup(name, args.folder, args.keras, threads))
+    return startup
 
 
 def _variants(
@@ -347,15 +382,4 @@ def _write(data: dict[str, Any], args: argparse.Namespace) -> None:
         args.markdown.write_text(report.render(data, markdown=True), encoding="utf-8")
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
-        report.plot(data, args.plot)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m keras_edge.benchmarks ...`` is ``keras-edge bench ...``: same arguments, same
-    exit codes."""
-    from keras_edge.runtime.console import Parser, execute
-
-    parser = Parser(prog="python -m keras_edge.benchmarks", description=__doc__.split("\n")[0])
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    configure("bench", parser)
-    return execute(parser.parse_args(sys.argv[1:] if argv is None else argv))
+        plot.plot(data, args.plot)

@@ -1,7 +1,7 @@
-"""``python -m keras_edge.benchmarks.coverage``: which models keras-edge exports, as what, and
+"""``keras-edge bench-coverage``: which models keras-edge exports, as what, and
 whether each artifact still decides as Keras does.
 
-For every case of the model zoo (:mod:`keras_edge.exporter.zoo`) it builds and trains the model,
+For every case of the model zoo (:mod:`keras_edge.benchmarks.zoo`) it builds and trains the model,
 saves it as ``.keras``, exports all eight variants from that file with calibration and
 validation data, and reads the parity gate of each variant from the manifest. Every variant that
 was produced is then timed at batch 1 through ``runtime.load(..., threads=1).predict``, and its
@@ -9,7 +9,7 @@ cell gives the speed-up over the fp32 variant of its format, measured in the sam
 run. A case the export refuses, or a converter that fails, is recorded with the exporter's own
 message, never hidden: the table says what works today.
 
-    python -m keras_edge.benchmarks.coverage --markdown benchmarks/results/coverage.md \\
+    keras-edge bench-coverage --markdown benchmarks/results/coverage.md \\
         --json benchmarks/results/coverage.json
 """
 
@@ -28,16 +28,20 @@ from typing import Any
 import numpy as np
 
 from keras_edge import runtime
-from keras_edge.benchmarks import machine, timing
-from keras_edge.exporter import export, zoo
+from keras_edge.benchmarks import machine, timing, zoo
+from keras_edge.exporter import export
 from keras_edge.runtime.manifest import FORMATS, MANIFEST_NAME, PRECISIONS, Manifest, Variant
+from keras_edge.runtime.report import text_table
 
 logger = logging.getLogger(__name__)
 
 COMMAND = (
-    "python -m keras_edge.benchmarks.coverage --markdown benchmarks/results/coverage.md "
+    "keras-edge bench-coverage --markdown benchmarks/results/coverage.md "
     "--json benchmarks/results/coverage.json"
 )
+PROG = "keras-edge bench-coverage"
+DEFAULT_OUT = Path("build/coverage")
+DEFAULT_SECONDS = 0.3
 VARIANTS = [f"{fmt}-{precision}" for fmt in FORMATS for precision in PRECISIONS]
 POOL = 32  # validation rows cycled through when timing, one per call
 MIN_SAMPLES = 20  # calls per variant at least, whatever --seconds says
@@ -219,7 +223,7 @@ def markdown(data: dict[str, Any]) -> str:
     if data["run"] != data["command"]:
         lines += [f"This run: `{data['run']}`.", ""]
     lines += [
-        "Each case is built and trained by `keras_edge.exporter.zoo`, saved as `.keras`, and "
+        "Each case is built and trained by `keras_edge.benchmarks.zoo`, saved as `.keras`, and "
         'exported from that file with `quantize="all"`, calibration data (training inputs) and '
         "validation data. A cell gives the parity gate on the validation data (label agreement "
         "with Keras, one call per sample) and the batch-1 speed-up of "
@@ -228,26 +232,24 @@ def markdown(data: dict[str, Any]) -> str:
         "validation rows). `refused` means the variant was not produced, with the exporter's "
         "reason.",
         "",
-        "| case | " + " | ".join(f"`{v}`" for v in VARIANTS) + " |",
-        "|---|" + "---|" * len(VARIANTS),
     ]
-    for case in data["cases"]:
-        cells = [_md(case["variants"][v]["cell"]) for v in VARIANTS]
-        lines.append(f"| `{case['name']}`: {_md(case['description'])} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "| case | head | build + train (s) | export, 8 variants (s) | Keras accuracy | outcome |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = [
+        [f"`{case['name']}`: {_md(case['description'])}",
+         *(_md(case["variants"][v]["cell"]) for v in VARIANTS)]
+        for case in data["cases"]
+    ]  # fmt: skip
+    lines += [text_table(["case", *(f"`{v}`" for v in VARIANTS)], rows, markdown=True)]
+    rows = []
     for case in data["cases"]:
         statuses = [case["variants"][v]["status"] for v in VARIANTS]
         outcome = ", ".join(f"{statuses.count(s)} {s}" for s in ("passed", "failed", "refused"))
         acc = case.get("keras_accuracy")
-        lines.append(
-            f"| `{case['name']}` | {case.get('head', '-')} | {_seconds(case.get('build_s'))} | "
-            f"{_seconds(case.get('export_s'))} | {'-' if acc is None else f'{acc:.4f}'} | "
-            f"{outcome} |"
-        )
+        rows.append([
+            f"`{case['name']}`", str(case.get("head", "-")), _seconds(case.get("build_s")),
+            _seconds(case.get("export_s")), "-" if acc is None else f"{acc:.4f}", outcome,
+        ])  # fmt: skip
+    header = ["case", "head", "build + train (s)", "export, 8 variants (s)", "Keras accuracy", "outcome"]
+    lines += [text_table(header, rows, markdown=True).rstrip("\n")]
     notes = []
     for case in data["cases"]:
         if case["error"]:
@@ -280,62 +282,100 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_edge.benchmarks.coverage",
-        description="Export every model of the zoo to all 8 variants; tabulate parity and speed.",
-    )
-    parser.add_argument("--only", metavar="A,B", help=f"comma list of cases (of {', '.join(zoo.CASES)})")
-    parser.add_argument("--out", type=Path, default=Path("build/coverage"), help="working folder")
-    parser.add_argument("--markdown", type=Path, metavar="F.md", help="write the table here")
-    parser.add_argument("--json", type=Path, metavar="F.json", help="write every figure here")
-    parser.add_argument(
-        "--seconds", type=float, default=0.3, help="timing budget per variant (default 0.3)"
-    )
-    args = parser.parse_args(argv)
-    names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else list(zoo.CASES)
+def _cases(text: str) -> list[str]:
+    """``--only A,B``: the zoo's cases, each known."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in zoo.CASES]
     if unknown or not names:
-        parser.error(f"expected --only cases from {list(zoo.CASES)}, got {unknown or args.only!r}")
-    if args.seconds <= 0:
-        parser.error(f"expected --seconds > 0, got {args.seconds}")
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logger.setLevel(logging.INFO)
+        raise argparse.ArgumentTypeError(
+            f"expected --only cases from {list(zoo.CASES)}, got {unknown or text!r}"
+        )
+    return names
 
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected --seconds > 0, got {text}")
+    return seconds
+
+
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``keras-edge bench-coverage`` to ``p``."""
+    p.add_argument(
+        "--only", type=_cases, metavar="A,B", help=f"comma list of cases (of {', '.join(zoo.CASES)})"
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="working folder")
+    p.add_argument("--markdown", type=Path, metavar="F.md", help="write the table here")
+    p.add_argument("--json", type=Path, metavar="F.json", help="write every figure here")
+    p.add_argument(
+        "--seconds",
+        type=_positive_seconds,
+        default=DEFAULT_SECONDS,
+        help=f"timing budget per variant (default {DEFAULT_SECONDS:g})",
+    )
+    p.set_defaults(handler=run)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that ran: the options given, in the order ``--help`` lists them."""
+    parts = [PROG]
+    if args.only:
+        parts += ["--only", ",".join(args.only)]
+    if args.out != DEFAULT_OUT:
+        parts += ["--out", str(args.out)]
+    for option in ("markdown", "json"):
+        if getattr(args, option):
+            parts += [f"--{option}", str(getattr(args, option))]
+    if args.seconds != DEFAULT_SECONDS:
+        parts += ["--seconds", f"{args.seconds:g}"]
+    return " ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build, export and time every case asked for; write and print the table."""
+    names = args.only or list(zoo.CASES)
     cases = []
     for i, name in enumerate(names, start=1):
-        logger.info("[%d/%d] %s", i, len(names), name)
+        _progress(f"[{i}/{len(names)}] {name}")
         case = run_case(name, args.out, args.seconds)
-        logger.info(
-            "  built in %s s, exported in %s s%s",
-            _seconds(case.get("build_s")),
-            _seconds(case.get("export_s")),
-            f": {case['error']}" if case["error"] else "",
+        error = f": {case['error']}" if case["error"] else ""
+        _progress(
+            f"  built in {_seconds(case.get('build_s'))} s, exported in "
+            f"{_seconds(case.get('export_s'))} s{error}"
         )
         cases.append(case)
-    run = "python -m keras_edge.benchmarks.coverage " + " ".join(sys.argv[1:] if argv is None else argv)
     data = {
         "command": COMMAND,
-        "run": run.strip(),
+        "run": command_line(args),
         "machine": machine.describe(),
         "seconds": args.seconds,
         "pool": POOL,
         "variants": VARIANTS,
         "cases": cases,
     }
+    _write(data, args.markdown, args.json)
+    return 0
+
+
+def _progress(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def _write(data: dict[str, Any], markdown_path: Path | None, json_path: Path | None) -> None:
+    """The table to ``markdown_path`` and stdout, every figure to ``json_path``."""
     table = markdown(data)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(table, encoding="utf-8")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
+    if markdown_path:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        markdown_path.write_text(table, encoding="utf-8")
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(
             json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n",
             encoding="utf-8",
         )
     print(table, end="")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

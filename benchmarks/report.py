@@ -1,21 +1,21 @@
-"""Turn measurements into the terminal table, Markdown, the plot, and the ratios the project
-holds the runtime to (stated met or missed, never adjusted). matplotlib is imported by
-:func:`plot` alone, so everything else works on a device without it."""
+"""Turn measurements into the terminal table, Markdown, and the ratios the project holds the
+runtime to (stated met or missed, never adjusted). The plot is :mod:`keras_edge.benchmarks.plot`,
+the one module that imports matplotlib."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-from pathlib import Path
 from typing import Any
 
 from keras_edge.benchmarks import machine
+from keras_edge.runtime.report import text_table
 
 logger = logging.getLogger(__name__)
 
 # The targets that run the Keras model in TensorFlow, in plot order.
 KERAS_ORDER = ["keras-predict", "keras-predict-on-batch", "keras-tf-function"]
-# The runtime's targets (issue 4): runtime / bare engine call at most this, per (format, batch).
+# The runtime's targets (the README's table of them): runtime / bare engine call at most this,
+# per (format, batch).
 OVERHEAD_LIMITS = {("onnx", 1): 1.5, ("tflite", 1): 2.0, ("onnx", 1024): 1.05, ("tflite", 1024): 1.05}
 # Where the bare call at batch 1 takes this long (CNNs, backbones), the runtime's fixed cost of
 # a few microseconds must vanish in it: at most BIG_OVERHEAD_LIMIT there.
@@ -28,7 +28,7 @@ KERAS_EXPORT_OF = {"tflite": "keras-export-litert:raw", "onnx": "keras-export-on
 VS_KERAS_EXPORT_LIMITS = {"no slower": 1.05, "should beat": 1.0}
 
 
-def _p50(
+def p50(
     results: list[dict[str, Any]], target: str, batch: int, threads: int | None = None
 ) -> float | None:
     """The p50 of ``target`` at ``batch`` (and ``threads``, where given)."""
@@ -60,71 +60,71 @@ def _at_first_threads(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """The checks of issue 4, each with its measured value, limit and whether it is met, at
+    """The runtime's targets, each with its measured value, limit and whether it is met, at
     the run's first thread count (the one Keras ran at)."""
-    results, startup, variants = _at_first_threads(data), data["startup"], data["variants"]
+    results = _at_first_threads(data)
+    ids = [v["id"] for v in data["variants"]]
+    batches = {r["batch_size"] for r in results}
     out: list[dict[str, Any]] = []
-    ids = [v["id"] for v in variants]
-    batches = sorted({r["batch_size"] for r in results})
     if 1 in batches and ids:
-        best = min(ids, key=lambda v: _p50(results, v, 1) or float("inf"))
-        fastest = _p50(results, best, 1)
-        for baseline, limit in (("keras-predict", 10_000.0), ("keras-tf-function", 100.0)):
-            base = _p50(results, baseline, 1)
-            if base and fastest:
-                out.append(
-                    {
-                        "check": f"batch 1: {best} (runtime predict) vs {baseline}",
-                        "value": base / fastest,
-                        "limit": limit,
-                        "kind": "speed-up >=",
-                        "met": base / fastest >= limit,
-                    }
-                )
+        out += _vs_keras(results, ids)
+    out += _overheads(results, ids)
+    if 1 in batches:
+        out += _vs_keras_exports(results, ids)
+    return out + _startup_checks(data["startup"], ids)
+
+
+def _check(check: str, value: float, limit: float, kind: str) -> dict[str, Any]:
+    """One target's record; ``kind`` ends with the comparison that meets it (``>=`` or ``<=``)."""
+    met = value >= limit if kind.endswith(">=") else value <= limit
+    return {"check": check, "value": value, "limit": limit, "kind": kind, "met": met}
+
+
+def _vs_keras(results: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
+    """At batch 1, the fastest variant through the runtime against Keras's ``predict`` and its
+    ``tf.function``."""
+    best = min(ids, key=lambda v: p50(results, v, 1) or float("inf"))
+    fastest = p50(results, best, 1)
+    out = []
+    for baseline, limit in (("keras-predict", 10_000.0), ("keras-tf-function", 100.0)):
+        base = p50(results, baseline, 1)
+        if base and fastest:
+            check = f"batch 1: {best} (runtime predict) vs {baseline}"
+            out.append(_check(check, base / fastest, limit, "speed-up >="))
+    return out
+
+
+def _overheads(results: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
+    """Each variant's runtime call over its bare engine call, at batch 1 and 1024."""
+    out = []
     for vid in ids:
         fmt = vid.split("-")[0]
         for batch in (1, 1024):
-            run, raw = _p50(results, vid, batch), _p50(results, f"{vid}:raw", batch)
+            run, raw = p50(results, vid, batch), p50(results, f"{vid}:raw", batch)
             limit = OVERHEAD_LIMITS.get((fmt, batch))
             check = f"batch {batch}: {vid} runtime / bare engine call"
             if batch == 1 and raw and raw >= BIG_BARE_US:
                 limit, check = BIG_OVERHEAD_LIMIT, f"{check} (bare call >= {BIG_BARE_US:g} us)"
             if run and raw and limit:
-                out.append(
-                    {
-                        "check": check,
-                        "value": run / raw,
-                        "limit": limit,
-                        "kind": "overhead <=",
-                        "met": run / raw <= limit,
-                    }
-                )
-    if 1 in batches:
-        out += _vs_keras_exports(results, ids)
+                out.append(_check(check, run / raw, limit, "overhead <="))
+    return out
+
+
+def _startup_checks(startup: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
+    """Each variant's start-up (import, load, first call) and peak RSS against TensorFlow +
+    Keras's, where the run measured ``keras-predict-on-batch``'s."""
     keras = next((s for s in startup if s["target"] == "keras-predict-on-batch"), None)
-    if keras:
-        keras_start = keras["load_s"] + keras["first_call_us"] / 1e6
-        for s in startup:
-            if s["target"] in ids:
-                start = s["load_s"] + s["first_call_us"] / 1e6
-                out.append(
-                    {
-                        "check": f"start-up: {s['target']} vs TF + Keras (import, load, 1st call)",
-                        "value": keras_start / start,
-                        "limit": 10.0,
-                        "kind": "faster >=",
-                        "met": keras_start / start >= 10.0,
-                    }
-                )
-                out.append(
-                    {
-                        "check": f"peak RSS: {s['target']} vs TF + Keras",
-                        "value": keras["peak_rss_mb"] / s["peak_rss_mb"],
-                        "limit": 5.0,
-                        "kind": "smaller >=",
-                        "met": keras["peak_rss_mb"] / s["peak_rss_mb"] >= 5.0,
-                    }
-                )
+    if not keras:
+        return []
+    keras_start = keras["load_s"] + keras["first_call_us"] / 1e6
+    out = []
+    for s in startup:
+        if s["target"] in ids:
+            start = s["load_s"] + s["first_call_us"] / 1e6
+            check = f"start-up: {s['target']} vs TF + Keras (import, load, 1st call)"
+            out.append(_check(check, keras_start / start, 10.0, "faster >="))
+            rss = keras["peak_rss_mb"] / s["peak_rss_mb"]
+            out.append(_check(f"peak RSS: {s['target']} vs TF + Keras", rss, 5.0, "smaller >="))
     return out
 
 
@@ -135,36 +135,18 @@ def _vs_keras_exports(results: list[dict[str, Any]], ids: list[str]) -> list[dic
     for vid in ids:
         fmt, _, precision = vid.partition("-")
         reference = KERAS_EXPORT_OF.get(fmt)
-        ours, theirs = _p50(results, f"{vid}:raw", 1), _p50(results, reference or "", 1)
-        if ours and theirs and precision in ("fp32", "int8"):  # the issue's two claims
+        ours, theirs = p50(results, f"{vid}:raw", 1), p50(results, reference or "", 1)
+        if ours and theirs and precision in ("fp32", "int8"):  # fp32 no slower, int8 faster
             expect = "should beat" if precision == "int8" else "no slower"
             limit = VS_KERAS_EXPORT_LIMITS[expect]
-            out.append(
-                {
-                    "check": f"batch 1: {vid}:raw / {reference} ({expect})",
-                    "value": ours / theirs,
-                    "limit": limit,
-                    "kind": "vs Keras export <=",
-                    "met": ours / theirs <= limit,
-                }
-            )
+            check = f"batch 1: {vid}:raw / {reference} ({expect})"
+            out.append(_check(check, ours / theirs, limit, "vs Keras export <="))
     return out
 
 
 def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines) + "\n"
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + "\n"
+    """Numbers right aligned, or Markdown: the runtime's one table renderer."""
+    return text_table(header, rows, markdown=markdown, right=True)
 
 
 def _us(value: float | None) -> str:
@@ -219,7 +201,7 @@ def _batch_table(data: dict[str, Any], batch: int, markdown: bool) -> str:
     results = [r for r in data["results"] if r["batch_size"] == batch]
     first = first_threads(data)
     counts = {r.get("threads") for r in results}
-    keras = _p50(results, "keras-predict", batch)
+    keras = p50(results, "keras-predict", batch)
     order = list(dict.fromkeys(r["target"] for r in results))
     header = ["target", "threads", "p50", "p90", "p99", "mean", "std", "n", "samples/s"]
     if len(counts) > 1:
@@ -236,7 +218,7 @@ def _batch_table(data: dict[str, Any], batch: int, markdown: bool) -> str:
             f"{r['throughput_per_s']:,.0f}",
         ]
         if len(counts) > 1:
-            base = _p50(results, r["target"], batch, first)
+            base = p50(results, r["target"], batch, first)
             row.append(_x(base / r["p50_us"]) if base and not is_keras(r["target"]) else "-")
         if keras:
             row.append(f"{keras / r['p50_us']:,.0f}x")
@@ -344,102 +326,3 @@ def render(data: dict[str, Any], markdown: bool = False) -> str:
     if data.get("baseline"):
         parts.append(_comparison(data, h, markdown))
     return "\n".join(parts)
-
-
-def matplotlib_available() -> bool:
-    """True when ``--plot`` can work here (matplotlib importable, not blocked)."""
-    try:
-        return importlib.util.find_spec("matplotlib") is not None
-    except ValueError:  # in sys.modules as None: import blocked
-        return False
-
-
-def plot(data: dict[str, Any], path: Path) -> None:
-    """Latency against batch size per target and thread count (log axes), and, where Keras
-    was measured, the speed-up of each runtime target over the Keras baselines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results = data["results"]
-    batches = sorted({r["batch_size"] for r in results})
-    lines = list(dict.fromkeys((r["target"], r.get("threads")) for r in results))
-    counts = list(dict.fromkeys(t for _, t in lines))
-    variants = list(dict.fromkeys(t.removesuffix(":raw") for t, _ in lines if not is_keras(t)))
-    keras = [k for k in KERAS_ORDER if any(t == k for t, _ in lines)]
-    baselines = [k for k in ("keras-predict", "keras-tf-function") if k in keras]
-    fig, axes = plt.subplots(
-        1, 1 + len(baselines), figsize=(6.5 * (1 + len(baselines)), 8), squeeze=False
-    )
-    axes = axes[0]
-    colors = plt.get_cmap("tab10")
-    markers = "os^Dvx*"
-
-    def label(target: str, threads: int | None) -> str:
-        if is_keras(target) or len(counts) == 1:
-            return target
-        return f"{target} @{threads}"
-
-    for target, threads in lines:
-        ys = [_p50(results, target, b, threads) for b in batches]
-        if is_keras(target):
-            style = {
-                "color": "black",
-                "linestyle": ["-", "--", ":"][KERAS_ORDER.index(target)],
-                "linewidth": 2,
-            }
-        else:
-            style = {
-                "color": colors(variants.index(target.removesuffix(":raw")) % 10),
-                "linestyle": ":" if target.endswith(":raw") else "-",
-                "marker": markers[counts.index(threads) % len(markers)],
-                "markersize": 4,
-                "alpha": 1.0 if counts.index(threads) == 0 else 0.6,
-            }
-        axes[0].plot(batches, ys, label=label(target, threads), **style)
-    axes[0].set(
-        xscale="log",
-        yscale="log",
-        xlabel="batch size (samples per call)",
-        ylabel="median latency per call (microseconds)",
-        title="Latency per call, p50",
-    )
-    axes[0].legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.13))
-    runtime_lines = [(t, n) for t, n in lines if not is_keras(t) and not t.endswith(":raw")]
-    for ax, baseline in zip(axes[1:], baselines, strict=True):
-        for target, threads in runtime_lines:
-            ys = [
-                (_p50(results, baseline, b) or 0) / (_p50(results, target, b, threads) or 1)
-                for b in batches
-            ]
-            ax.plot(
-                batches,
-                ys,
-                marker=markers[counts.index(threads) % len(markers)],
-                markersize=4,
-                alpha=1.0 if counts.index(threads) == 0 else 0.6,
-                color=colors(variants.index(target) % 10),
-                label=label(target, threads),
-            )
-        ax.axhline(1.0, color="grey", linewidth=0.8)
-        ax.set(
-            xscale="log",
-            yscale="log",
-            xlabel="batch size (samples per call)",
-            ylabel=f"speed-up over {baseline} (x, p50)",
-            title=f"runtime predict vs {baseline}",
-        )
-        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13))
-    for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
-        ax.set_xticks(batches, [str(b) for b in batches])
-        ax.tick_params(axis="x", which="minor", labelbottom=False)
-    versus = " vs the original Keras model" if keras else ""
-    fig.suptitle(
-        f"keras-edge: exported variants{versus} ({data['machine']['cpu']}, threads "
-        f"{', '.join(map(str, counts))})"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -2,7 +2,7 @@
 with the process's resident memory read before, during and after. A leak of a few bytes a
 call shows as tens of MB here. A script, not a test: it reports, it asserts nothing timed.
 
-    python -m keras_edge.benchmarks.soak build/seed/dist --calls 1000000 --threads 16 \\
+    keras-edge bench-soak build/seed/dist --calls 1000000 --threads 16 \\
         --json benchmarks/results/soak.json
 """
 
@@ -15,6 +15,7 @@ import logging
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ def rss_mb() -> float:
 
 
 def soak(folder: Path, variant: str, calls: int, threads: int, batch: int) -> dict[str, Any]:
+    """``calls`` predictions of ``batch`` samples from ``threads`` threads sharing one classifier
+    of ``variant``, each answer checked against a serial run, the resident memory read before,
+    every 0.5 s and after."""
     clf = runtime.load(folder, variant=variant)
     rng = np.random.default_rng(0)
     shape = clf.manifest.inputs[0].feature_shape
@@ -52,14 +56,36 @@ def soak(folder: Path, variant: str, calls: int, threads: int, batch: int) -> di
         clf.predict_proba(x)
     gc.collect()
     start = rss_mb()
-    per_thread = calls // threads
-    wrong = [0] * threads
-    done_calls = [0] * threads
-    errors: list[str] = []
-    readings: list[float] = []
-    done = threading.Event()
-
     expected_proba = [clf.predict_proba(x) for x in pool]
+    shared = _share(clf, pool, expected, expected_proba, calls // threads, threads)
+    gc.collect()
+    return _record(variant, threads, batch, shared, start, rss_mb())
+
+
+@dataclass
+class Shared:
+    """What the threads of one soak did: per thread, wrong answers and calls made; every
+    error; the resident memory every 0.5 s (MB); the wall time."""
+
+    wrong: list[int]
+    calls: list[int]
+    errors: list[str]
+    readings: list[float]
+    seconds: float = 0.0
+
+
+def _share(
+    clf: runtime.Classifier,
+    pool: np.ndarray,
+    expected: list[np.ndarray],
+    expected_proba: list[np.ndarray],
+    per_thread: int,
+    threads: int,
+) -> Shared:
+    """``threads`` threads each making ``per_thread`` calls on ``clf``, alternating ``predict``
+    and ``predict_proba``, while a watcher reads the resident memory."""
+    shared = Shared(wrong=[0] * threads, calls=[0] * threads, errors=[], readings=[])
+    done = threading.Event()
 
     def work(k: int) -> None:
         try:
@@ -69,14 +95,14 @@ def soak(folder: Path, variant: str, calls: int, threads: int, batch: int) -> di
                     same = np.array_equal(clf.predict(pool[j]), expected[j])
                 else:
                     same = np.array_equal(clf.predict_proba(pool[j]), expected_proba[j])
-                wrong[k] += not same
-                done_calls[k] += 1
+                shared.wrong[k] += not same
+                shared.calls[k] += 1
         except Exception as exc:  # a thread-safety failure must be counted, not lost
-            errors.append(f"{type(exc).__name__}: {exc}")
+            shared.errors.append(f"{type(exc).__name__}: {exc}")
 
     def watch() -> None:
         while not done.wait(0.5):
-            readings.append(rss_mb())
+            shared.readings.append(rss_mb())
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -86,21 +112,27 @@ def soak(folder: Path, variant: str, calls: int, threads: int, batch: int) -> di
         w.start()
     for w in workers:
         w.join()
-    seconds = time.perf_counter() - t0
+    shared.seconds = time.perf_counter() - t0
     done.set()
     watcher.join()
-    gc.collect()
-    end = rss_mb()
+    return shared
+
+
+def _record(
+    variant: str, threads: int, batch: int, shared: Shared, start: float, end: float
+) -> dict[str, Any]:
+    """One variant's soak as the JSON and the printed line show it (MB, rounded)."""
+    calls, readings = sum(shared.calls), shared.readings
     return {
         "variant": variant,
-        "calls": sum(done_calls),
-        "errors": len(errors),
-        "first_error": errors[0] if errors else None,
+        "calls": calls,
+        "errors": len(shared.errors),
+        "first_error": shared.errors[0] if shared.errors else None,
         "threads": threads,
         "batch": batch,
-        "wrong": sum(wrong),
-        "seconds": round(seconds, 2),
-        "calls_per_s": round(sum(done_calls) / seconds),
+        "wrong": sum(shared.wrong),
+        "seconds": round(shared.seconds, 2),
+        "calls_per_s": round(calls / shared.seconds),
         "rss_start_mb": round(start, 1),
         "rss_peak_mb": round(max([start, end, *readings]), 1),
         "rss_end_mb": round(end, 1),
@@ -117,16 +149,19 @@ def settled(result: dict[str, Any]) -> str:
     return "" if growth is None else f"; {growth:+.1f} after the first 0.5 s"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keras_edge.benchmarks.soak", description=__doc__)
-    parser.add_argument("folder", type=Path, help="an exported folder")
-    parser.add_argument("--variants", help="comma list (default: every passing one installed here)")
-    parser.add_argument("--calls", type=int, default=1_000_000, help="predictions per variant")
-    parser.add_argument("--threads", type=int, default=16, help="threads sharing one classifier")
-    parser.add_argument("--batch", type=int, default=1, help="samples per call")
-    parser.add_argument("--json", type=Path, help="write the results here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``keras-edge bench-soak`` to ``p``."""
+    p.add_argument("folder", type=Path, help="an exported folder")
+    p.add_argument("--variants", help="comma list (default: every passing one installed here)")
+    p.add_argument("--calls", type=int, default=1_000_000, help="predictions per variant")
+    p.add_argument("--threads", type=int, default=16, help="threads sharing one classifier")
+    p.add_argument("--batch", type=int, default=1, help="samples per call")
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Soak each variant in turn, print a line for each; exit 1 on any wrong answer or error."""
     manifest = runtime.Manifest.read(args.folder)
     if args.variants:
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -152,7 +187,3 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 1 if any(r["wrong"] or r["errors"] for r in results) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

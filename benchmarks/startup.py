@@ -1,10 +1,9 @@
 """Start-up of one target, measured in a fresh process: import + load, first call, peak RSS.
 
-    python -m keras_edge.benchmarks.startup TARGET FOLDER [--keras MODEL] [--threads N]
-
-prints one JSON line (``--keras`` is for the Keras targets only). The clock starts before numpy
-is imported, so every target pays for its own imports: TensorFlow for the Keras targets, numpy
-and one engine for the others.
+:func:`measure_startup` starts ``python -c CHILD TARGET FOLDER [--keras MODEL] [--threads N]``,
+which prints one JSON line (``--keras`` is for the Keras targets only). The clock starts when
+this module is imported, before the target's engine and TensorFlow, so every target pays for its
+own imports: TensorFlow for the Keras targets, one engine for the others.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import os  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -36,59 +36,27 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+# The fresh process of one start-up measurement: python -c CHILD TARGET FOLDER [OPTIONS].
+CHILD = "import sys\nfrom keras_edge.benchmarks.startup import child\nsys.exit(child(sys.argv[1:]))\n"
 # Modules a runtime target must not load: the converter stack and the exporter.
 HEAVY = ("tensorflow", "keras", "tf2onnx", "onnx", "keras_edge.exporter")
 
 
 def _child(target: str, folder: str, keras_model: str | None, threads: int | None) -> dict[str, Any]:
+    """Load ``target``, call it once on one sample; the figures since this module's import."""
     if target.startswith("keras-export-"):
         # Keras's own exports are the per-call comparison only: their start-up is the engine's.
         raise SystemExit(f"no start-up figures for {target}: it is timed per call only")
     if target.startswith("keras-"):
-        if keras_model is None:
-            raise SystemExit(f"start-up of {target} needs --keras MODEL")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        # TensorFlow and Keras directly, as a user of the Keras model would load them: the
-        # figure is what TensorFlow + Keras cost, not the exporter's wrappers.
-        import tensorflow as tf
-
-        from keras_edge.benchmarks.targets import limit_tensorflow_threads
-
-        limit_tensorflow_threads(tf, threads)
-        import keras
-
-        model = keras.models.load_model(keras_model, compile=False)
-        if target == "keras-predict":
-            call = lambda x: model.predict(x, verbose=0)  # noqa: E731
-        elif target == "keras-predict-on-batch":
-            call = model.predict_on_batch
-        else:
-            fn = tf.function(lambda x: model(x, training=False))
-            call = lambda x: fn(x).numpy()  # noqa: E731
-        shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+        call, shape = _keras_call(target, keras_model, threads)
+        convert = None
     else:
-        from keras_edge import runtime
-
-        variant = target.removesuffix(":raw")
-        if target.endswith(":raw"):
-            from keras_edge.benchmarks.targets import bare_call
-            from keras_edge.runtime.engines import make_engine
-            from keras_edge.runtime.loading import read_artifact
-
-            manifest = runtime.Manifest.read(folder)
-            v = manifest.variants[variant]
-            engine = make_engine(v.format, read_artifact(Path(folder), v), "cpu", threads)
-            call, convert = bare_call(engine, 1)
-            shape = manifest.input.feature_shape
-        else:
-            clf = runtime.load(folder, variant=variant, threads=threads)
-            call, convert = clf.predict, None
-            shape = clf.manifest.input.feature_shape
+        call, convert, shape = _runtime_call(target, folder, threads)
     import numpy as np
 
     loaded = time.perf_counter()
     x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-    if not target.startswith("keras-") and convert is not None:
+    if convert is not None:
         x = convert(x)
     t0 = time.perf_counter_ns()
     call(x)
@@ -103,11 +71,60 @@ def _child(target: str, folder: str, keras_model: str | None, threads: int | Non
     }
 
 
+def _keras_call(
+    target: str, keras_model: str | None, threads: int | None
+) -> tuple[Callable[[Any], Any], tuple[int, ...]]:
+    """The Keras target's call and its input's feature shape, loaded with TensorFlow and Keras
+    directly, as a user of the Keras model would: the figure is what TensorFlow + Keras cost,
+    not the exporter's wrappers."""
+    if keras_model is None:
+        raise SystemExit(f"start-up of {target} needs --keras MODEL")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    from keras_edge.benchmarks.targets import limit_tensorflow_threads
+
+    limit_tensorflow_threads(tf, threads)
+    import keras
+
+    model = keras.models.load_model(keras_model, compile=False)
+    if target == "keras-predict":
+        call = lambda x: model.predict(x, verbose=0)  # noqa: E731
+    elif target == "keras-predict-on-batch":
+        call = model.predict_on_batch
+    else:
+        fn = tf.function(lambda x: model(x, training=False))
+        call = lambda x: fn(x).numpy()  # noqa: E731
+    return call, tuple(int(d) for d in model.inputs[0].shape[1:])
+
+
+def _runtime_call(
+    target: str, folder: str, threads: int | None
+) -> tuple[Callable[[Any], Any], Callable[[Any], Any] | None, tuple[int, ...]]:
+    """A variant's ``predict`` (``VARIANT``) or bare engine call (``VARIANT:raw``), the input
+    transform of the bare call (None for ``predict``), and the input's feature shape."""
+    from keras_edge import runtime
+
+    variant = target.removesuffix(":raw")
+    if target.endswith(":raw"):
+        from keras_edge.benchmarks.targets import bare_call
+        from keras_edge.runtime.engines import make_engine
+        from keras_edge.runtime.loading import read_artifact
+
+        manifest = runtime.Manifest.read(folder)
+        v = manifest.variants[variant]
+        engine = make_engine(v.format, read_artifact(Path(folder), v), "cpu", threads)
+        call, convert = bare_call(engine, 1)
+        return call, convert, manifest.input.feature_shape
+    clf = runtime.load(folder, variant=variant, threads=threads)
+    return clf.predict, None, clf.manifest.input.feature_shape
+
+
 def measure_startup(
     target: str, folder: Path, keras_model: Path | None, threads: int | None, timeout: float = 600
 ) -> dict[str, Any]:
     """Run one target's start-up in a fresh interpreter and return its figures."""
-    cmd = [sys.executable, "-m", "keras_edge.benchmarks.startup", target, str(folder)]
+    cmd = [sys.executable, "-c", CHILD, target, str(folder)]
     if keras_model is not None:
         cmd += ["--keras", str(keras_model)]
     if threads is not None:
@@ -124,8 +141,9 @@ def measure_startup(
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keras_edge.benchmarks.startup")
+def child(argv: list[str]) -> int:
+    """The fresh process's entry: measure one target and print its figures as one JSON line."""
+    parser = argparse.ArgumentParser(prog="keras-edge start-up child")
     parser.add_argument("target")
     parser.add_argument("folder")
     parser.add_argument("--keras", help="the Keras model (the keras-* targets only)")
@@ -133,7 +151,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(json.dumps(_child(args.target, args.folder, args.keras, args.threads)))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """Scoring files at any size: ``keras-edge predict`` over 10^6 and 10^7 rows, against the bare
 engine at the same chunk size and thread count, in one run.
 
-    python -m keras_edge.benchmarks.stream_bench DIR [--rows 1000000,10000000] [--chunk-size N]
-        [--threads N] [--variant ID] [--work FOLDER] [--json F] [--markdown F]
+    keras-edge bench-stream DIR [--rows 1000000,10000000] [--chunk-size N] [--threads N]
+        [--variant ID] [--work FOLDER] [--json F] [--markdown F]
 
 For each row count it writes seeded N(0, 1) inputs of the model's features as ``.npy`` and
 Parquet, then runs ``keras-edge predict`` on each, into ``.npy`` and Parquet, as a subprocess:
@@ -18,6 +18,7 @@ engine and pyarrow (the ``batch`` extra); no exporter code.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -35,13 +36,22 @@ from keras_edge.benchmarks.startup import _peak_rss_mb
 from keras_edge.benchmarks.targets import bare_call
 from keras_edge.runtime.batch.stream import MAX_CHUNK
 from keras_edge.runtime.engines import make_engine
+from keras_edge.runtime.errors import UsageError
 from keras_edge.runtime.loading import read_artifact
 from keras_edge.runtime.manifest import Manifest
+from keras_edge.runtime.report import text_table
 
 RSS_TARGET_MB = 300.0
 RATIO_TARGET = 0.5
 CASES = (("npy", "npy"), ("npy", "parquet"), ("parquet", "npy"), ("parquet", "parquet"))
 GENERATE = 1_000_000  # rows generated and written at a time
+# The fresh process that runs ``keras-edge predict ARGS`` and writes its figures to RESULT:
+# python -c CHILD RESULT ARGS...
+CHILD = (
+    "import sys\n"
+    "from keras_edge.benchmarks.stream_bench import child\n"
+    "sys.exit(child(sys.argv[1], sys.argv[2:]))\n"
+)
 
 
 def _inputs(folder: Path, rows: int, features: int, work: Path) -> dict[str, Path]:
@@ -68,7 +78,7 @@ def _run_predict(args: list[str], work: Path) -> dict[str, Any]:
     """``keras-edge predict ARGS`` in a fresh process that reports its own time and VmHWM."""
     result = work / "child.json"
     result.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "keras_edge.benchmarks.stream_bench", "--child", str(result), *args]
+    cmd = [sys.executable, "-c", CHILD, str(result), *args]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     wall = time.perf_counter() - started
@@ -94,14 +104,17 @@ def _bare_rows_per_s(folder: Path, variant: str, x: np.ndarray, chunk: int, thre
     return n / (time.perf_counter() - started)
 
 
-def run(
+def measure(
     folder: Path, rows_list: list[int], chunk: int, threads: int, variant: str | None, work: Path
 ) -> dict[str, Any]:
+    """Every case at every row count, in ``work``: the figures and the machine."""
     manifest = Manifest.read(folder)
     variant = variant or manifest.default_variant or sorted(manifest.variants)[0]
     features = manifest.input.feature_shape
     if len(features) != 1 or len(manifest.inputs) != 1:
-        raise SystemExit(f"stream_bench needs a model with one input of shape (None, F), got {features}")
+        raise UsageError(
+            f"Expected a model with one input of shape (None, F) for bench-stream, got {features}"
+        )
     results = []
     for rows in rows_list:
         paths = _inputs(folder, rows, features[0], work)
@@ -143,18 +156,19 @@ def markdown(report: dict[str, Any]) -> str:
         f"write), as the bare engine's figure leaves loading out. Peak RSS: the command "
         f"process's VmHWM. Targets are judged on the command.",
         "",
-        "| rows | in | out | rows/s | seconds | loop rows/s | peak RSS (MB) | bare engine rows/s "
-        "| ratio | loop ratio | targets |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for r in report["results"]:
         rss_ok = r["rows"] < 10_000_000 or r["peak_rss_mb"] < RSS_TARGET_MB
         ok = "met" if rss_ok and r["ratio"] >= RATIO_TARGET else "missed"
-        lines.append(
-            f"| {r['rows']:,} | {r['input']} | {r['output']} | {r['rows_per_s']:,.0f} | "
-            f"{r['seconds']:.2f} | {r['loop_rows_per_s']:,.0f} | {r['peak_rss_mb']:.0f} | "
-            f"{r['bare_rows_per_s']:,.0f} | {r['ratio']:.2f} | {r['loop_ratio']:.2f} | {ok} |"
-        )
+        rows.append([
+            f"{r['rows']:,}", r["input"], r["output"], f"{r['rows_per_s']:,.0f}",
+            f"{r['seconds']:.2f}", f"{r['loop_rows_per_s']:,.0f}", f"{r['peak_rss_mb']:.0f}",
+            f"{r['bare_rows_per_s']:,.0f}", f"{r['ratio']:.2f}", f"{r['loop_ratio']:.2f}", ok,
+        ])  # fmt: skip
+    header = ["rows", "in", "out", "rows/s", "seconds", "loop rows/s", "peak RSS (MB)",
+              "bare engine rows/s", "ratio", "loop ratio", "targets"]  # fmt: skip
+    lines += [text_table(header, rows, markdown=True).rstrip("\n")]
     lines += [
         "",
         f"Targets: peak RSS under {RSS_TARGET_MB:.0f} MB at 10^7 rows; rows/s at least "
@@ -164,7 +178,7 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _child(result: str, argv: list[str]) -> int:
+def child(result: str, argv: list[str]) -> int:
     """``keras-edge predict ARGV`` in this process (the console script's own parser and
     ``execute``), then this process's time and peak RSS into ``result``."""
     from keras_edge.runtime.commands.predict import configure
@@ -192,37 +206,33 @@ def _child(result: str, argv: list[str]) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--child"]:
-        return _child(argv[1], argv[2:])
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_edge.benchmarks.stream_bench",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("folder", type=Path, help="an exported folder (a model of one (None, F) input)")
-    parser.add_argument("--rows", default="1000000,10000000", help="comma list of row counts")
-    parser.add_argument("--chunk-size", type=int, default=MAX_CHUNK, help="rows per engine call")
-    parser.add_argument("--threads", type=int, default=1, help="engine threads")
-    parser.add_argument("--variant", help="variant id (default: the manifest's default)")
-    parser.add_argument(
-        "--work", type=Path, help="folder for the generated files (default: a temporary one)"
-    )
-    parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--markdown", type=Path, help="write a table here")
-    args = parser.parse_args(argv)
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``keras-edge bench-stream`` to ``p``."""
+    p.add_argument("folder", type=Path, help="an exported folder (a model of one (None, F) input)")
+    p.add_argument("--rows", default="1000000,10000000", help="comma list of row counts")
+    p.add_argument("--chunk-size", type=int, default=MAX_CHUNK, help="rows per engine call")
+    p.add_argument("--threads", type=int, default=1, help="engine threads")
+    p.add_argument("--variant", help="variant id (default: the manifest's default)")
+    p.add_argument("--work", type=Path, help="folder for the generated files (default: a temporary one)")
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--markdown", type=Path, help="write a table here")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure in a temporary folder, write the JSON and the table, print the table."""
+    if importlib.util.find_spec("pyarrow") is None:
+        raise UsageError(
+            "Expected pyarrow for bench-stream's Parquet cases, got none installed: pip install "
+            "'keras-edge[batch]'"
+        )
     rows = [int(r.replace("_", "")) for r in args.rows.split(",") if r.strip()]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        report = run(args.folder, rows, args.chunk_size, args.threads, args.variant, Path(tmp))
+        report = measure(args.folder, rows, args.chunk_size, args.threads, args.variant, Path(tmp))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.markdown:
         args.markdown.write_text(markdown(report))
     print(markdown(report))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

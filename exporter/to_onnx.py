@@ -198,9 +198,9 @@ def _fp16(proto: Any) -> Any:
 MAX_FP16_RETRIES = 32  # nodes kept in float32 at most; each costs one conversion
 
 
-# Dynamic quantization only where it pays on CPU: ConvInteger was 7-9x SLOWER than float
-# convolution for a small CNN (TOOLCHAIN.md), so convolutions stay float; matrix products,
-# embeddings (Gather) and recurrent cells are quantized.
+# Dynamic quantization only where it pays on CPU: ConvInteger was measured 7-9x SLOWER than
+# float convolution for a small CNN on ONNX Runtime's CPU provider, so convolutions stay float;
+# matrix products, embeddings (Gather) and recurrent cells are quantized.
 DYNAMIC_OP_TYPES = ["MatMul", "Gemm", "Gather", "LSTM", "Attention"]
 
 

@@ -23,8 +23,9 @@ logger = logging.getLogger(__name__)
 def convert(
     model: Any, precision: str, calibration: Calibration | None = None, int8_io: bool = False
 ) -> bytes:
-    """Convert with ``TFLiteConverter.from_keras_model`` (``from_concrete_functions`` with the
-    model as trackable silently gives NaN, see TOOLCHAIN.md).
+    """Convert with ``TFLiteConverter.from_keras_model``: ``from_concrete_functions`` with the
+    model as trackable converts without an error and gives NaN (the weights stay resource
+    variables, and int8 then fails in READ_VARIABLE).
 
     ``int8`` is full integer inside, calibrated on ``calibration``. Its input and output stay
     float32 (LiteRT quantizes and dequantizes in C++, cheaper than numpy can per call) unless

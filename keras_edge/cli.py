@@ -2,8 +2,10 @@
 
 It imports a subcommand's package only when that subcommand runs: ``predict``, ``inspect`` and
 ``verify`` import the runtime alone (numpy + one engine), ``export`` the exporter (TensorFlow,
-when it runs), ``bench`` the benchmarks. So a device with ``keras-edge[onnx]`` or
-``keras-edge[litert]`` never loads exporter or benchmark code.
+when it runs), ``bench`` and the other commands the benchmarks: ``example`` (the seed model of the
+README's main job), ``zoo`` (one model of the zoo), ``bench-coverage``, ``bench-soak`` and
+``bench-stream``. So a device with ``keras-edge[onnx]`` or ``keras-edge[litert]`` never loads
+exporter or benchmark code.
 
 Exit codes (a release build relies on them): 0 success; 1 an unexpected failure (a bug to
 report); 2 bad usage or bad input, one line on stderr and nothing half-written; 3 a parity,
@@ -44,6 +46,29 @@ COMMANDS = {
         "keras_edge.benchmarks.cli",
         "time every variant through the runtime and the bare engine (and Keras with --keras)",
     ),
+    "example": (
+        "keras_edge.benchmarks.example",
+        "train (or reuse) the bundled seed model on two moons and write its data files (needs "
+        "TensorFlow)",
+    ),
+    "zoo": (
+        "keras_edge.benchmarks.zoo",
+        "build, train and save one model of the zoo with its calibration and validation data "
+        "(needs TensorFlow and scikit-learn)",
+    ),
+    "bench-coverage": (
+        "keras_edge.benchmarks.coverage",
+        "export every model of the zoo to all 8 variants; tabulate parity and speed",
+    ),
+    "bench-soak": (
+        "keras_edge.benchmarks.soak",
+        "share one classifier per variant between threads for many calls; check every answer "
+        "and the resident memory",
+    ),
+    "bench-stream": (
+        "keras_edge.benchmarks.stream_bench",
+        "time keras-edge predict over millions of rows against the bare engine, with peak RSS",
+    ),
 }
 
 
@@ -68,7 +93,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # (a command's choice, not a library's)
     args = build_parser(command).parse_args(argv)
     return execute(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

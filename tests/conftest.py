@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def seed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled example: seed.keras trained on generated two moons, plus its data files."""
-    from keras_edge.exporter.example import train_seed_model
+    from keras_edge.benchmarks.example import train_seed_model
 
     folder = tmp_path_factory.mktemp("seed")
     train_seed_model(folder)

@@ -53,12 +53,12 @@ def test_timing_loop_interleaves_and_counts_every_call():
 
 
 def bench(folder, *args, cwd=None, prelude=""):
-    """``keras_edge.benchmarks.cli.main`` in a child ``python -c``, after ``prelude`` (which may
-    block imports); the child's last stdout line is the JSON list of its loaded modules."""
+    """``keras-edge bench`` (``keras_edge.cli.main``) in a child ``python -c``, after ``prelude``
+    (which may block imports); the child's last stdout line is the JSON list of its loaded modules."""
     code = (
         f"import json, sys\n{prelude}\n"
-        "from keras_edge.benchmarks.cli import main\n"
-        f"rc = main({[str(folder), *map(str, args)]!r})\n"
+        "from keras_edge.cli import main\n"
+        f"rc = main({['bench', str(folder), *map(str, args)]!r})\n"
         "print('\\n' + json.dumps(sorted(sys.modules)))\n"
         "sys.exit(rc)\n"
     )
@@ -71,9 +71,9 @@ def bench(folder, *args, cwd=None, prelude=""):
 
 
 def bench_module(folder, *args, env=None):
-    """``python -m keras_edge.benchmarks FOLDER ARGS...``, with ``env`` added to the environment."""
+    """``python -m keras_edge bench FOLDER ARGS...``, with ``env`` added to the environment."""
     return subprocess.run(
-        [sys.executable, "-m", "keras_edge.benchmarks", str(folder), *map(str, args)],
+        [sys.executable, "-m", "keras_edge", "bench", str(folder), *map(str, args)],
         capture_output=True,
         text=True,
         env={**ENV, **(env or {})},
@@ -560,12 +560,12 @@ def test_cnn_against_keras_own_exports(tiny_cnn, tmp_path):
 def test_bench_of_a_token_model_draws_ids_from_the_golden_set(tmp_path):
     # Random floats mean nothing to an Embedding: without --data, the export's own rows.
     from keras_edge import exporter
-    from keras_edge.exporter import zoo
+    from keras_edge.benchmarks import zoo
 
     case = zoo.build("text-embedding")
     exporter.export(case.model, tmp_path / "d", validation=(case.x_val, case.y_val))
     proc = subprocess.run(
-        [sys.executable, "-m", "keras_edge.benchmarks", str(tmp_path / "d"), "--batch-sizes", "1,4",
+        [sys.executable, "-m", "keras_edge", "bench", str(tmp_path / "d"), "--batch-sizes", "1,4",
          "--seconds", "0.02", "--min-samples", "3", "--no-startup", "--json", str(tmp_path / "b.json")],
         capture_output=True, text=True, env=ENV,
     )  # fmt: skip
@@ -577,13 +577,11 @@ def test_bench_of_a_token_model_draws_ids_from_the_golden_set(tmp_path):
 
 def test_soak_script_runs_and_finds_no_wrong_answer(seed_all, tmp_path):
     """The soak script with a tiny budget (its real run is a million calls: see the README)."""
-    from keras_edge.benchmarks import soak
-
     folder, _, _ = seed_all
     out = tmp_path / "soak.json"
-    code = soak.main(
-        [str(folder), "--variants", "tflite-fp32,onnx-int8", "--calls", "4000", "--threads", "4",
-         "--json", str(out)]
+    code = cli.main(
+        ["bench-soak", str(folder), "--variants", "tflite-fp32,onnx-int8", "--calls", "4000",
+         "--threads", "4", "--json", str(out)]
     )  # fmt: skip
     results = json.loads(out.read_text())
     assert code == 0 and [r["variant"] for r in results] == ["tflite-fp32", "onnx-int8"]

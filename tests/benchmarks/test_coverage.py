@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from keras_edge import cli
 from keras_edge.benchmarks import coverage
 
 VARIANTS = [f"{f}-{p}" for f in ("tflite", "onnx") for p in ("fp32", "fp16", "dynamic", "int8")]
@@ -25,7 +26,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedP
     args = ["--only", "mlp,multiclass", "--seconds", "0.02", "--out", str(folder / "work")]
     args += ["--markdown", str(folder / "coverage.md"), "--json", str(folder / "coverage.json")]
     proc = subprocess.run(
-        [sys.executable, "-m", "keras_edge.benchmarks.coverage", *args],
+        [sys.executable, "-m", "keras_edge", "bench-coverage", *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -87,7 +88,7 @@ def test_json_holds_every_figure(run):
 
 def test_unknown_case_is_bad_usage(capsys):
     with pytest.raises(SystemExit) as info:
-        coverage.main(["--only", "mlp,resnet9000"])
+        cli.main(["bench-coverage", "--only", "mlp,resnet9000"])
     assert info.value.code == 2
     assert "resnet9000" in capsys.readouterr().err
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from keras_edge import cli
 from keras_edge.benchmarks import stream_bench
 
 
@@ -12,7 +13,7 @@ def test_stream_bench_runs_every_case(fp32_export, tmp_path):
     out_json, out_md = tmp_path / "stream.json", tmp_path / "stream.md"
     args = ["--rows", "5000", "--chunk-size", "1024", "--work", str(tmp_path), "--json", str(out_json),
             "--markdown", str(out_md)]  # fmt: skip
-    code = stream_bench.main([str(fp32_export), *args])
+    code = cli.main(["bench-stream", str(fp32_export), *args])
     assert code == 0
     report = json.loads(out_json.read_text())
     assert (report["chunk_size"], report["threads"], report["variant"]) == (1024, 1, "tflite-fp32")

@@ -1,4 +1,4 @@
-"""The models people ship (the zoo in ``keras_edge.exporter.zoo``), exported for real: every
+"""The models people ship (the zoo in ``keras_edge.benchmarks.zoo``), exported for real: every
 variant asked for passes its parity gate, and the runtime's fp32 variants of both formats decide
 every validation sample as Keras does.
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from keras_edge import exporter, runtime
-from keras_edge.exporter import zoo
+from keras_edge.benchmarks import zoo
 
 # Cases the exporter cannot export yet, with why. Their tests are written as they should pass
 # and marked strict xfail, so that they fail the day the support lands: then drop them here.

@@ -114,7 +114,7 @@ def test_a_cut_outside_the_int8_output_range_gives_a_constant_class(threshold, t
 
 @pytest.mark.parametrize("case", ["multilabel", "multiclass"])
 def test_multilabel_and_multiclass_class_outputs(case, tmp_path):
-    from keras_edge.exporter import zoo
+    from keras_edge.benchmarks import zoo
 
     built = zoo.build(case)
     exporter.export(built.model, tmp_path / "d", quantize="int8", calibration=built.x_calib,

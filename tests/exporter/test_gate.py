@@ -44,7 +44,7 @@ def test_the_bands_are_one_output_step():
 
 
 def test_a_flip_within_one_float16_step_does_not_fail_fp16():
-    # The case: Keras 0.499848, float16 0.500002, one sample of ~500.
+    # The case near-ties exist for: Keras 0.499848, float16 0.500002, one sample of ~500.
     result = gate(0.499848, 0.500002, "fp16")
     assert result.flips == 1 and result.near_ties == 1 and result.passed, result.failures
     assert result.label_agreement == pytest.approx(1 - 1 / N)  # shown as it is

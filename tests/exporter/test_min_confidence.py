@@ -21,7 +21,7 @@ VARIANTS = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
 
 @pytest.fixture(scope="module")
 def digits():
-    from keras_edge.exporter import zoo
+    from keras_edge.benchmarks import zoo
 
     return zoo.build("multiclass")  # Dense 64-32-10 softmax on scikit-learn's digits
 

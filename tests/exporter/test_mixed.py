@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from keras_edge import exporter, runtime
-from keras_edge.exporter import mixed, zoo
+from keras_edge.benchmarks import zoo
+from keras_edge.exporter import mixed
 from keras_edge.exporter.mixed import GraphNode, Group, LayerNames
 from keras_edge.runtime.manifest import Parity
 

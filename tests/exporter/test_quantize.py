@@ -75,7 +75,7 @@ def test_all_eight_variants_pass_with_accuracy_within_one_point(request, which):
         assert p.passed, (vid, p)
         assert abs(p.accuracy - p.reference_accuracy) <= 0.01, (vid, p)
         assert (out / variant.file).stat().st_size == variant.bytes
-    print(f"\n{which}:\n" + runtime.report.format_table(manifest))  # for the issue note (-s)
+    print(f"\n{which}:\n" + runtime.report.format_table(manifest))  # the table, shown with -s
 
 
 def test_quantization_happened(seed_all):
@@ -95,7 +95,7 @@ def test_quantization_happened(seed_all):
     assert dynamic_ops["DynamicQuantizeLinear"] >= 1 and dynamic_ops["MatMulInteger"] >= 3
     int8_ops = artifacts.onnx_op_types(read["onnx-int8"])
     assert int8_ops["QuantizeLinear"] >= 3 and int8_ops["DequantizeLinear"] >= 3
-    # Sizes: every int8 file at most 0.4x its fp32 file (the issue's bound).
+    # Sizes: every int8 file at most 0.4x its fp32 file (the project's bound for the seed).
     for fmt in ("tflite", "onnx"):
         fp32 = manifest.variants[f"{fmt}-fp32"].bytes
         assert manifest.variants[f"{fmt}-int8"].bytes <= 0.4 * fp32
@@ -181,7 +181,7 @@ def test_coverage_warning_on_a_wider_domain(seed_dir, wide_inputs, tmp_path, cap
     assert coverage.outside_fraction > 0.2 and coverage.samples == 1000
     assert len(coverage.outside_by_feature) == 2
     int8 = manifest.variants["tflite-int8"].parity
-    assert int8.label_agreement < 0.99 and not int8.passed  # TOOLCHAIN.md measured 97.7%
+    assert int8.label_agreement < 0.99 and not int8.passed  # 97.7% measured
     assert "tflite-int8" in str(info.value) and "Calibrate on inputs that span" in str(info.value)
     assert manifest.default_variant == "tflite-fp32"
     print(

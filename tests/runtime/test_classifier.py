@@ -34,7 +34,7 @@ def test_labels_match_keras_at_any_batch_size(fp32_export, wide_inputs, keras_pr
     np.testing.assert_array_equal(got, expected)
     proba = clf.predict_proba(x[:batch])
     assert proba.dtype == np.float32 and proba.shape == (len(x[:batch]), 1)
-    # float32 kernels in another order: ~1e-7 measured; 1e-5 is the bound for the seed.
+    # float32 kernels in another order: ~1e-7 measured; 1e-5 is the seed model's fp32 bound.
     np.testing.assert_allclose(proba, keras_proba[: len(proba)], atol=1e-5)
 
 

@@ -1,111 +1,35 @@
-"""A zoo of small, seeded Keras models of the kinds people ship, each with its data.
-
-Every builder returns a :class:`Case`: a compiled model trained for a few seconds (so that its
-outputs vary across inputs: a parity check on a model that answers one constant proves
-nothing), calibration inputs drawn from its training data, and a held-out validation split.
-Data is generated with numpy or taken from the datasets scikit-learn ships (``load_digits``,
-``load_breast_cancer``): nothing is downloaded. TensorFlow and scikit-learn are imported only
-when a case is built.
-
-    from keras_edge.exporter import zoo
-    case = zoo.build("cnn")
-    exporter.export(case.model, "dist", quantize="all", calibration=case.x_calib,
-                    validation=(case.x_val, case.y_val), head=case.head)
-"""
+"""The zoo's models: each builder returns a :class:`~keras_edge.benchmarks.zoo_data.Case`, a
+compiled model trained for a few seconds with a fixed seed, with its calibration and validation
+data. TensorFlow is imported when a builder runs, never at import."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from keras_edge.exporter import _tf
-from keras_edge.exporter.example import make_moons
-from keras_edge.runtime.errors import BackendUnavailableError, UsageError
+from keras_edge.benchmarks.example import make_moons
+from keras_edge.benchmarks.zoo_data import (
+    SEED,
+    SEQ_LEN,
+    VOCAB,
+    Case,
+    breast_cancer,
+    digit_tags,
+    digits,
+    digits_flat,
+    standardize,
+    tokens,
+)
+from keras_edge.exporter import captured_output, import_keras
 
 logger = logging.getLogger(__name__)
 
-SEED = 0
-# Text cases: sequences of SEQ_LEN tokens from a vocabulary of VOCAB (0 unused).
-VOCAB = 64
-SEQ_LEN = 20
-
-Inputs = np.ndarray | dict[str, np.ndarray]
-
-
-@dataclass(frozen=True, eq=False)
-class Case:
-    """One model with its data: what ``export()`` needs, and a line saying what it is."""
-
-    name: str
-    model: Any
-    x_calib: Inputs
-    x_val: Inputs
-    y_val: np.ndarray
-    head: str  # "auto", or "logit" / "regression" for a linear output
-    description: str
-
-
-# -- data -------------------------------------------------------------------------------------
-
-
-def _sklearn_datasets() -> Any:
-    try:
-        import sklearn.datasets
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            f"The model zoo takes data from scikit-learn's bundled datasets, and scikit-learn "
-            f"could not be imported ({exc}); install it with: pip install 'keras-edge[dev]'"
-        ) from exc
-    return sklearn.datasets
-
-
-def _split(n: int, n_val: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(SEED).permutation(n)
-    return order[n_val:], order[:n_val]
-
-
-def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """scikit-learn's 1,797 8x8 digits: (x_train, y_train, x_val, y_val), x raw 0..16 of
-    shape (n, 8, 8, 1) float32, y the digit; 397 held out."""
-    x, y = _sklearn_datasets().load_digits(return_X_y=True)
-    train, val = _split(len(x), 397)
-    x = x.reshape(-1, 8, 8, 1).astype(np.float32)
-    return x[train], y[train].astype(np.int64), x[val], y[val].astype(np.int64)
-
-
-def breast_cancer() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """scikit-learn's breast-cancer table, raw features (ranges differ 1e5x); 169 held out."""
-    x, y = _sklearn_datasets().load_breast_cancer(return_X_y=True)
-    train, val = _split(len(x), 169)
-    x = x.astype(np.float32)
-    return x[train], y[train].astype(np.int64), x[val], y[val].astype(np.int64)
-
-
-def _standardize(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
-    return ((x_train - mean) / std).astype(np.float32), ((x_val - mean) / std).astype(np.float32)
-
-
-def tokens(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Synthetic token sequences (int32, (n, SEQ_LEN), tokens 1..VOCAB-1); the label is 1 when
-    tokens 1-8 occur more often than tokens 9-16."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(1, VOCAB, size=(n, SEQ_LEN)).astype(np.int32)
-    positive = ((x >= 1) & (x <= 8)).sum(axis=1)
-    negative = ((x >= 9) & (x <= 16)).sum(axis=1)
-    return x, (positive > negative).astype(np.int64)
-
-
-# -- models -----------------------------------------------------------------------------------
-
 
 def _keras(seed: int = SEED) -> Any:
-    keras = _tf.keras()
+    keras = import_keras()
     keras.utils.set_random_seed(seed)
     return keras
 
@@ -121,14 +45,14 @@ def _fit(
     run_eagerly: bool = False,
 ) -> Any:
     """Compile and train quietly. No XLA: compiling a graph costs more than these few steps."""
-    keras = _tf.keras()
+    keras = import_keras()
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=lr),
         loss=loss,
         jit_compile=False,
         run_eagerly=run_eagerly,
     )
-    with _tf.captured_output():
+    with captured_output():
         model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)
     return model
 
@@ -346,19 +270,9 @@ def text_lstm() -> Case:
     )
 
 
-def _digits_flat() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    x_train, d_train, x_val, d_val = digits()
-    return x_train.reshape(-1, 64) / 16.0, d_train, x_val.reshape(-1, 64) / 16.0, d_val
-
-
-def _digit_tags(d: np.ndarray) -> np.ndarray:
-    """Three labels per digit: even, >= 5, drawn with a closed loop (0, 6, 8, 9)."""
-    return np.stack([d % 2 == 0, d >= 5, np.isin(d, [0, 6, 8, 9])], axis=1).astype(np.int64)
-
-
 def multilabel() -> Case:
     keras = _keras()
-    x_train, d_train, x_val, d_val = _digits_flat()
+    x_train, d_train, x_val, d_val = digits_flat()
     model = keras.Sequential(
         [
             keras.Input((64,), name="pixels"),
@@ -367,13 +281,13 @@ def multilabel() -> Case:
         ],
         name="multilabel",
     )
-    _fit(model, x_train, _digit_tags(d_train), 20, "binary_crossentropy")
+    _fit(model, x_train, digit_tags(d_train), 20, "binary_crossentropy")
     return Case(
         "multilabel",
         model,
         x_train,
         x_val,
-        _digit_tags(d_val),
+        digit_tags(d_val),
         "auto",
         "Dense 64-32-3 sigmoid, digits: even / >= 5 / has a loop, one threshold each",
     )
@@ -398,13 +312,13 @@ def multilabel_normalized() -> Case:
         ],
         name="multilabel_normalized",
     )
-    _fit(model, x_train, _digit_tags(d_train), 20, "binary_crossentropy")
+    _fit(model, x_train, digit_tags(d_train), 20, "binary_crossentropy")
     return Case(
         "multilabel-normalized",
         model,
         x_train,
         x_val,
-        _digit_tags(d_val),
+        digit_tags(d_val),
         "auto",
         "Normalization inside, Dense 64-32-3 sigmoid, raw digit pixel counts 0..16: three tags",
     )
@@ -412,7 +326,7 @@ def multilabel_normalized() -> Case:
 
 def multiclass() -> Case:
     keras = _keras()
-    x_train, d_train, x_val, d_val = _digits_flat()
+    x_train, d_train, x_val, d_val = digits_flat()
     model = keras.Sequential(
         [
             keras.Input((64,), name="pixels"),
@@ -461,7 +375,7 @@ def regression() -> Case:
 def logit() -> Case:
     keras = _keras()
     x_train, y_train, x_val, y_val = breast_cancer()
-    x_train, x_val = _standardize(x_train, x_val)
+    x_train, x_val = standardize(x_train, x_val)
     model = keras.Sequential(
         [
             keras.Input((30,), name="features"),
@@ -480,65 +394,3 @@ def logit() -> Case:
         "logit",
         "Dense 30-16-1 linear trained from_logits, standardized breast cancer (head logit)",
     )
-
-
-CASES: dict[str, Callable[[], Case]] = {
-    "mlp": mlp,
-    "cnn": cnn,
-    "mobilenetv3small": mobilenetv3small,
-    "two-inputs": two_inputs,
-    "normalization": normalization,
-    "rescaling": rescaling,
-    "text-embedding": text_embedding,
-    "text-gru": text_gru,
-    "text-lstm": text_lstm,
-    "multilabel": multilabel,
-    "multilabel-normalized": multilabel_normalized,
-    "multiclass": multiclass,
-    "regression": regression,
-    "logit": logit,
-}
-
-
-def build(name: str) -> Case:
-    """Build, train and return the case ``name`` (one of :data:`CASES`)."""
-    if name not in CASES:
-        raise UsageError(f"Expected a case from {list(CASES)}, got {name!r}")
-    case = CASES[name]()
-    logger.info("built %s: %s", name, case.description)
-    return case
-
-
-def save(case: Case, folder: str | Path) -> Path:
-    """Write ``model.keras``, ``calib.npz`` and ``val.npz`` (``x`` and ``y``; one array per input
-    name instead of ``x`` for a model with several inputs) into ``folder``: what
-    ``keras-edge export`` and ``keras-edge bench`` take on the command line."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def arrays(x: Inputs) -> dict[str, np.ndarray]:
-        return dict(x) if isinstance(x, dict) else {"x": x}
-
-    np.savez(folder / "calib.npz", **arrays(case.x_calib))
-    np.savez(folder / "val.npz", **arrays(case.x_val), y=case.y_val)
-    case.model.save(folder / "model.keras")
-    return folder / "model.keras"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m keras_edge.exporter.zoo NAME DIR``: build a case and save it for the CLI."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m keras_edge.exporter.zoo", description=main.__doc__)
-    parser.add_argument("name", choices=list(CASES))
-    parser.add_argument("folder", type=Path)
-    args = parser.parse_args(argv)
-    path = save(build(args.name), args.folder)
-    print(f"wrote {path}, {args.folder / 'calib.npz'} and {args.folder / 'val.npz'}")
-    return 0
-
-
-__all__ = ["CASES", "Case", "build", "save"]
-
-if __name__ == "__main__":
-    raise SystemExit(main())

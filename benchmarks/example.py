@@ -1,6 +1,7 @@
-"""The bundled example: the seed question's model, trained on two moons the package generates.
+"""The bundled example: the model of the README's main job, trained on two moons the package
+generates.
 
-    python -m keras_edge.exporter.example build/seed
+    keras-edge example build/seed
 
 writes ``seed.keras`` (trained once, reused after), ``train.npz``, ``val.npz``,
 ``calib.npz`` and ``samples.csv`` into the folder. The data is made here with numpy and a
@@ -11,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from keras_edge.exporter import _tf
+from keras_edge.exporter import import_keras, import_tensorflow
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,9 @@ def make_moons(n: int, noise: float = 0.15, seed: int = SEED) -> tuple[np.ndarra
 
 
 def build_seed_model() -> Any:
-    """The model of the seed question: 2 -> 124 relu -> 124 relu -> 1 sigmoid, with dropout."""
-    keras = _tf.keras()
+    """The seed model: 2 -> 124 relu -> 124 relu -> 1 sigmoid, with dropout, trained with SGD and
+    measured with ``BinaryAccuracy(threshold=0.5)``."""
+    keras = import_keras()
     model = keras.Sequential(
         [
             keras.Input(shape=(2,), name="features"),
@@ -83,9 +84,9 @@ def train_seed_model(folder: str | Path, epochs: int = 40) -> Path:
     if path.is_file():
         logger.info("reusing %s", path)
         return path
-    keras = _tf.keras()
+    keras = import_keras()
     keras.utils.set_random_seed(SEED)
-    _tf.tensorflow().config.experimental.enable_op_determinism()
+    import_tensorflow().config.experimental.enable_op_determinism()
     model = build_seed_model()
     model.fit(x_train, y_train, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
     loss, acc = model.evaluate(x_val, y_val, verbose=0)
@@ -94,19 +95,16 @@ def train_seed_model(folder: str | Path, epochs: int = 40) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_edge.exporter.example",
-        description="Train (or reuse) the bundled seed model.",
-    )
-    parser.add_argument("folder", type=Path, help="where to write seed.keras and its data")
-    parser.add_argument("--epochs", type=int, default=40)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``keras-edge example`` to ``p``."""
+    p.add_argument("folder", type=Path, help="where to write seed.keras and its data")
+    p.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or reuse) the seed model, saying which, and print its path."""
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
     path = train_seed_model(args.folder, epochs=args.epochs)
     print(path)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The zoo's data and its :class:`Case`: generated with numpy or taken from the datasets
+scikit-learn ships (``load_digits``, ``load_breast_cancer``); nothing is downloaded. scikit-learn
+is imported only when a dataset is read."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from keras_edge.runtime.errors import BackendUnavailableError
+
+logger = logging.getLogger(__name__)
+
+SEED = 0
+# Text cases: sequences of SEQ_LEN tokens from a vocabulary of VOCAB (0 unused).
+VOCAB = 64
+SEQ_LEN = 20
+
+Inputs = np.ndarray | dict[str, np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """One model with its data: what ``export()`` needs, and a line saying what it is."""
+
+    name: str
+    model: Any
+    x_calib: Inputs
+    x_val: Inputs
+    y_val: np.ndarray
+    head: str  # "auto", or "logit" / "regression" for a linear output
+    description: str
+
+
+def _sklearn_datasets() -> Any:
+    try:
+        import sklearn.datasets
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"The model zoo takes data from scikit-learn's bundled datasets, and scikit-learn "
+            f"could not be imported ({exc}); install it with: pip install 'keras-edge[dev]'"
+        ) from exc
+    return sklearn.datasets
+
+
+def _split(n: int, n_val: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(SEED).permutation(n)
+    return order[n_val:], order[:n_val]
+
+
+def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 8x8 digits: (x_train, y_train, x_val, y_val), x raw 0..16 of
+    shape (n, 8, 8, 1) float32, y the digit; 397 held out."""
+    x, y = _sklearn_datasets().load_digits(return_X_y=True)
+    train, val = _split(len(x), 397)
+    x = x.reshape(-1, 8, 8, 1).astype(np.float32)
+    return x[train], y[train].astype(np.int64), x[val], y[val].astype(np.int64)
+
+
+def breast_cancer() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's breast-cancer table, raw features (ranges differ 1e5x); 169 held out."""
+    x, y = _sklearn_datasets().load_breast_cancer(return_X_y=True)
+    train, val = _split(len(x), 169)
+    x = x.astype(np.float32)
+    return x[train], y[train].astype(np.int64), x[val], y[val].astype(np.int64)
+
+
+def standardize(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+    return ((x_train - mean) / std).astype(np.float32), ((x_val - mean) / std).astype(np.float32)
+
+
+def tokens(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic token sequences (int32, (n, SEQ_LEN), tokens 1..VOCAB-1); the label is 1 when
+    tokens 1-8 occur more often than tokens 9-16."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, VOCAB, size=(n, SEQ_LEN)).astype(np.int32)
+    positive = ((x >= 1) & (x <= 8)).sum(axis=1)
+    negative = ((x >= 9) & (x <= 16)).sum(axis=1)
+    return x, (positive > negative).astype(np.int64)
+
+
+def digits_flat() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    x_train, d_train, x_val, d_val = digits()
+    return x_train.reshape(-1, 64) / 16.0, d_train, x_val.reshape(-1, 64) / 16.0, d_val
+
+
+def digit_tags(d: np.ndarray) -> np.ndarray:
+    """Three labels per digit: even, >= 5, drawn with a closed loop (0, 6, 8, 9)."""
+    return np.stack([d % 2 == 0, d >= 5, np.isin(d, [0, 6, 8, 9])], axis=1).astype(np.int64)

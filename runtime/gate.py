@@ -189,7 +189,7 @@ class Verdict:
     flips: int  # samples whose decision differs from Keras's (any label, for multilabel)
     near_ties: int  # of them, within ``band`` of the threshold: not counted
     near: int  # of them, within NEAR_BAND: reported
-    excused: int  # of them, flipped already in the answers the export accepted (verify)
+    excused: int  # of them, decided as the variant decided them at export (verify)
     agreement: float
     band: float
     tolerance: float
@@ -232,7 +232,9 @@ def judge(
     ``labels``: the variant's decisions as the runtime's ``predict()`` made them (the code that
     ships); without them, derived from ``outputs`` at ``threshold``. A flip within the variant's
     near-tie band of the threshold is not counted against the agreement minimum; nor is one in
-    ``excused`` (rows whose answer at export already flipped: the export accepted them).
+    ``excused`` (verify: rows the variant decides as it decided them at export, which the
+    export's gate accepted, or whose answer at export lay within the drift another machine may
+    show of the threshold).
     ``at_export``: the variant's own answers at export, which ``outputs`` must stay within
     ``DRIFT`` of (verify: another engine build or CPU, not another artifact)."""
     n = len(keras)
@@ -251,7 +253,8 @@ def judge(
     flips, ties = int(flipped.sum()), int((flipped & (distance <= band)).sum())
     spared = flipped & ~(distance <= band) & (False if excused is None else excused.astype(bool))
     counted = flips - ties - int(spared.sum())
-    failures = _failures(head, n, flips, ties, counted, band, need, max_diff, tol, rtol)
+    failures = _failures(head, n, (flips, ties, int(spared.sum()), counted), band, need, max_diff,
+                         tol, rtol)  # fmt: skip
     drift = None
     if at_export is not None:
         drift = float(np.abs(outputs.astype(np.float64) - at_export).max()) if n else 0.0
@@ -295,10 +298,12 @@ def _limits(
 
 
 def _failures(
-    head: Head, n: int, flips: int, ties: int, counted: int, band: float, need: float,
+    head: Head, n: int, counts: tuple[int, int, int, int], band: float, need: float,
     max_diff: float, tol: float, rtol: float | None,
 ) -> list[str]:  # fmt: skip
-    """The gate's sentences: what failed, with the numbers."""
+    """The gate's sentences: what failed, with the numbers. ``counts``: flips, near-ties,
+    excused flips, and the flips held against the minimum."""
+    flips, ties, excused, counted = counts
     failures = []
     if head.kind == "regression":
         if flips:
@@ -310,8 +315,9 @@ def _failures(
     if (1.0 - counted / n if n else 1.0) < need:
         failures.append(
             f"label agreement {1.0 - flips / n:.4%} ({flips} flips of {n}, {ties} of them "
-            f"near-ties within {band:.2g} of the threshold) is below the required {need:.2%}; "
-            f"{resolution_note(n, need)}"
+            f"near-ties within {band:.2g} of the threshold"
+            + (f", {excused} decided as at export" if excused else "")
+            + f") is below the required {need:.2%}; {resolution_note(n, need)}"
         )
     if max_diff > tol:
         failures.append(f"max abs probability difference {max_diff:.3g} exceeds tolerance {tol:.3g}")

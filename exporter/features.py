@@ -23,9 +23,12 @@ logger = logging.getLogger(__name__)
 
 
 def frame_names(x: Any) -> tuple[str, ...] | None:
-    """The column names of a pandas DataFrame (or anything with ``columns``); None otherwise."""
+    """The column names of a pandas DataFrame (or anything with ``columns``) when every column
+    is named by a string; None otherwise (arrays, or a DataFrame with numbered columns)."""
     columns = getattr(x, "columns", None)
-    return None if columns is None or isinstance(x, np.ndarray) else tuple(str(c) for c in columns)
+    if columns is None or isinstance(x, np.ndarray) or not all(isinstance(c, str) for c in columns):
+        return None
+    return tuple(columns)
 
 
 def choose(given: Sequence[str] | None, data: dict[str, Any]) -> tuple[str, ...] | None:
@@ -47,11 +50,11 @@ def choose(given: Sequence[str] | None, data: dict[str, Any]) -> tuple[str, ...]
 
 
 def in_order(x: Any, names: tuple[str, ...] | None) -> Any:
-    """A DataFrame's features as a float32 array with its columns in the recorded order (by
-    name, never by position); anything else as it is."""
+    """A DataFrame's features as an array with its columns in the recorded order (by name,
+    never by position), their dtype kept; anything else as it is."""
     if names is None or frame_names(x) is None:
         return x
-    return np.asarray(x[list(names)], dtype=np.float32)
+    return np.asarray(x[list(names)])
 
 
 def named(specs: tuple[InputSpec, ...], names: tuple[str, ...] | None) -> tuple[InputSpec, ...]:

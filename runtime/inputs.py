@@ -23,12 +23,33 @@ _CASTABLE_KINDS = "fiub"
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
+def by_name(x: Any, spec: InputSpec) -> Any:
+    """A table with named columns (a pandas DataFrame, anything with ``columns`` naming each
+    column by a string) reordered by the feature names the export recorded, never taken by
+    position; a missing or unexpected column is an :class:`InputError` naming both lists.
+    Anything else, and any table for a model exported without names, as it is."""
+    columns = getattr(x, "columns", None)
+    if spec.features is None or columns is None or not all(isinstance(c, str) for c in columns):
+        return x
+    missing = [c for c in spec.features if c not in columns]
+    unexpected = [c for c in columns if c not in spec.features]
+    if missing or unexpected:
+        raise InputError(
+            f"Expected the columns {list(spec.features)} (the feature names recorded at export) "
+            f"for {spec.name!r}, got {list(columns)}: "
+            + ", ".join(s for s in (f"missing {missing}" if missing else "",
+                                    f"unexpected {unexpected}" if unexpected else "") if s)
+        )  # fmt: skip
+    return x[list(spec.features)]
+
+
 def check_input(x: Any, spec: InputSpec, multi: bool = False) -> np.ndarray:
     """``x`` as a C-contiguous array of ``spec``'s shape and dtype, or a typed error:
     float32 for float inputs; for integer inputs (token ids) integers only, never a float
     cast, within the Embedding's range when the manifest records it."""
     feature_shape, rank = spec.feature_shape, len(spec.shape)
     if type(x) is not np.ndarray:
+        x = by_name(x, spec)
         try:
             x = np.asarray(x)
         except (ValueError, TypeError) as exc:  # ragged nested lists

@@ -151,3 +151,28 @@ def test_names_from_python_and_a_dataframe(seed_dir, seed_model, seed_val, tmp_p
     assert manifest.variants["tflite-fp32"].parity.label_agreement == 1.0  # reordered by name
     clf = runtime.load(tmp_path / "dist")
     np.testing.assert_array_equal(clf.score_batch(frame)["class"].to_numpy(), clf.predict(x))
+
+
+def test_predict_takes_a_dataframe_by_name(named):
+    import pandas as pd
+
+    _, names, x, folder = named
+    clf = runtime.load(folder / "dist")
+    right = clf.predict(x)
+    np.testing.assert_array_equal(clf.predict(pd.DataFrame(x, columns=names)[names[::-1]]), right)
+    frame = pd.DataFrame(x, columns=names)
+    np.testing.assert_array_equal(clf.predict_proba(frame), clf.predict_proba(x))
+    with pytest.raises(runtime.InputError, match=r"missing \['mean_radius'\]"):
+        clf.predict(pd.DataFrame(x, columns=names).drop(columns=["mean_radius"]))
+
+
+def test_a_dataframe_with_numbered_columns_is_positional(seed_model, seed_val, tmp_path):
+    import pandas as pd
+
+    from keras_edge import exporter
+
+    x, y = seed_val
+    manifest = exporter.export(seed_model, tmp_path / "dist", formats=["tflite"],
+                               validation=(pd.DataFrame(x), y)).manifest  # fmt: skip
+    assert manifest.input.features is None
+    assert manifest.variants["tflite-fp32"].parity.label_agreement == 1.0

@@ -3,8 +3,9 @@ the capture of what the converters print, which only a command line turns on.
 
 The library changes no process-wide state: it sets no environment variable, and it leaves
 file descriptors 1 and 2 alone unless the caller asked for capture with :func:`capturing`
-(``keras-edge export`` and ``bench`` do, in their single thread; a Python caller sees the
-converters' output, and other threads' output is never swallowed)."""
+(the ``keras-edge`` console script does, for its commands that convert, in its single
+thread; a Python caller sees the converters' output, and other threads' output is never
+swallowed)."""
 
 from __future__ import annotations
 
@@ -40,13 +41,6 @@ def _import(name: str) -> ModuleType:
             f"Exporting (and bench --keras) needs the Python package {name.split('.')[0]!r}, which "
             f"could not be imported ({exc}); {_EXTRA_HINT}"
         ) from exc
-
-
-def quiet_environment() -> None:
-    """For a command line only, before TensorFlow is imported: TensorFlow's C++ start-up
-    notices off (failures still raise in Python) and Keras on TensorFlow's backend."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the converters need TF tensors
 
 
 @contextlib.contextmanager

@@ -186,9 +186,6 @@ def _options(args: argparse.Namespace, names: tuple[str, ...] | None) -> Any:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from keras_edge.exporter import _tf
-
-    _tf.quiet_environment()  # a command line's choice, made before TensorFlow is imported
     from keras_edge.exporter.export import run
     from keras_edge.exporter.prepare import Data
 
@@ -196,9 +193,9 @@ def _run_export(args: argparse.Namespace) -> int:
     options = _options(args, names)
     progress = _Progress(f"exporting {args.model} to {args.out}")
     try:
-        with _tf.capturing():  # what the converters print goes to the debug log (-vv)
-            result = run(args.model, args.out, options, Data(data.get("calibration"),
-                         data.get("validation"), data.get("tune_data")), progress)  # fmt: skip
+        # (under the console script, which captures what the converters print: -vv shows it)
+        result = run(args.model, args.out, options, Data(data.get("calibration"),
+                     data.get("validation"), data.get("tune_data")), progress)  # fmt: skip
     except (GateError, PartialExportError) as exc:  # written: show what was, then the error
         # (PartialExportError; ConstantOutputError wrote nothing; a failed gate is in the result)
         if not getattr(exc, "written", True):

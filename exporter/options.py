@@ -28,6 +28,10 @@ def parse_quantize(value: str | Sequence[str] | None) -> tuple[tuple[str, ...], 
     """('fp16,int8' | ['all'] | None) -> (quantizations, asked for 'all')."""
     if value is None:
         return (), False
+    if not isinstance(value, (str, list, tuple)) or not all(
+        isinstance(v, str) for v in ([value] if isinstance(value, str) else value)
+    ):
+        raise UsageError(f"Expected quantize= a comma list or a list of strings, got {value!r}")
     items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]
     if "all" in items:
         return QUANTIZATIONS, True
@@ -37,6 +41,23 @@ def parse_quantize(value: str | Sequence[str] | None) -> tuple[tuple[str, ...], 
 def _flag(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise UsageError(f"Expected {name}=True or False, got {value!r}")
+
+
+def _number(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise UsageError(f"Expected {name}= a number or None, got {value!r}")
+
+
+def _names(name: str, value: Any) -> tuple[str, ...] | None:
+    """A list of names as a tuple of strings; a bare string (which would split into letters) or
+    anything but a list of strings is refused."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, str) for v in value
+    ):
+        raise UsageError(f"Expected {name}= a list of strings, got {value!r}")
+    return tuple(value)
 
 
 @dataclass(frozen=True)
@@ -109,6 +130,12 @@ class ExportOptions:
             raise UsageError(
                 f"Expected quantizations from {QUANTIZATIONS} (or 'all'), got {list(self.quantize)}"
             )
+        for name in ("min_agreement", "min_confidence"):
+            _number(name, getattr(self, name))
+        for name in ("tune", "head", "int8_fallback"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise UsageError(f"Expected {name}= a string, got {value!r}")
         if self.head not in HEADS:
             raise UsageError(f"Expected head from {HEADS}, got {self.head!r}")
         if self.min_agreement is not None and not (0.0 <= self.min_agreement <= 1.0):
@@ -143,15 +170,18 @@ class ExportOptions:
         except (TypeError, ValueError) as exc:
             raise UsageError(f"Expected a threshold number or list, got {threshold!r}") from exc
         formats = arguments.pop("formats", FORMATS)
-        plot, labels, names = (arguments.pop(k, None) for k in ("plot", "labels", "feature_names"))
+        formats = (formats,) if isinstance(formats, str) else _names("formats", formats)
+        plot = arguments.pop("plot", None)
+        if plot is not None and not isinstance(plot, (str, Path)):
+            raise UsageError(f"Expected plot= a file path, got {plot!r}")
         return cls(
-            formats=(formats,) if isinstance(formats, str) else tuple(formats),
+            formats=formats or (),
             quantize=quantize,
             all_quantizations=asked_all,
             threshold=threshold,
-            labels=None if labels is None else tuple(str(label) for label in labels),
+            labels=_names("labels", arguments.pop("labels", None)),
             plot=None if plot is None else Path(plot),
-            feature_names=None if names is None else tuple(str(n) for n in names),
+            feature_names=_names("feature_names", arguments.pop("feature_names", None)),
             **arguments,
         )
 

@@ -66,6 +66,7 @@ class Pipeline:
         self.faults: list[str] = []  # of those, the ones a converter or engine failed on
         self.checked: dict[str, Variant] = {}  # gated, with their parity
         self.answers: dict[str, np.ndarray] = {}  # per-sample answers, for the golden set
+        self.quantizers: dict[str, Any] = {}  # calibrated ONNX int8 quantizers, for the fallback
         self.samples = [rows(job.x_check, slice(i, i + 1)) for i in range(len(job.x_check[0]))]
         self._onnx_fp32: Any = None  # tf2onnx runs once; the quantized ONNX variants start from it
         self.manifest = Manifest(
@@ -79,7 +80,7 @@ class Pipeline:
         the parity report and the golden set into the staging folder; return the manifest."""
         for step, (vid, fmt, precision) in enumerate(self.plan, start=1):
             self.report(step, f"converting {vid}")
-            self.convert(vid, fmt, precision)
+            self.convert(vid, fmt, precision, held)
         self.manifest = replace(self.manifest, variants=dict(self.variants))
         self.manifest.write(self.staging)  # provisional: lets runtime.load() read the variants
         self.originals = {vid: (self.staging / v.file).read_bytes() for vid, v in self.variants.items()}
@@ -89,11 +90,17 @@ class Pipeline:
                 self.check(vid, fmt, precision, step, held)
         return self.finish()
 
-    def convert(self, vid: str, fmt: str, precision: str) -> None:
-        """Convert one variant into the staging folder, or record why it was not."""
+    def convert(self, vid: str, fmt: str, precision: str, held: contextlib.ExitStack) -> None:
+        """Convert one variant into the staging folder, or record why it was not. ONNX int8
+        with the fallback on keeps its calibrated quantizer: should the variant miss its gate,
+        mixed precision quantizes again from it (ONNX Runtime calibrates once, in seconds)."""
         job, options = self.job, self.options
         try:
-            if fmt == "onnx":
+            if fmt == "onnx" and precision == "int8" and options.int8_fallback == "auto":
+                quantizer = to_onnx.StaticInt8(self._onnx(), job.specs, job.calibration)
+                self.quantizers[vid] = held.enter_context(quantizer)
+                data = quantizer.quantize([])
+            elif fmt == "onnx":
                 data = to_onnx.from_fp32(self._onnx(), job.specs, precision, job.calibration)
             else:  # the public converter, int8 too; mixed precision only when the gate fails
                 data = to_tflite.convert(job.convertible, precision, job.calibration, options.int8_io)
@@ -222,7 +229,7 @@ class Pipeline:
         started = time.perf_counter()
         outcome, failure = None, None
         try:
-            quantizer = held.enter_context(self._quantizer(fmt))
+            quantizer = self.quantizers.get(vid) or held.enter_context(self._quantizer(fmt))
             outcome = mixed.fall_back(
                 quantizer, self.job.convertible, self.job.x_check, self.job.input_names,
                 search.gate, lambda message: self.report(step, f"{vid} int8 fallback: {message}"),

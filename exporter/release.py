@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import errno
 import glob
+import json
 import logging
 import os
 import shutil
@@ -51,6 +52,9 @@ def check_out(out: Path, force: bool) -> bool:
             Manifest.read(out)
             return False  # a previous export: replaced whole, its other files kept
         except (ManifestError, UsageError) as exc:
+            if _export_shaped(out / MANIFEST_NAME):  # hand-edited or older: still an export
+                logger.info("replacing the previous export in %s, whose manifest reads: %s", out, exc)
+                return False
             why = f"its {MANIFEST_NAME} is not a keras-edge manifest ({exc})"
     else:
         shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
@@ -63,6 +67,16 @@ def check_out(out: Path, force: bool) -> bool:
         f"{why}; pass --force (force=True) to export into it (files with the export's names "
         f"are replaced, the others kept)"
     )
+
+
+def _export_shaped(path: Path) -> bool:
+    """Whether a manifest that does not validate still has an export's keys (a hand edit that
+    the runtime refuses, say): the folder is then a previous export, replaced whole."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and {"format_version", "head", "variants"} <= set(data)
 
 
 def staging_for(out: Path) -> tuple[Path, bool]:

@@ -27,6 +27,11 @@ DESCRIPTION = (
     "run it on a device without TensorFlow."
 )
 
+# Subcommands that may import TensorFlow, and those whose converter output the command captures
+# (bench captures its own, only with --keras: without it, it never imports the exporter).
+TENSORFLOW_COMMANDS = {"export", "bench", "example", "zoo", "bench-coverage"}
+CAPTURED = {"export", "example", "zoo", "bench-coverage"}
+
 # Subcommand -> (the module that configures and runs it, one line of help).
 COMMANDS = {
     "export": (
@@ -89,7 +94,13 @@ def build_parser(command: str | None) -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command in ("export", "bench"):  # before TensorFlow is imported: its C++ notices off
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # (a command's choice, not a library's)
+    if command in TENSORFLOW_COMMANDS:  # a command's choice, not a library's: before TensorFlow
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # is imported, its C++ notices off
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the converters need TF tensors
     args = build_parser(command).parse_args(argv)
-    return execute(args)
+    if command not in CAPTURED:
+        return execute(args)
+    from keras_edge.exporter._tf import capturing
+
+    with capturing():  # what the converters and Keras print goes to the debug log (-vv)
+        return execute(args)

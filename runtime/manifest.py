@@ -121,8 +121,8 @@ def check_thresholds(manifest: Manifest) -> None:
         if _as_tuple(variant.threshold) != _as_tuple(expected):
             raise ManifestError(
                 f"Variant {vid!r} decides with threshold {variant.threshold!r}, but {why} is "
-                f"{expected!r}; one of them was changed after the export (export again, or give "
-                f"a threshold for this run with --threshold / clf.threshold)"
+                f"{expected!r}; one of them was changed after the export (export again with the "
+                f"threshold you want: --threshold, or --tune-threshold)"
             )
 
 

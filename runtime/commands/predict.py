@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # keras_edge.runtime.batch.scoring.BAD_ROW_POLICIES, spelled out so that configuring the
-# command imports no offline scoring (tests/test_isolation.py holds the two equal).
+# command imports no offline scoring (tests/test_core_apart.py holds the two equal).
 BAD_ROW_POLICIES = ("error", "skip", "null")
 
 

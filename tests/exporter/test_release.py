@@ -4,6 +4,7 @@ converter printed."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -176,3 +177,17 @@ def test_a_folder_that_cannot_be_swapped_is_installed_file_by_file(tmp_path, mon
     release.install(staging, out, own={"manifest.json", "onnx-fp32.onnx"})
     assert snapshot(out) == {"NOTES.md": b"kept", "manifest.json": b"new", "onnx-fp32.onnx": b"model"}
     assert not staging.exists()
+
+
+def test_a_hand_edited_export_is_still_a_previous_export(fp32_export, seed_dir, seed_val, tmp_path):
+    """A manifest the runtime refuses (a head threshold edited by hand) still marks a previous
+    export: a new export replaces it without --force, and loads."""
+    out = tmp_path / "dist"
+    shutil.copytree(fp32_export, out)
+    data = json.loads((out / "manifest.json").read_text())
+    data["head"]["threshold"] = 0.9
+    (out / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(runtime.ManifestError, match="changed after the export"):
+        runtime.load(out)
+    export(seed_dir / "seed.keras", out, validation=seed_val)
+    assert runtime.load(out).threshold == 0.5

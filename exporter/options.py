@@ -130,8 +130,7 @@ class ExportOptions:
             raise UsageError(
                 f"Expected quantizations from {QUANTIZATIONS} (or 'all'), got {list(self.quantize)}"
             )
-        for name in ("min_agreement", "min_confidence"):
-            _number(name, getattr(self, name))
+        _number("min_agreement", self.min_agreement)  # min_confidence: checked with the head
         for name in ("tune", "head", "int8_fallback"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):

@@ -22,7 +22,6 @@ from keras_edge.runtime.errors import UsageError
         ({"tune": 5}, r"Expected tune= a string, got 5"),
         ({"tune": "f2"}, r"objective"),
         ({"threshold": "x"}, r"Expected a threshold number or list, got 'x'"),
-        ({"min_confidence": "a"}, r"Expected min_confidence= a number or None, got 'a'"),
         ({"strict": "yes"}, r"Expected strict=True or False, got 'yes'"),
         ({"head": "sigmoid"}, r"Expected head from \('auto', 'logit', 'regression'\), got 'sigmoid'"),
         ({"int8_fallback": "some"}, r"Expected --int8-fallback from \('auto', 'none'\), got 'some'"),

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from keras_edge.runtime.errors import BackendUnavailableError, GateError, KerasEdgeError, UsageError
+from keras_edge.runtime.errors import (
+    BackendUnavailableError,
+    GateError,
+    KerasEdgeError,
+    UsageError,
+    plain,
+)
 
 
 def first_error(text: str, limit: int = 400) -> str:
     """The line of a converter's message that says what went wrong (converters print pages of
     MLIR or stack); the whole message goes to the debug log."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in plain(text).splitlines() if line.strip()]
     chosen = next((line for line in lines if "error:" in line.lower()), lines[0] if lines else text)
     return chosen if len(chosen) <= limit else chosen[: limit - 3] + "..."
 

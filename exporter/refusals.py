@@ -10,6 +10,7 @@ from typing import Any
 
 from keras_edge.exporter import _tf
 from keras_edge.exporter.errors import UnsupportedOpError
+from keras_edge.runtime.errors import plain
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def record(
     writing the rest. What the converter printed (or, when nothing was captured, its whole
     message) is kept in ``logs/VARIANT.log`` and its last lines shown."""
     unsupported = isinstance(exc, UnsupportedOpError)
-    text = " ".join(str(exc).split())
+    text = " ".join(plain(str(exc)).split())
     refused[vid] = text if unsupported else f"failed at {step}: {text}"
     layer = None if unsupported else keras_layer(model, text)
     if layer is not None:

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import NoReturn
 
-from keras_edge.runtime.errors import GateError, KerasEdgeError, UsageError
+from keras_edge.runtime.errors import GateError, KerasEdgeError, UsageError, plain
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _quiet_broken_pipe() -> None:
 
 def _one_line(exc: BaseException) -> str:
     """A message on one line: a multi-line one (a list of failed variants) joined by '; '."""
-    parts = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    parts = [line.strip() for line in plain(str(exc)).splitlines() if line.strip()]
     return " ".join(p + (";" if i < len(parts) - 1 and not p.endswith(":") else "")
                     for i, p in enumerate(parts))  # fmt: skip
 

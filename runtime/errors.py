@@ -6,6 +6,17 @@ Every message names the value received and the value expected. The command line 
 
 from __future__ import annotations
 
+import re
+
+# Terminal escape sequences (colours, bold) that Keras and TensorFlow put into their messages.
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def plain(text: str) -> str:
+    """``text`` without terminal escape sequences: one-line errors and the manifest's reasons
+    are read in logs, CI output and JSON, where ``\x1b[1m`` is noise."""
+    return _ESCAPES.sub("", text)
+
 
 class KerasEdgeError(Exception):
     """Base class of every error raised on purpose by keras-edge."""

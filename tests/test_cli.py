@@ -171,3 +171,16 @@ def test_linear_model_needs_head(tmp_path):
         "export", tmp_path / "m.keras", "--out", tmp_path / "d", "--formats", "onnx", "--head", "logit"
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_one_line_errors_carry_no_terminal_escape_codes():
+    """Keras and TensorFlow colour their messages (``\\x1b[1m``); an error line, a converter's
+    first error and a manifest's reason are read in logs, CI output and JSON: plain text."""
+    from keras_edge.exporter.errors import first_error
+    from keras_edge.runtime.console import _one_line
+    from keras_edge.runtime.errors import UsageError, plain
+
+    coloured = "\x1b[1mThe structure of inputs doesn't match\x1b[0m: Expected \x1b[31m{'a': x}\x1b[0m"
+    assert plain(coloured) == "The structure of inputs doesn't match: Expected {'a': x}"
+    assert "\x1b" not in _one_line(UsageError(coloured + "\nsecond line"))
+    assert first_error("noise\n\x1b[1merror:\x1b[0m op X") == "error: op X"

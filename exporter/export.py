@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 from keras_edge.exporter import release
 from keras_edge.exporter.options import FORMATS, QUANTIZATIONS, ExportOptions, Progress
-from keras_edge.exporter.outcome import cleanup, install, outcome
+from keras_edge.exporter.outcome import outcome, own_names
 from keras_edge.exporter.pipeline import Pipeline
 from keras_edge.exporter.prepare import PROBE_SEED, PROBE_SIZE, PROBE_STD, Data, prepare
 from keras_edge.exporter.result import ExportResult
@@ -115,7 +116,7 @@ def run(
             with contextlib.ExitStack() as held:  # quantizers kept for mixed precision
                 pipeline = Pipeline(job, options, staging, progress)
                 pipeline.run(held)
-            install(pipeline, out, whole=whole and not foreign)
+            release.install(staging, out, own=own_names(), whole=whole and not foreign)
         finally:
-            cleanup(staging)
+            shutil.rmtree(staging, ignore_errors=True)
         return outcome(pipeline, out, options)

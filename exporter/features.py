@@ -17,18 +17,15 @@ from typing import Any
 import numpy as np
 
 from keras_edge.runtime.errors import UsageError
+from keras_edge.runtime.inputs import named_columns
 from keras_edge.runtime.manifest import InputSpec
 
 logger = logging.getLogger(__name__)
 
 
 def frame_names(x: Any) -> tuple[str, ...] | None:
-    """The column names of a pandas DataFrame (or anything with ``columns``) when every column
-    is named by a string; None otherwise (arrays, or a DataFrame with numbered columns)."""
-    columns = getattr(x, "columns", None)
-    if columns is None or isinstance(x, np.ndarray) or not all(isinstance(c, str) for c in columns):
-        return None
-    return tuple(columns)
+    """A DataFrame's column names when every column is named (see ``named_columns``)."""
+    return named_columns(x)
 
 
 def choose(given: Sequence[str] | None, data: dict[str, Any]) -> tuple[str, ...] | None:

@@ -1,14 +1,12 @@
-"""The export's last step: install the staged release, then its result (or the error the
-command line exits 1 or 3 with)."""
+"""The export's last step, once the release is installed: its result, or the error the command
+line exits 1 or 3 with; and the names an export owns in its folder."""
 
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from keras_edge.exporter import plot as plotting
-from keras_edge.exporter import release
 from keras_edge.exporter.errors import PartialExportError
 from keras_edge.exporter.options import FORMATS, QUANTIZATIONS, ExportOptions
 from keras_edge.exporter.pipeline import EXTENSIONS, Pipeline
@@ -55,11 +53,3 @@ def outcome(pipeline: Pipeline, out: Path, options: ExportOptions) -> ExportResu
     logger.info("exported %d variant(s) to %s; default %s", len(pipeline.checked), out,
                 pipeline.manifest.default_variant)  # fmt: skip
     return result
-
-
-def install(pipeline: Pipeline, out: Path, whole: bool) -> None:
-    release.install(pipeline.staging, out, own=own_names(), whole=whole)
-
-
-def cleanup(staging: Path) -> None:
-    shutil.rmtree(staging, ignore_errors=True)

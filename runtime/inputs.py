@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_edge.runtime.errors import InputError
+from keras_edge.runtime.errors import InputError, UsageError
 from keras_edge.runtime.records import InputSpec
 
 # 0 x Inf in all_finite's dot product warns "invalid value" on the way to a typed InputError.
@@ -23,24 +23,56 @@ _CASTABLE_KINDS = "fiub"
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
+CLI_HINT = (
+    "; name the features with --columns (in the model's order), pass others through with "
+    "--keep-columns"
+)
+
+
+def feature_columns(
+    available: list[str], expected: tuple[str, ...] | None, skip: set[str], where: str,
+    others: list[str] | None = None, error: type[UsageError] = UsageError, hint: str = CLI_HINT,
+) -> list[str] | None:  # fmt: skip
+    """The model's feature columns of a named table, in the model's order: ``expected`` (the
+    names recorded at export) matched by name, never by position. ``available``: the table's
+    columns; ``skip``: the label and the kept columns; ``others``: the columns that could be a
+    feature (default: every column not skipped). None when the model recorded no names (the
+    caller keeps the positional rule). A recorded name missing from the table, or a column that
+    could be a feature but is not one of them, is ``error``, naming both lists."""
+    if expected is None:
+        return None
+    candidates = [c for c in (available if others is None else others) if c not in skip]
+    missing = [c for c in expected if c not in available]
+    unexpected = [c for c in candidates if c not in expected]
+    if missing or unexpected:
+        said = [f"missing {missing}" if missing else "",
+                f"unexpected {unexpected}" if unexpected else ""]  # fmt: skip
+        raise error(
+            f"Expected the model's feature columns {list(expected)} (recorded at export) in "
+            f"{where}, got {candidates}: {', '.join(s for s in said if s)}{hint}"
+        )
+    return list(expected)
+
+
+def named_columns(x: Any) -> tuple[str, ...] | None:
+    """The column names of a table (a pandas DataFrame, anything with ``columns``) when every
+    column is named by a string; None otherwise (arrays, numbered columns)."""
+    columns = getattr(x, "columns", None)
+    if columns is None or isinstance(x, np.ndarray) or not all(isinstance(c, str) for c in columns):
+        return None
+    return tuple(columns)
+
+
 def by_name(x: Any, spec: InputSpec) -> Any:
     """A table with named columns (a pandas DataFrame, anything with ``columns`` naming each
     column by a string) reordered by the feature names the export recorded, never taken by
-    position; a missing or unexpected column is an :class:`InputError` naming both lists.
-    Anything else, and any table for a model exported without names, as it is."""
-    columns = getattr(x, "columns", None)
-    if spec.features is None or columns is None or not all(isinstance(c, str) for c in columns):
+    position (see :func:`feature_columns`). Anything else, and any table for a model exported
+    without names, as it is."""
+    columns = named_columns(x)
+    if spec.features is None or columns is None:
         return x
-    missing = [c for c in spec.features if c not in columns]
-    unexpected = [c for c in columns if c not in spec.features]
-    if missing or unexpected:
-        raise InputError(
-            f"Expected the columns {list(spec.features)} (the feature names recorded at export) "
-            f"for {spec.name!r}, got {list(columns)}: "
-            + ", ".join(s for s in (f"missing {missing}" if missing else "",
-                                    f"unexpected {unexpected}" if unexpected else "") if s)
-        )  # fmt: skip
-    return x[list(spec.features)]
+    where = f"the columns given for {spec.name!r}"
+    return x[feature_columns(list(columns), spec.features, set(), where, error=InputError, hint="")]
 
 
 def check_input(x: Any, spec: InputSpec, multi: bool = False) -> np.ndarray:

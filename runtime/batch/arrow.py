@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from keras_edge.runtime.batch.chunks import Chunk, Source, feature_columns, rows_at
+from keras_edge.runtime.batch.chunks import Chunk, Source, rows_at
 from keras_edge.runtime.errors import UsageError
+from keras_edge.runtime.inputs import feature_columns
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from keras_edge.runtime.errors import UsageError
-
 
 @dataclass
 class Chunk:
@@ -46,29 +44,3 @@ class Source:
 
 def rows_at(name: str, start: int) -> Callable[[int], str]:
     return lambda i: f"row {start + i} of {name} (from 0)"
-
-
-def feature_columns(
-    available: list[str], expected: tuple[str, ...] | None, skip: set[str], where: str,
-    others: list[str] | None = None,
-) -> list[str] | None:  # fmt: skip
-    """The model's feature columns of a named table, in the model's order: ``expected`` (the
-    names recorded at export) matched by name, never by position. ``available``: the table's
-    columns; ``skip``: the label and the kept columns; ``others``: the columns that could be a
-    feature (default: every column not skipped). None when the model recorded no names (the
-    caller keeps the positional rule). A recorded name missing from the table, or a column that
-    could be a feature but is not one of them, is refused naming both lists."""
-    if expected is None:
-        return None
-    candidates = [c for c in (available if others is None else others) if c not in skip]
-    missing = [c for c in expected if c not in available]
-    unexpected = [c for c in candidates if c not in expected]
-    if missing or unexpected:
-        said = [f"missing {missing}" if missing else "",
-                f"unexpected {unexpected}" if unexpected else ""]  # fmt: skip
-        raise UsageError(
-            f"Expected the model's feature columns {list(expected)} (recorded at export) in "
-            f"{where}, got {candidates}: {', '.join(s for s in said if s)}; name the features with "
-            f"--columns (in the model's order), pass others through with --keep-columns"
-        )
-    return list(expected)

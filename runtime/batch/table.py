@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from keras_edge.runtime.batch.arrow import from_numpy, to_numpy
-from keras_edge.runtime.batch.chunks import feature_columns
 from keras_edge.runtime.batch.metrics import Metrics
 from keras_edge.runtime.batch.scoring import (
     Layout,
@@ -30,6 +29,7 @@ from keras_edge.runtime.batch.scoring import (
     score_rows,
 )
 from keras_edge.runtime.errors import UsageError
+from keras_edge.runtime.inputs import feature_columns
 
 logger = logging.getLogger(__name__)
 

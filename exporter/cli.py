@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_edge.exporter.errors import PartialExportError
-from keras_edge.runtime.console import EXIT_OK
+from keras_edge.runtime.console import EXIT_OK, PER_HEAD_HELP, per_head
 from keras_edge.runtime.errors import GateError, UsageError
 from keras_edge.runtime.report import REPORT_NAME
 
@@ -53,8 +53,9 @@ def _decision_arguments(p: argparse.ArgumentParser) -> None:
     """The head, the threshold and its tuning, the decision inside the artifacts."""
     p.add_argument(
         "--threshold",
-        default="0.5",
-        help="decision threshold, rule p > threshold (comma list for multilabel)",
+        action="append",
+        help="decision threshold, rule p > threshold (default 0.5; comma list for multilabel)"
+        + PER_HEAD_HELP,
     )
     p.add_argument(
         "--head",
@@ -97,7 +98,12 @@ def _decision_arguments(p: argparse.ArgumentParser) -> None:
 
 def _variant_arguments(p: argparse.ArgumentParser) -> None:
     """Labels, the gate, int8 and the release folder."""
-    p.add_argument("--labels", help="comma list of class names")
+    p.add_argument(
+        "--labels",
+        action="append",
+        help="comma list of class names; for a model with several heads, NAME=a,b,c once per "
+        "head, the option repeated (--labels topic=news,sport,tech)",
+    )
     p.add_argument("--min-agreement", type=float, help="minimum label agreement for every variant")
     p.add_argument(
         "--int8-io",
@@ -175,8 +181,10 @@ def _options(args: argparse.Namespace, names: tuple[str, ...] | None) -> Any:
 
     return ExportOptions.create(
         formats=[f.strip() for f in args.formats.split(",") if f.strip()],
-        quantize=args.quantize, threshold=_threshold(args.threshold), head=args.head,
-        labels=args.labels.split(",") if args.labels else None, safe_mode=not args.unsafe,
+        quantize=args.quantize, head=args.head,
+        threshold=per_head(args.threshold, "--threshold", _threshold) if args.threshold else 0.5,
+        labels=per_head(args.labels, "--labels", lambda text: text.split(",")),
+        safe_mode=not args.unsafe,
         min_agreement=args.min_agreement, int8_io=args.int8_io, int8_fallback=args.int8_fallback,
         tune=args.tune_threshold, feature_names=names, require_data=args.require_data,
         with_decision=args.with_decision, min_confidence=args.min_confidence, plot=args.plot,

@@ -54,6 +54,36 @@ def in_order(x: Any, names: tuple[str, ...] | None) -> Any:
     return np.asarray(x[list(names)])
 
 
+def one_column_each(specs: tuple[InputSpec, ...], names: tuple[str, ...] | None) -> bool:
+    """True when a table's columns ``names`` are a model's inputs, one column each: several
+    inputs of shape (None, 1) named as the columns (Keras's structured-data style)."""
+    return (
+        names is not None
+        and len(specs) > 1
+        and all(s.shape == (None, 1) for s in specs)
+        and sorted(names) == sorted(s.name for s in specs)
+    )
+
+
+def by_input(x: Any, names: tuple[str, ...] | None, specs: tuple[InputSpec, ...]) -> Any:
+    """A table whose columns are the model's inputs (see :func:`one_column_each`) as a dict of
+    (n, 1) arrays by input name, each in its input's dtype when it holds whole numbers; anything
+    else (already a dict or list of arrays) as it is."""
+    if names is None or isinstance(x, (dict, list, tuple)) or x is None:
+        return x
+    columns = frame_names(x) or names
+    array = np.asarray(x)
+    if array.ndim != 2 or array.shape[1] != len(columns):
+        return x
+    out = {}
+    for spec in specs:
+        column = array[:, list(columns).index(spec.name)].reshape(-1, 1)
+        if not spec.is_float and column.dtype.kind == "f" and (column == np.round(column)).all():
+            column = column.astype(spec.dtype)  # ids or pixels written by a CSV as numbers
+        out[spec.name] = column
+    return out
+
+
 def named(specs: tuple[InputSpec, ...], names: tuple[str, ...] | None) -> tuple[InputSpec, ...]:
     """``specs`` with the feature names recorded on the model's one input; a model that cannot
     take them (several inputs, or an input that is not one row of features) is refused."""

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,10 @@ import numpy as np
 
 from keras_edge.exporter import _tf
 from keras_edge.exporter.errors import UnsafeModelError, UnsupportedModelError
-from keras_edge.runtime.errors import UsageError
+from keras_edge.exporter.structure import Structure
+from keras_edge.exporter.structure import read as read_structure
+from keras_edge.runtime.errors import InputError, UsageError
+from keras_edge.runtime.inputs import check_integers
 from keras_edge.runtime.manifest import INPUT_DTYPES, Head, InputSpec
 
 logger = logging.getLogger(__name__)
@@ -103,24 +107,26 @@ def _embedding_range(model: Any, tensor: Any) -> tuple[int, int] | None:
     return None
 
 
-def input_specs(model: Any) -> tuple[InputSpec, ...]:
+def input_specs(model: Any, keys: tuple[str, ...] | None = None) -> tuple[InputSpec, ...]:
     """The model's inputs, in its order: a free batch dimension, known feature dimensions, and
-    float32 features or int32/int64 token ids."""
+    float32 features, int32/int64 token ids or uint8/int8 pixels. ``keys``: the names of a
+    model that takes a dict of inputs (its keys, which name the inputs everywhere)."""
     specs = []
-    for tensor in model.inputs:
+    for i, tensor in enumerate(model.inputs):
         shape = tuple(tensor.shape)
-        name = tensor.name.split(":")[0] or "input"
+        name = keys[i] if keys is not None else (tensor.name.split(":")[0] or "input")
         if len(shape) < 2 or any(d is None for d in shape[1:]):
             raise UnsupportedModelError(
                 f"Expected input {name!r} of shape (None, features...) with every feature "
                 f"dimension known, got {shape}"
             )
-        dtype = str(tensor.dtype)
+        dtype = getattr(tensor.dtype, "name", None) or str(tensor.dtype)  # a tf.DType (tf_keras)
         if dtype not in INPUT_DTYPES:
             raise UnsupportedModelError(
-                f"Expected input {name!r} to be float32 or int32/int64 ids, got {dtype}"
+                f"Expected input {name!r} to be float32, int32/int64 ids or uint8/int8 pixels, "
+                f"got {dtype}"
             )
-        bounds = None if dtype == "float32" else _embedding_range(model, tensor)
+        bounds = _embedding_range(model, tensor) if dtype in ("int32", "int64") else None
         specs.append(
             InputSpec(name=name, shape=(None, *(int(d) for d in shape[1:])), dtype=dtype, range=bounds)
         )
@@ -168,6 +174,11 @@ def as_inputs(
             array = array.astype(np.float32)
             if not np.isfinite(array).all():
                 raise error(f"Expected finite {label} data, got NaN or Inf")
+        elif spec.is_pixels:
+            try:
+                array = check_integers(array, spec)
+            except InputError as exc:
+                raise error(f"{exc} in the {what} data") from exc
         else:
             if array.dtype.kind not in "iu":
                 raise error(f"Expected integer ids for {label}, got dtype {array.dtype}")
@@ -199,11 +210,11 @@ def _previous(tensor: Any) -> Any:
     return history.operation, history.node_index
 
 
-def _activation_name(model: Any) -> str:
-    """The activation of the layer that makes the output, looking through a trailing Reshape,
-    Flatten, Dropout or other pass-through layer and into a nested model; a trailing
+def _activation_name(model: Any, index: int = 0) -> str:
+    """The activation of the layer that makes output ``index``, looking through a trailing
+    Reshape, Flatten, Dropout or other pass-through layer and into a nested model; a trailing
     ``Activation`` layer is the head's activation."""
-    op, node_index = _previous(model.outputs[0])
+    op, node_index = _previous(model.outputs[index])
     for _ in range(100):  # a model is finite; the bound only guards against a malformed graph
         name = type(op).__name__
         if hasattr(op, "outputs") and hasattr(op, "layers"):  # a nested model
@@ -245,31 +256,80 @@ def trained_from_logits(model: Any, source: Any = None) -> bool:
 
 def infer_head(
     model: Any,
-    head: str = "auto",
-    threshold: float | list[float] = 0.5,
-    labels: list[str] | None = None,
+    head: str | dict[str, str] = "auto",
+    threshold: Any = 0.5,
+    labels: Any = None,
     from_logits: bool = False,
-    min_confidence: float | None = None,
+    min_confidence: Any = None,
+    structure: Structure | None = None,
 ) -> Head:
     """Read the head from the last layer: sigmoid is binary (1 unit) or multilabel (k units),
     softmax multiclass; a linear output is logits when the model was trained from logits
-    (``from_logits``), else it needs ``head='logit'`` or ``head='regression'``."""
+    (``from_logits``), else it needs ``head='logit'`` or ``head='regression'``.
+
+    A model with several outputs has one head per output (:meth:`Head.several`); ``head``,
+    ``threshold``, ``labels`` and ``min_confidence`` are then one value for every head or a
+    dict by output name."""
+    structure = structure or read_structure(model)
+    names = structure.output_names
+    if len(names) == 1:
+        return _one_head(model, 0, head, threshold, labels, from_logits, min_confidence)
+    per_head = {"head": head, "threshold": threshold, "labels": labels, "min_confidence": min_confidence}
+    for option, value in per_head.items():
+        if isinstance(value, dict) and set(map(str, value)) - set(names):
+            raise UsageError(
+                f"Expected {option} for the heads {list(names)}, got one for "
+                f"{sorted(set(map(str, value)) - set(names))}"
+            )
+    if labels is not None and not isinstance(labels, dict):
+        raise UsageError(
+            f"Expected labels for a model with several heads by head name ({{name: [labels]}}; "
+            f"--labels NAME=a,b,c in the CLI), got {labels!r}"
+        )
+
+    def of(value: Any, name: str, default: Any) -> Any:
+        return value.get(name, default) if isinstance(value, dict) else value
+
+    parts = []
+    for i, name in enumerate(names):
+        part = _one_head(
+            model, i, of(head, name, "auto"), of(threshold, name, 0.5), of(labels, name, None),
+            from_logits, of(min_confidence, name, None), name,
+        )  # fmt: skip
+        parts.append(replace(part, name=name))
+    return Head.several(tuple(parts), structure.outputs)
+
+
+def _one_head(
+    model: Any,
+    index: int,
+    head: str,
+    threshold: float | list[float],
+    labels: list[str] | None,
+    from_logits: bool,
+    min_confidence: float | None,
+    name: str | None = None,
+) -> Head:
+    """The head of output ``index``."""
     if head not in HEAD_CHOICES:
         raise UsageError(f"Expected head in {HEAD_CHOICES}, got {head!r}")
-    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
+    where = "" if name is None else f" for head {name!r}"
+    shape = tuple(model.outputs[index].shape)
+    if len(shape) != 2:
         raise UnsupportedModelError(
-            f"Expected one output of shape (None, units), got {[tuple(o.shape) for o in model.outputs]}"
+            f"Expected {'output ' + repr(name) if name else 'one output'} of shape (None, units), "
+            f"got {[tuple(o.shape) for o in model.outputs] if name is None else shape}"
         )
-    units = int(model.outputs[0].shape[-1])
-    kind, output = _kind(_activation_name(model), head, from_logits, units)
+    units = int(shape[-1])
+    kind, output = _kind(_activation_name(model, index), head, from_logits, units)
     if labels is None:
         labels = ["0", "1"] if kind == "binary" else [str(i) for i in range(units)]
     expected_labels = 2 if kind == "binary" else units
     if len(labels) != expected_labels:
-        raise UsageError(f"Expected {expected_labels} labels for a {kind} head, got {labels!r}")
+        raise UsageError(f"Expected {expected_labels} labels for a {kind} head{where}, got {labels!r}")
     t = _threshold(kind, units, threshold, min_confidence)
     result = Head(kind=kind, output=output, units=units, labels=tuple(labels), threshold=t)
-    logger.info("head: %s %s, %d unit(s), threshold %s", kind, output, units, t)
+    logger.info("head%s: %s %s, %d unit(s), threshold %s", where, kind, output, units, t)
     return result
 
 
@@ -328,13 +388,25 @@ def _threshold(
     return t
 
 
-def keras_outputs(model: Any, x: Any) -> np.ndarray:
-    """The Keras model's raw output for ``x`` (an array, or a list with one per input), float32."""
+def keras_outputs(model: Any, x: Any, structure: Structure | None = None) -> np.ndarray:
+    """The Keras model's raw output for ``x`` (an array, or a list with one per input in the
+    model's order), float32; for several outputs, every output side by side in the model's
+    output order (what the converted artifacts' one output holds)."""
+    structure = structure or read_structure(model)
     xs = tuple(x) if isinstance(x, (list, tuple)) else (x,)
     if len(xs[0]) == 0:
-        return np.empty((0, int(model.outputs[0].shape[-1])), dtype=np.float32)
-    feed = xs[0] if len(xs) == 1 else list(xs)
-    return np.asarray(model.predict(feed, batch_size=1024, verbose=0), dtype=np.float32)
+        units = sum(int(o.shape[-1]) for o in model.outputs)
+        return np.empty((0, units), dtype=np.float32)
+    if structure.input_keys is not None:
+        feed: Any = dict(zip(structure.input_keys, xs, strict=True))
+    else:
+        feed = xs[0] if len(xs) == 1 else list(xs)
+    result = model.predict(feed, batch_size=1024, verbose=0)
+    if isinstance(result, dict):
+        result = [result[name] for name in structure.output_names]
+    if isinstance(result, (list, tuple)):
+        return np.hstack([np.asarray(r, dtype=np.float32).reshape(len(xs[0]), -1) for r in result])
+    return np.asarray(result, dtype=np.float32)
 
 
 def keras_labels(model: Any, head: Head, x: np.ndarray) -> np.ndarray | None:

@@ -106,13 +106,14 @@ class ExportOptions:
     formats: tuple[str, ...] = FORMATS
     quantize: tuple[str, ...] = ()
     all_quantizations: bool = False  # asked for "all": int8 is skipped, not refused, without data
-    threshold: float | tuple[float, ...] = 0.5
-    head: str = "auto"
-    labels: tuple[str, ...] | None = None
+    threshold: float | tuple[float, ...] | dict[str, Any] = 0.5  # a dict: one per head, by name
+    head: str | dict[str, str] = "auto"
+    labels: tuple[str, ...] | dict[str, tuple[str, ...]] | None = None
     safe_mode: bool = True
     min_agreement: float | None = None
     int8_io: bool = False
-    min_confidence: float | None = None  # checked with the head: it is a multiclass head's
+    # checked with the head: it is a multiclass head's
+    min_confidence: float | dict[str, float] | None = None
     int8_fallback: str = "auto"
     tune: str | None = None
     with_decision: bool = False
@@ -131,12 +132,15 @@ class ExportOptions:
                 f"Expected quantizations from {QUANTIZATIONS} (or 'all'), got {list(self.quantize)}"
             )
         _number("min_agreement", self.min_agreement)  # min_confidence: checked with the head
-        for name in ("tune", "head", "int8_fallback"):
+        for name in ("tune", "int8_fallback"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise UsageError(f"Expected {name}= a string, got {value!r}")
-        if self.head not in HEADS:
-            raise UsageError(f"Expected head from {HEADS}, got {self.head!r}")
+        heads = self.head.values() if isinstance(self.head, dict) else [self.head]
+        if any(h not in HEADS for h in heads):
+            raise UsageError(
+                f"Expected head from {HEADS} (or a dict of them by output name), got {self.head!r}"
+            )
         if self.min_agreement is not None and not (0.0 <= self.min_agreement <= 1.0):
             raise UsageError(f"Expected --min-agreement between 0 and 1, got {self.min_agreement}")
         if self.int8_fallback not in mixed.FALLBACKS:
@@ -160,14 +164,7 @@ class ExportOptions:
             raise UsageError(f"Expected export options from {sorted(f.name for f in fields(cls))}, "
                              f"got {unknown}")  # fmt: skip
         quantize, asked_all = parse_quantize(arguments.pop("quantize", None))
-        threshold = arguments.pop("threshold", 0.5)
-        try:
-            threshold = (
-                tuple(float(t) for t in threshold) if isinstance(threshold, (list, tuple))
-                else float(threshold)
-            )  # fmt: skip
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"Expected a threshold number or list, got {threshold!r}") from exc
+        threshold = _per_head("threshold", arguments.pop("threshold", 0.5), _threshold)
         formats = arguments.pop("formats", FORMATS)
         formats = (formats,) if isinstance(formats, str) else _names("formats", formats)
         plot = arguments.pop("plot", None)
@@ -178,11 +175,17 @@ class ExportOptions:
             quantize=quantize,
             all_quantizations=asked_all,
             threshold=threshold,
-            labels=_names("labels", arguments.pop("labels", None)),
+            labels=_per_head("labels", arguments.pop("labels", None), lambda v: _names("labels", v)),
             plot=None if plot is None else Path(plot),
             feature_names=_names("feature_names", arguments.pop("feature_names", None)),
             **arguments,
         )
+
+    @property
+    def per_head(self) -> bool:
+        """True when an option names heads (a model with several outputs)."""
+        values = (self.threshold, self.labels, self.head, self.min_confidence)
+        return any(isinstance(v, dict) for v in values)
 
     def without_int8(self, calibration: Any) -> ExportOptions:
         """Full int8 needs calibration data: refused when asked for by name without it; as part
@@ -202,3 +205,21 @@ class ExportOptions:
         """(id, format, precision) in a fixed order: formats, then fp32 before quantized."""
         precisions = ["fp32", *[q for q in QUANTIZATIONS if q in self.quantize]]
         return [(f"{fmt}-{p}", fmt, p) for fmt in FORMATS if fmt in self.formats for p in precisions]
+
+
+def _threshold(value: Any) -> float | tuple[float, ...]:
+    try:
+        if isinstance(value, (list, tuple)):
+            return tuple(float(t) for t in value)
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"Expected a threshold number or list, got {value!r}") from exc
+
+
+def _per_head(name: str, value: Any, one: Any) -> Any:
+    """``one(value)``, or for a dict by head name (a model with several outputs) one per head."""
+    if not isinstance(value, dict):
+        return one(value)
+    if not all(isinstance(k, str) and k for k in value):
+        raise UsageError(f"Expected {name}= a dict by head (output) name, got keys {list(value)}")
+    return {k: one(v) for k, v in value.items()}

@@ -63,7 +63,7 @@ def compare(
     if labels is None:
         labels = decide(head, proba, threshold)
     accuracy = reference_accuracy = None
-    if reference.labels is not None:
+    if reference.labels is not None and not head.parts:  # several heads: no one accuracy
         accuracy = _accuracy(head, labels.reshape(len(proba), -1), reference.labels)
         keras_labels = decide(head, reference.proba, head.threshold)
         reference_accuracy = _accuracy(head, keras_labels, reference.labels)

@@ -171,20 +171,18 @@ class Pipeline:
         """The gate on the shipped bytes of ``vid`` (its own threshold tuned first, when asked):
         its parity and its per-sample answers."""
         head = self.job.head
-        answer = clf.predict if head.kind == "regression" else clf.predict_proba
+        answer = clf.outputs
         # One call per sample, as a device calls the model; then one call for the whole set,
         # because some variants answer differently when samples share a batch.
         per_sample = np.concatenate([answer(sample) for sample in self.samples])
         clf, tuning_failure = self.tune(vid, clf, per_sample, answer)
-        decides = head.kind != "regression"
-        labels = (
-            np.concatenate([clf.predict(s).reshape(1, -1) for s in self.samples]) if decides else None
-        )
+        decides = any(h.kind != "regression" for h in head.heads)
+        labels = np.concatenate([clf.decisions(s) for s in self.samples]) if decides else None
         everything = rows(self.job.x_check, slice(None))
         result = parity.compare(
             head, self.job.reference, per_sample, precision, self.variants[vid].threshold,
             self.options.min_agreement, batch_proba=answer(everything), labels=labels,
-            batch_labels=clf.predict(everything) if decides else None,
+            batch_labels=clf.decisions(everything) if decides else None,
         )  # fmt: skip
         if result.batch_flips != result.flips:
             logger.warning(

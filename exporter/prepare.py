@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_edge.exporter import _tf, features, parity, tuning
+from keras_edge.exporter import _tf, features, parity, structure, tuning
 from keras_edge.exporter import model as model_io
 from keras_edge.exporter.calibration import Calibration, coverage_problems
 from keras_edge.exporter.calibration import coverage as calibration_coverage
@@ -75,19 +75,24 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
     keras_model = model
     if isinstance(model, (str, Path)):
         keras_model = model_io.load_model(model, options.safe_mode)
-    specs, data = _named(keras_model, options, data)
+    shape = structure.read(keras_model)
+    specs, data = _named(keras_model, shape, options, data)
     head = model_io.infer_head(
         keras_model,
         options.head,
         list(options.threshold) if isinstance(options.threshold, tuple) else options.threshold,
-        list(options.labels) if options.labels is not None else None,
+        list(options.labels) if isinstance(options.labels, tuple) else options.labels,
         from_logits=model_io.trained_from_logits(keras_model, model),
         min_confidence=options.min_confidence,
+        structure=shape,
     )
+    if head.parts:
+        _refuse_for_heads(options, head)
     calib = Calibration.from_array(data.calibration, specs) if data.calibration is not None else None
     x_check, y_val, name, source = _parity_data(specs, data.validation, calib, options.require_data)
-    keras_proba = to_probability(head, model_io.keras_outputs(keras_model, list(x_check)))
-    labels = None if y_val is None else np.asarray(y_val)
+    raw = model_io.keras_outputs(keras_model, list(x_check), shape)
+    keras_proba = to_probability(head, raw)
+    labels = None if y_val is None or head.parts else np.asarray(y_val)
     reference = parity.Reference(proba=keras_proba, labels=labels, data=name, source=source)
     plan = tuning.plan(options.tune, data.tune, head, keras_model, specs, x_check, y_val, reference)
     if plan is not None:
@@ -105,12 +110,28 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
         keras_version=_tf.version("keras"),
         tensorflow_version=_tf.tensorflow().__version__,
     )
-    convertible = model_io.for_conversion(keras_model)  # recurrent layers unrolled
+    # a list of inputs and one output (several heads side by side); recurrent layers unrolled
+    convertible = model_io.for_conversion(structure.plain(keras_model, shape, specs))
     return Job(keras_model, convertible, specs, head, info, calib, x_check, reference, plan,
                coverage, problems)  # fmt: skip
 
 
-def _named(keras_model: Any, options: ExportOptions, data: Data) -> tuple[tuple[InputSpec, ...], Data]:
+def _refuse_for_heads(options: ExportOptions, head: Head) -> None:
+    """What a model with several heads cannot have yet: threshold tuning and the decision
+    inside the artifacts (each decides one head)."""
+    names = [part.name for part in head.parts]
+    for asked, what in ((options.tune, "--tune-threshold"), (options.with_decision, "--with-decision")):
+        if asked:
+            raise UsageError(
+                f"Expected no {what} for a model with several heads ({names}), got {what}: it "
+                f"is not supported for several heads yet; give each head's threshold with "
+                f"--threshold NAME=T (threshold={{name: t}} in Python)"
+            )
+
+
+def _named(
+    keras_model: Any, shape: structure.Structure, options: ExportOptions, data: Data
+) -> tuple[tuple[InputSpec, ...], Data]:
     """The model's inputs with their feature names (given, or a DataFrame's columns), and the
     data with every DataFrame's columns put in that order by name."""
     validation_x = data.validation[0] if isinstance(data.validation, tuple) else data.validation
@@ -119,7 +140,17 @@ def _named(keras_model: Any, options: ExportOptions, data: Data) -> tuple[tuple[
         options.feature_names,
         {"validation": validation_x, "calibration": data.calibration, "tuning": tune_x},
     )
-    specs = features.named(model_io.input_specs(keras_model), names)
+    specs = model_io.input_specs(keras_model, shape.input_keys)
+    if features.one_column_each(specs, names):
+        # The structured-data style: one input per column, named as the columns. A table's
+        # columns go to the inputs of their names; nothing more to record.
+        def ordered(value: Any) -> Any:
+            if isinstance(value, tuple):
+                return (features.by_input(value[0], names, specs), *value[1:])
+            return features.by_input(value, names, specs)
+
+        return specs, Data(ordered(data.calibration), ordered(data.validation), ordered(data.tune))
+    specs = features.named(specs, names)
 
     def ordered(value: Any) -> Any:
         if isinstance(value, tuple):
@@ -137,8 +168,12 @@ def _parity_data(
     if validation is not None:
         x_val, y_val = validation if isinstance(validation, tuple) else (validation, None)
         x_check = model_io.as_inputs(x_val, specs, "validation")
-        if y_val is not None and len(y_val) != len(x_check[0]):
-            raise UsageError(f"Expected {len(x_check[0])} validation labels, got {len(y_val)}")
+        for what, y in (y_val.items() if isinstance(y_val, dict) else [("", y_val)]):
+            if y is not None and len(y) != len(x_check[0]):
+                raise UsageError(
+                    f"Expected {len(x_check[0])} validation labels{f' for {what!r}' if what else ''}, "
+                    f"got {len(y)}"
+                )
         return x_check, y_val, f"validation data ({len(x_check[0])} samples)", "validation"
     if calib is not None:
         name = f"calibration data ({len(calib)} samples; give validation data to check more)"
@@ -148,9 +183,10 @@ def _parity_data(
             "Expected validation or calibration data (--validation FILE or --calibration FILE; "
             "validation= or calibration= in Python) with --require-data, got neither"
         )
+    drawn = "uniform pixels" if all(s.is_pixels for s in specs) else f"N(0, {PROBE_STD:g}^2)"
     name = (
-        f"synthetic probe set ({PROBE_SIZE} samples of N(0, {PROBE_STD:g}^2) per feature, seed "
-        f"{PROBE_SEED}), not your data"
+        f"synthetic probe set ({PROBE_SIZE} samples of {drawn} per feature, seed {PROBE_SEED}), "
+        f"not your data"
     )
     logger.warning(
         "no validation or calibration data: every variant is gated on a %s. A pass proves the "
@@ -162,25 +198,37 @@ def _parity_data(
 
 
 def probe_inputs(specs: tuple[InputSpec, ...]) -> tuple[np.ndarray, ...]:
-    """The probe set: ``PROBE_SIZE`` samples of N(0, ``PROBE_STD``^2) per float input, seed
-    ``PROBE_SEED``; integer ids are not probed at random (they need validation data)."""
-    ids = [s.name for s in specs if not s.is_float]
+    """The probe set: ``PROBE_SIZE`` samples of N(0, ``PROBE_STD``^2) per float input and
+    uniform whole numbers over a uint8/int8 input's range (random pixels), seed ``PROBE_SEED``;
+    integer ids are not probed at random (they need validation data)."""
+    ids = [s.name for s in specs if not s.is_float and not s.is_pixels]
     if ids:
         raise UsageError(
             f"Expected validation or calibration data for a model with integer inputs {ids}: "
             f"random ids prove nothing about the text the device will see"
         )
     rng = np.random.default_rng(PROBE_SEED)
-    return tuple(
-        (rng.standard_normal((PROBE_SIZE, *s.feature_shape)) * PROBE_STD).astype(np.float32)
-        for s in specs
-    )
+
+    def probe(spec: InputSpec) -> np.ndarray:
+        shape = (PROBE_SIZE, *spec.feature_shape)
+        if spec.is_pixels:
+            info = np.iinfo(spec.dtype)
+            return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(spec.dtype)
+        return (rng.standard_normal(shape) * PROBE_STD).astype(np.float32)
+
+    return tuple(probe(s) for s in specs)
 
 
 def check_reference(head: Head, reference: parity.Reference, allow_constant: bool) -> None:
     """Refuse a parity check that proves nothing: a Keras output that barely moves across the
     data (an untrained backbone answers one constant; every variant then "agrees" with max diff
     0). Warn when every sample gets the same label: the other label was never tested."""
+    if head.parts:  # each head on its own columns
+        for part, columns in zip(head.parts, head.slices(), strict=True):
+            own = replace(reference, proba=reference.proba[:, columns], labels=None,
+                          data=f"{reference.data}, head {part.name!r}")  # fmt: skip
+            check_reference(part, own, allow_constant)
+        return
     proba = reference.proba.astype(np.float64).reshape(len(reference.proba), -1)
     if len(proba) == 0:
         return

@@ -24,7 +24,7 @@ from keras_edge.runtime.engines import SMALL, LiteRTEngine, OnnxEngine, Quantiza
 from keras_edge.runtime.errors import InputError, ManifestError
 from keras_edge.runtime.gate import label_names, multiclass_labels, sigmoid, softmax
 from keras_edge.runtime.inputs import all_finite, check_input, check_inputs, refuse_nonfinite
-from keras_edge.runtime.manifest import Head, Manifest, Variant, validate_threshold
+from keras_edge.runtime.manifest import Head, Manifest, Variant
 
 logger = logging.getLogger(__name__)
 
@@ -79,18 +79,42 @@ class Classifier:
         return self._threshold
 
     @threshold.setter
-    def threshold(self, value: float | Sequence[float] | None) -> None:
-        if isinstance(value, (list, tuple, np.ndarray)):
+    def threshold(self, value: Any) -> None:
+        """A number (a list for multilabel); for several heads, a dict by head name (the heads
+        not named keep theirs) or a list with one per head, in order."""
+        if self.head.parts:
+            value = self._thresholds_of(value)
+        elif isinstance(value, (list, tuple, np.ndarray)):
             value = tuple(float(v) for v in value)
         try:
-            validate_threshold(self.head.kind, self.head.units, value, f"variant {self.variant!r}")
+            self.head.check_threshold(value, f"variant {self.variant!r}")
         except ManifestError as exc:
             raise InputError(str(exc)) from exc
         self._set_threshold(value)
 
+    def _thresholds_of(self, value: Any) -> tuple[Any, ...]:
+        """One threshold per head from a dict by head name or a list in head order."""
+        names = [part.name for part in self.head.parts]
+        if isinstance(value, dict):
+            unknown = [k for k in value if k not in names]
+            if unknown:
+                raise InputError(f"Expected thresholds for the heads {names}, got ones for {unknown}")
+            value = [value.get(n, t) for n, t in zip(names, self._threshold, strict=True)]
+        if not isinstance(value, (list, tuple)) or len(value) != len(names):
+            raise InputError(
+                f"Expected a dict of thresholds by head name {names}, or a list of {len(names)}, "
+                f"got {value!r}"
+            )
+        return tuple(tuple(float(x) for x in v) if isinstance(v, (list, tuple, np.ndarray)) else v
+                     for v in value)  # fmt: skip
+
     def _set_threshold(self, threshold: Any) -> None:
         """Precompute everything the decision needs, so a call does only the comparison."""
         self._threshold = threshold
+        if self.head.parts:  # compared with dequantized values: float cuts
+            parts = zip(self.head.parts, threshold, strict=True)
+            self._cut = [decision_cut(part, t) for part, t in parts]
+            return
         self._cut = decision_cut(self.head, threshold, self._out_q)
         if (
             self.head.kind == "binary"
@@ -207,6 +231,8 @@ class Classifier:
         A regression head has no probabilities: use :meth:`predict`.
         """
         head = self.head
+        if head.parts:
+            return self._structured(self._per_head(self._values(self._raw(x)), _probability))
         if head.kind == "regression":
             raise InputError(
                 "Expected a classifier head for predict_proba, got a regression head; "
@@ -217,6 +243,39 @@ class Classifier:
             return softmax(y) if head.kind == "multiclass" else sigmoid(y)
         return y
 
+    def outputs(self, x: Any) -> np.ndarray:
+        """What the gate compares with Keras: probabilities (values for a regression head), as
+        one float32 (n, units) array; for several heads, theirs side by side in head order."""
+        if self.head.parts:
+            return np.hstack(self._per_head(self._values(self._raw(x)), _probability))
+        return self.predict(x) if self.head.kind == "regression" else self.predict_proba(x)
+
+    def decisions(self, x: Any) -> np.ndarray:
+        """The classes ``predict`` gives, as one int64 (n, k) array (k = 1 for binary and
+        multiclass); for several heads, theirs side by side in head order (a column of 0 for
+        a regression head, as :func:`keras_edge.runtime.gate.decide` gives)."""
+        if self.head.parts:
+            values = self._values(self._raw(x))
+            parts = self._per_head(values, _decide, self._cut, self._threshold)
+            return np.hstack([  # a regression head's column is 0, as gate.decide gives it
+                np.zeros((len(values), 1), np.int64) if h.kind == "regression"
+                else p.reshape(len(values), -1)
+                for p, h in zip(parts, self.head.parts, strict=True)
+            ])  # fmt: skip
+        labels = np.asarray(self.predict(x))
+        return labels.reshape(len(labels), -1)
+
+    def _per_head(self, values: np.ndarray, answer: Any, *per_head: Any) -> list[Any]:
+        """``answer(head, its columns, ...)`` for each head of a model with several heads."""
+        columns = enumerate(zip(self.head.parts, self.head.slices(), strict=True))
+        return [answer(part, values[:, c], *(p[i] for p in per_head)) for i, (part, c) in columns]
+
+    def _structured(self, parts: list[Any]) -> dict[str, Any] | list[Any]:
+        """Per-head answers as Keras's ``predict`` gives them: a dict by output name, or a list."""
+        if self.head.structure == "dict":
+            return {part.name: answer for part, answer in zip(self.head.parts, parts, strict=True)}
+        return list(parts)
+
     @property
     def classes_(self) -> tuple[str, ...]:
         """The label names, in class-index order (scikit-learn's name for them)."""
@@ -226,6 +285,9 @@ class Classifier:
         """Decisions as label names: an array of names, (n,), for binary and multiclass
         (``"unknown"`` where a multiclass sample is below the minimum confidence); for
         multilabel, the list of names that apply to each sample."""
+        if self.head.parts:
+            values = self._values(self._raw(x))
+            return self._structured(self._per_head(values, _label_names, self._cut, self._threshold))
         if self.head.kind == "regression":
             raise InputError("Expected a classifier head for predict_labels, got a regression head")
         labels = self.predict(x)
@@ -243,6 +305,9 @@ class Classifier:
         not above it.
         A regression head returns its values as they are (float32, (n, units)).
         """
+        if self.head.parts:
+            values = self._values(self._raw(x))
+            return self._structured(self._per_head(values, _decide, self._cut, self._threshold))
         kind = self.head.kind
         y = self._raw(x, transient=kind != "regression")  # every branch below makes new arrays
         if kind == "binary":
@@ -257,8 +322,17 @@ class Classifier:
     def predict_both(self, x: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """``(predict_proba(x), predict(x))`` from one engine call, equal to the two calls
         bit for bit: what scoring files and batches needs. A regression head gives
-        ``(values, None)``."""
+        ``(values, None)``. Several heads give theirs side by side, in head order (the columns
+        of :class:`~keras_edge.runtime.batch.scoring.Layout`)."""
         kind = self.head.kind
+        if self.head.parts:  # every head's side by side, in head order (none for regression)
+            values = self._values(self._raw(x))
+            proba = np.hstack(self._per_head(values, _probability))
+            parts = self._per_head(values, _decide, self._cut, self._threshold)
+            n = len(values)
+            labels = [p.reshape(n, -1) for p, h in zip(parts, self.head.parts, strict=True)
+                      if h.kind != "regression"]  # fmt: skip
+            return proba, np.hstack(labels) if labels else None
         y = self._raw(x)
         if kind == "regression":
             return y, None
@@ -300,6 +374,35 @@ class Classifier:
         from keras_edge.runtime.batch.table import score_batch  # the one door, lazily
 
         return score_batch(self, batch, columns, keep, classes, on_bad_row, exclude)
+
+
+def _probability(head: Head, y: np.ndarray) -> np.ndarray:
+    """One head's probabilities from its dequantized columns (values for regression)."""
+    if head.output == "logit":
+        return softmax(y) if head.kind == "multiclass" else sigmoid(y)
+    return np.ascontiguousarray(y)
+
+
+def _decide(head: Head, y: np.ndarray, cut: Any, threshold: Any) -> np.ndarray:
+    """One head's decisions from its dequantized columns, as ``predict`` gives them."""
+    if head.kind == "binary":
+        return (y.ravel() > cut).astype(np.int64)
+    if head.kind == "multilabel":
+        return (y > cut).astype(np.int64)
+    if head.kind == "multiclass":
+        return multiclass_labels(y, threshold)
+    return np.ascontiguousarray(y)
+
+
+def _label_names(head: Head, y: np.ndarray, cut: Any, threshold: Any) -> Any:
+    """One head's decisions as label names, as ``predict_labels`` gives them."""
+    if head.kind == "regression":
+        return np.ascontiguousarray(y)
+    classes = _decide(head, y, cut, threshold)
+    if head.kind == "multilabel":
+        names = np.asarray(head.labels, dtype=object)
+        return [[str(n) for n in names[row.astype(bool)]] for row in classes]
+    return label_names(head.labels, classes)
 
 
 def _binary_labels(y: np.ndarray, cut: float | int) -> np.ndarray:

@@ -15,7 +15,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from keras_edge.runtime.errors import GateError, KerasEdgeError, UsageError, plain
 
@@ -82,3 +82,34 @@ def execute(args: argparse.Namespace) -> int:
             f"-vv shows the traceback)\n"
         )
         return EXIT_FAILURE
+
+
+PER_HEAD_HELP = (
+    "; for a model with several heads, one NAME=VALUE per head, the option repeated "
+    "(--threshold spam=0.3 --threshold tags=0.2,0.6)"
+)
+
+
+def per_head(texts: list[str] | str | None, option: str, parse: Any) -> Any:
+    """An option given once (``0.5``, ``0.3,0.6``) as ``parse(text)``, or once per head as
+    ``NAME=VALUE`` (repeated) as a dict by head name; None when not given. Anything else is a
+    :class:`UsageError` naming what was received."""
+    if texts is None:
+        return None
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    named = ["=" in t for t in texts]
+    if any(named) and not all(named):
+        raise UsageError(
+            f"Expected {option} once as a value, or once per head as NAME=VALUE, got {texts}"
+        )
+    if not any(named):
+        if len(texts) > 1:
+            raise UsageError(f"Expected {option} once (or NAME=VALUE once per head), got {texts}")
+        return parse(texts[0])
+    out: dict[str, Any] = {}
+    for text in texts:
+        name, value = (part.strip() for part in text.split("=", 1))
+        if not name or name in out:
+            raise UsageError(f"Expected {option} NAME=VALUE once per head, got {text!r} in {texts}")
+        out[name] = parse(value)
+    return out

@@ -28,10 +28,7 @@ KEY = "keras_edge"
 
 def record(manifest: Any, variant: Any) -> dict[str, Any]:
     """The record for ``variant`` of ``manifest`` (a :class:`Manifest` and a :class:`Variant`)."""
-    head = manifest.head.to_dict()
-    head["threshold"] = (
-        list(variant.threshold) if isinstance(variant.threshold, tuple) else variant.threshold
-    )
+    head = manifest.head.with_threshold(variant.threshold).to_dict()  # this variant's
     return {
         "decision_rule": manifest.decision_rule,
         "format_version": manifest.format_version,

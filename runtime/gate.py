@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +93,11 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 def to_probability(head: Head, raw: np.ndarray) -> np.ndarray:
     """Raw outputs as probabilities: sigmoid (softmax for multiclass) for a logit head, as they
-    are (float32) for the others. The runtime and the exporter's reference both use it."""
+    are (float32) for the others. The runtime and the exporter's reference both use it. For
+    several heads, each head's columns as that head's."""
+    if head.parts:
+        columns = zip(head.parts, head.slices(), strict=True)
+        return np.hstack([to_probability(p, raw[:, s]) for p, s in columns])
     if head.output != "logit":
         return raw.astype(np.float32)
     return softmax(raw) if head.kind == "multiclass" else sigmoid(raw)
@@ -100,7 +105,11 @@ def to_probability(head: Head, raw: np.ndarray) -> np.ndarray:
 
 def decide(head: Head, proba: np.ndarray, threshold: float | tuple[float, ...] | None) -> np.ndarray:
     """Labels by the runtime's rule, as an (n, k) int array (k = 1 for binary/multiclass).
-    Multiclass with a threshold (the minimum confidence) gives -1 where the top p is not above it."""
+    Multiclass with a threshold (the minimum confidence) gives -1 where the top p is not above it.
+    For several heads, each head's labels side by side (one threshold per head)."""
+    if head.parts:
+        columns = zip(head.parts, head.slices(), threshold, strict=True)
+        return np.hstack([decide(p, proba[:, s], t) for p, s, t in columns])
     if head.kind == "multiclass":
         return multiclass_labels(proba, threshold).reshape(-1, 1)
     if head.kind == "regression":
@@ -165,7 +174,13 @@ def label_names(labels: Sequence[str], classes: np.ndarray) -> np.ndarray:
 def distance_to_decision(head: Head, proba: np.ndarray) -> np.ndarray | None:
     """How far each row's Keras output is from changing its label: |p - t| (the nearest label's,
     for multilabel), or the margin between the two best classes (and, with a minimum
-    confidence, the top probability's distance to it); ``None`` for regression."""
+    confidence, the top probability's distance to it); ``None`` for regression. For several
+    heads, the nearest of theirs (``None`` when every head is a regression)."""
+    if head.parts:
+        columns = zip(head.parts, head.slices(), strict=True)
+        found = [distance_to_decision(p, proba[:, s]) for p, s in columns]
+        found = [d for d in found if d is not None]
+        return np.minimum.reduce(found) if found else None
     if head.kind in ("binary", "multilabel"):
         t = np.asarray(head.threshold, dtype=np.float64).reshape(1, -1)
         return np.abs(proba.astype(np.float64) - t).min(axis=1)
@@ -236,7 +251,13 @@ def judge(
     export's gate accepted, or whose answer at export lay within the drift another machine may
     show of the threshold).
     ``at_export``: the variant's own answers at export, which ``outputs`` must stay within
-    ``DRIFT`` of (verify: another engine build or CPU, not another artifact)."""
+    ``DRIFT`` of (verify: another engine build or CPU, not another artifact).
+
+    Several heads are judged one by one, each with its own kind's limits; the variant passes
+    when every head passes (:func:`_judge_heads`)."""
+    if head.parts:
+        return _judge_heads(head, keras, outputs, precision, threshold, labels, limits, excused,
+                            at_export)  # fmt: skip
     n = len(keras)
     diff = np.abs(outputs.astype(np.float64) - keras.astype(np.float64))
     max_diff = float(diff.max()) if n else 0.0
@@ -271,6 +292,44 @@ def judge(
         near=int((flipped & (distance <= NEAR_BAND)).sum()), excused=int(spared.sum()),
         agreement=1.0 - flips / n if n else 1.0, band=band, tolerance=tol, relative_tolerance=rtol,
         min_agreement=need, drift=drift, failures=tuple(failures),
+    )  # fmt: skip
+
+
+def _judge_heads(
+    head: Head, keras: np.ndarray, outputs: np.ndarray, precision: str, threshold: Any,
+    labels: np.ndarray | None, limits: Limits, excused: np.ndarray | None,
+    at_export: np.ndarray | None,
+) -> Verdict:  # fmt: skip
+    """:func:`judge` for several heads: each head on its own columns, at its own threshold and
+    its kind's limits (a regression head's values, a probability head's tolerance); the
+    failures name the head. A sample flips when any head's decision does; the largest
+    difference is the largest of any head."""
+    verdicts, columns = [], 0
+    for part, s, t in zip(head.parts, head.slices(), threshold, strict=True):
+        width = 1 if part.kind in ("binary", "multiclass", "regression") else part.units
+        own = None if labels is None else labels[:, columns : columns + width]
+        columns += width
+        verdicts.append(judge(
+            part, keras[:, s], outputs[:, s], precision, t, own, limits, excused,
+            None if at_export is None else at_export[:, s],
+        ))  # fmt: skip
+    n = len(keras)
+    flips = sum(v.flips for v in verdicts)
+    failures = tuple(
+        f"head {part.name!r}: {failure}"
+        for part, v in zip(head.parts, verdicts, strict=True)
+        for failure in v.failures
+    )
+    drifts = [v.drift for v in verdicts if v.drift is not None]
+    return Verdict(
+        n=n, max_abs_diff=max(v.max_abs_diff for v in verdicts),
+        mean_abs_diff=float(np.mean([v.mean_abs_diff for v in verdicts])),
+        flips=flips, near_ties=sum(v.near_ties for v in verdicts), near=sum(v.near for v in verdicts),
+        excused=sum(v.excused for v in verdicts),
+        agreement=min(v.agreement for v in verdicts), band=max(v.band for v in verdicts),
+        tolerance=max(v.tolerance for v in verdicts), relative_tolerance=None,
+        min_agreement=max(v.min_agreement for v in verdicts),
+        drift=max(drifts) if drifts else None, failures=failures,
     )  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,11 +132,10 @@ def check_classifier(clf: Any, golden: Golden) -> Check:
     n = len(golden.xs[0])
     samples = [rows(golden.xs, slice(i, i + 1)) for i in range(n)]
     started = time.perf_counter()
-    answer = clf.predict if head.kind == "regression" else clf.predict_proba
-    outputs = np.concatenate([answer(sample) for sample in samples])
+    outputs = np.concatenate([clf.outputs(sample) for sample in samples])
     labels = None
     if head.kind != "regression":
-        labels = np.concatenate([np.reshape(clf.predict(s), (1, -1)) for s in samples])
+        labels = np.concatenate([clf.decisions(s) for s in samples])
     seconds = time.perf_counter() - started
     at_export = golden.at_export.get(info.id)
     excused = flipped_at_export = None
@@ -146,13 +145,15 @@ def check_classifier(clf: Any, golden: Golden) -> Check:
         # A flip is excused when the variant decides the row as it did at export (the export's
         # gate accepted that), or when its answer at export lay within the drift another machine
         # may show of the threshold (it may land on either side here).
-        own = replace(head, threshold=info.threshold)
+        own = head.with_threshold(info.threshold)
         near = distance_to_decision(own, at_export) <= drift_band(head, info.precision, golden.keras)
         excused = (labels == before).all(axis=1) | near
     parity = info.parity
     limits = Limits() if parity is None else Limits(
         parity.tolerance, parity.relative_tolerance, parity.min_agreement
     )  # fmt: skip
+    if head.parts and parity is not None:  # each head keeps its own kind's tolerance
+        limits = Limits(min_agreement=parity.min_agreement)
     verdict = judge(head, golden.keras, outputs, info.precision, info.threshold, labels, limits,
                     excused=excused, at_export=at_export)  # fmt: skip
     failures = list(verdict.failures)

@@ -120,19 +120,33 @@ def check_input(x: Any, spec: InputSpec, multi: bool = False) -> np.ndarray:
 
 
 def check_integers(x: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """Token ids: an integer array in the input's dtype, values within its range."""
+    """Token ids: an integer array in the input's dtype, values within its range. Pixels
+    (uint8 / int8): integers in the dtype's range, or floats that hold whole numbers in it (an
+    image loaded as float); any other float is refused, never rounded."""
     dtype = np.dtype(spec.dtype)
+    if spec.is_pixels and x.dtype.kind == "f":
+        info = np.iinfo(dtype)
+        whole = np.isfinite(x) & (x == np.round(x))
+        if x.size and not (whole.all() and x.min() >= info.min and x.max() <= info.max):
+            bad = x[~whole]
+            got = f"e.g. {float(bad.flat[0]):g}" if bad.size else f"from {x.min():g} to {x.max():g}"
+            raise InputError(
+                f"Expected {spec.dtype} values (whole numbers in [{info.min}, {info.max}]) for "
+                f"{spec.name!r}, got a {x.dtype} array that does not hold them ({got})"
+            )
+        return x.astype(dtype)
     if x.dtype.kind not in "iub":
         raise InputError(
-            f"Expected integer ids ({spec.dtype}) for {spec.name!r}, got dtype {x.dtype}; "
-            f"integer inputs are never cast from floats"
+            f"Expected integer {'values' if spec.is_pixels else 'ids'} ({spec.dtype}) for "
+            f"{spec.name!r}, got dtype {x.dtype}; integer inputs are never cast from floats"
         )
     if x.size:
         low, high = spec.range or (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
         lo, hi = int(x.min()), int(x.max())
         if lo < low or hi > high:
             raise InputError(
-                f"Expected ids in [{low}, {high}] for {spec.name!r}, got values from {lo} to {hi}"
+                f"Expected {'values' if spec.is_pixels else 'ids'} in [{low}, {high}] for "
+                f"{spec.name!r}, got values from {lo} to {hi}"
             )
     return x.astype(dtype, copy=False)
 

@@ -35,6 +35,10 @@ MANIFEST_NAME = "manifest.json"
 DECISION_RULE = "p > threshold"
 
 HEAD_KINDS = ("binary", "multilabel", "multiclass", "regression")
+# A model with several outputs has one head per output; its manifest's head is of this kind, and
+# lists them (``heads``) in the order their units lie side by side in the artifact's one output.
+SEVERAL = "heads"
+OUTPUT_STRUCTURES = ("dict", "list")  # what Keras's predict returns for such a model
 HEAD_OUTPUTS = ("probability", "logit")
 FORMATS = ("tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
@@ -84,7 +88,12 @@ def _check_threshold(value: float, where: str) -> float:
 
 
 def _as_tuple(value: Any) -> Any:
-    return tuple(value) if isinstance(value, (list, tuple)) else value
+    """Lists as tuples, at any depth (a model with several heads has one threshold per head)."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _as_list(value: Any) -> Any:
+    return [_as_list(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def _tuned(record: dict[str, Any] | None, kind: str) -> Any:
@@ -106,6 +115,14 @@ def check_thresholds(manifest: Manifest) -> None:
     edit of one of them) is refused naming both values, so that ``inspect``, ``predict`` and
     ``load()`` can never report or use different thresholds."""
     head = manifest.head
+    if head.kind == SEVERAL:  # no tuning for several heads: every variant decides with theirs
+        for vid, variant in manifest.variants.items():
+            if _as_tuple(variant.threshold) != _as_tuple(head.threshold):
+                raise ManifestError(
+                    f"Variant {vid!r} decides with thresholds {variant.threshold!r}, but the heads' "
+                    f"are {head.threshold!r}; one of them was changed after the export"
+                )
+        return
     keras = _tuned({"labels": (manifest.tuning or {}).get("keras")}, head.kind)
     if keras is not None and _as_tuple(keras) != _as_tuple(head.threshold):
         raise ManifestError(
@@ -128,44 +145,121 @@ def check_thresholds(manifest: Manifest) -> None:
 
 @dataclass(frozen=True)
 class Head:
-    """What the model's output means and how it becomes a decision."""
+    """What the model's output means and how it becomes a decision.
+
+    A model with several outputs has a head of kind ``"heads"``: its ``parts`` are one head per
+    output, each with its ``name`` (the output's), in the order their units lie side by side in
+    the artifact's one output; ``structure`` says whether Keras's ``predict`` gives them as a
+    ``dict`` by name or a ``list`` in order. Its threshold is the tuple of theirs."""
 
     kind: str
     output: str
     units: int
     labels: tuple[str, ...]
-    threshold: float | tuple[float, ...] | None
+    threshold: Any
+    name: str | None = None
+    parts: tuple[Head, ...] = ()
+    structure: str | None = None
 
     def __post_init__(self) -> None:
+        if self.kind == SEVERAL:
+            names = [part.name for part in self.parts]
+            if len(self.parts) < 2 or any(not n for n in names) or len(set(names)) != len(names):
+                raise ManifestError(f"Expected two or more heads with distinct names, got {names}")
+            if self.structure not in OUTPUT_STRUCTURES:
+                raise ManifestError(
+                    f"Expected the heads' structure in {OUTPUT_STRUCTURES}, got {self.structure!r}"
+                )
+            self.check_threshold(self.threshold, "the heads")
+            return
         if self.kind not in HEAD_KINDS:
-            raise ManifestError(f"Expected head kind in {HEAD_KINDS}, got {self.kind!r}")
+            raise ManifestError(f"Expected head kind in {(*HEAD_KINDS, SEVERAL)}, got {self.kind!r}")
         if self.output not in HEAD_OUTPUTS:
             raise ManifestError(f"Expected head output in {HEAD_OUTPUTS}, got {self.output!r}")
         if self.kind == "binary" and self.units != 1:
             raise ManifestError(f"Expected 1 output unit for a binary head, got {self.units}")
         validate_threshold(self.kind, self.units, self.threshold, "the head")
 
+    @classmethod
+    def several(cls, parts: tuple[Head, ...], structure: str) -> Head:
+        """The head of a model with several outputs, one ``part`` per output."""
+        return cls(
+            kind=SEVERAL, output="probability", units=sum(p.units for p in parts), labels=(),
+            threshold=tuple(p.threshold for p in parts), parts=tuple(parts), structure=structure,
+        )  # fmt: skip
+
+    @property
+    def heads(self) -> tuple[Head, ...]:
+        """Every head: the parts of a model with several outputs, else this one."""
+        return self.parts or (self,)
+
+    def slices(self) -> list[slice]:
+        """Each head's columns of the one output, in order."""
+        out, start = [], 0
+        for part in self.heads:
+            out.append(slice(start, start + part.units))
+            start += part.units
+        return out
+
+    def check_threshold(self, threshold: Any, where: str) -> None:
+        """:func:`validate_threshold` for this head; for several heads, one per head."""
+        if self.kind != SEVERAL:
+            validate_threshold(self.kind, self.units, threshold, where)
+            return
+        if not isinstance(threshold, tuple) or len(threshold) != len(self.parts):
+            raise ManifestError(
+                f"Expected {len(self.parts)} thresholds (one per head, in the order "
+                f"{[p.name for p in self.parts]}) for {where}, got {threshold!r}"
+            )
+        for part, t in zip(self.parts, threshold, strict=True):
+            validate_threshold(part.kind, part.units, t, f"{where}, head {part.name!r}")
+
+    def with_threshold(self, threshold: Any) -> Head:
+        """This head deciding at ``threshold`` (one per head for several heads)."""
+        if self.kind != SEVERAL:
+            return replace(self, threshold=threshold)
+        parts = tuple(replace(p, threshold=t) for p, t in zip(self.parts, threshold, strict=True))
+        return Head.several(parts, self.structure or "list")
+
     def to_dict(self) -> dict[str, Any]:
-        threshold = list(self.threshold) if isinstance(self.threshold, tuple) else self.threshold
-        return {
+        if self.kind == SEVERAL:
+            return {
+                "heads": [part.to_dict() for part in self.parts],
+                "kind": SEVERAL,
+                "structure": self.structure,
+            }
+        out = {
             "kind": self.kind,
             "labels": list(self.labels),
             "output": self.output,
-            "threshold": threshold,
+            "threshold": _as_list(self.threshold),
             "units": self.units,
         }
+        if self.name is not None:
+            out["name"] = self.name
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Head:
+        if not isinstance(data, dict):
+            raise ManifestError(f"Expected the head to be an object, got {data!r}")
+        if data.get("kind") == SEVERAL:
+            parts = require(data, "heads", "head")
+            if not isinstance(parts, list):
+                raise ManifestError(f"Expected 'heads' to be a list, got {parts!r}")
+            structure = require(data, "structure", "head")
+            return cls.several(tuple(cls.from_dict(p) for p in parts), structure)
         threshold = require(data, "threshold", "head")
         if isinstance(threshold, list):
             threshold = tuple(threshold)
+        name = data.get("name")
         return cls(
             kind=require(data, "kind", "head"),
             output=require(data, "output", "head"),
             units=int(require(data, "units", "head")),
             labels=tuple(str(label) for label in require(data, "labels", "head")),
             threshold=threshold,
+            name=None if name is None else str(name),
         )
 
 
@@ -200,7 +294,7 @@ class Variant:
         return () if self.fallback is None else self.fallback.float_layers
 
     def to_dict(self) -> dict[str, Any]:
-        threshold = list(self.threshold) if isinstance(self.threshold, tuple) else self.threshold
+        threshold = _as_list(self.threshold)
         return {
             "bytes": self.bytes,
             "fallback": None if self.fallback is None else self.fallback.to_dict(),
@@ -224,7 +318,7 @@ class Variant:
             precision=str(require(data, "precision", f"variant {variant_id!r}")),
             sha256=str(require(data, "sha256", f"variant {variant_id!r}")),
             bytes=int(require(data, "bytes", f"variant {variant_id!r}")),
-            threshold=tuple(threshold) if isinstance(threshold, list) else threshold,
+            threshold=_as_tuple(threshold),
             parity=None if parity is None else Parity.from_dict(parity),
             tuning=data.get("tuning"),
             fallback=None if fallback is None else Fallback.from_dict(fallback),
@@ -256,7 +350,7 @@ class Manifest:
         if self.decision_rule != DECISION_RULE:
             raise ManifestError(f"Expected decision_rule {DECISION_RULE!r}, got {self.decision_rule!r}")
         for vid, variant in self.variants.items():
-            validate_threshold(self.head.kind, self.head.units, variant.threshold, f"variant {vid!r}")
+            self.head.check_threshold(variant.threshold, f"variant {vid!r}")
         check_thresholds(self)
         names = [spec.name for spec in self.inputs]
         if not names or len(set(names)) != len(names):

@@ -13,7 +13,10 @@ from typing import Any
 from keras_edge.runtime.errors import ManifestError
 
 PARITY_SOURCES = ("validation", "calibration", "synthetic")
-INPUT_DTYPES = ("float32", "int32", "int64")
+INPUT_DTYPES = ("float32", "int32", "int64", "uint8", "int8")
+# Inputs whose values are pixels or other small whole numbers (a camera's uint8 image, an int8
+# sensor): not ids, so a float array holding whole numbers in range is accepted.
+PIXEL_DTYPES = ("uint8", "int8")
 
 
 def require(data: dict[str, Any], key: str, where: str) -> Any:
@@ -69,6 +72,11 @@ class InputSpec:
     @property
     def is_float(self) -> bool:
         return self.dtype == "float32"
+
+    @property
+    def is_pixels(self) -> bool:
+        """uint8 / int8 values (a camera's pixels), not token ids."""
+        return self.dtype in PIXEL_DTYPES
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"dtype": self.dtype, "name": self.name, "shape": list(self.shape)}

@@ -77,12 +77,23 @@ def _cell(value: Any, kind: str) -> str:
         return f"{value:.2f}x"
     if kind == "int":
         return f"{value:,}"
-    if kind == "thr":  # one threshold, or one per label
-        values = value if isinstance(value, (list, tuple)) else [value]
-        return ",".join(f"{v:.6g}" for v in values)
+    if kind == "thr":  # one threshold, or one per label; for several heads, one group per head
+        return threshold_text(value)
     if kind == "bool":
         return "yes" if value else "NO"
     return str(value)
+
+
+def threshold_text(value: Any) -> str:
+    """A threshold as the table prints it: ``0.5``, ``0.3,0.6`` per label, ``-`` for none (a
+    regression head, a plain argmax); several heads' as ``0.5|-|0.3,0.6``."""
+    if value is None:
+        return "-"
+    listed = isinstance(value, (list, tuple))
+    if listed and any(v is None or isinstance(v, (list, tuple)) for v in value):
+        return "|".join(threshold_text(v) for v in value)
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return ",".join(f"{v:.6g}" for v in values)
 
 
 COLUMNS = [

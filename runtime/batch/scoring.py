@@ -57,6 +57,8 @@ class Layout:
     @property
     def values(self) -> list[str]:
         head = self.head
+        if head.parts:  # several heads: each one's columns, named after it
+            return [f"{p.name}_{c}" for p in head.parts for c in Layout(p, self.proba_only).values]
         if head.kind == "binary":
             return ["probability"]
         prefix = "value" if head.kind == "regression" else "p"
@@ -64,6 +66,8 @@ class Layout:
 
     @property
     def classes(self) -> list[str]:
+        if self.head.parts:
+            return [f"{p.name}_{c}" for p in self.head.parts for c in Layout(p, self.proba_only).classes]
         if self.proba_only or self.head.kind == "regression":
             return []
         return (
@@ -74,7 +78,7 @@ class Layout:
 
     @property
     def named(self) -> bool:
-        return bool(self.classes) and self.head.kind != "multilabel"
+        return bool(self.classes) and self.head.kind not in ("multilabel", "heads")
 
     def names(self, classes: np.ndarray) -> np.ndarray:
         """Label names (object array) for class indices, ``"unknown"`` for -1."""

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 import numpy as np
@@ -31,6 +31,7 @@ from keras_edge.runtime.batch.scoring import check_policy, parse_labels, score_r
 from keras_edge.runtime.batch.writers import Writer
 from keras_edge.runtime.classifier import Classifier
 from keras_edge.runtime.errors import UsageError
+from keras_edge.runtime.records import InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +197,40 @@ def _take(column: Any, rows: np.ndarray) -> Any:
     return column.take(from_numpy(rows.astype(np.int64)))  # an Arrow array
 
 
+def one_column_each(clf: Classifier, source: Source) -> bool:
+    """True when a table's feature columns are the model's inputs, one column each (several
+    inputs of shape (None, 1), read by name: see :func:`input_columns`)."""
+    specs = clf.manifest.inputs
+    names = source.feature_names
+    return (
+        names is not None and len(specs) > 1 and all(s.shape == (None, 1) for s in specs)
+        and list(names) == [s.name for s in specs]
+    )  # fmt: skip
+
+
+def input_columns(specs: tuple[InputSpec, ...]) -> tuple[str, ...] | None:
+    """The columns a table needs for a model of several inputs of shape (None, 1): their names,
+    in the model's order (Keras's structured-data style: one input per column)."""
+    if len(specs) > 1 and all(s.shape == (None, 1) for s in specs):
+        return tuple(s.name for s in specs)
+    return None
+
+
+def by_input(x: np.ndarray, specs: tuple[InputSpec, ...]) -> dict[str, np.ndarray]:
+    """A chunk's (n, k) feature columns, read in the inputs' order, as a dict of (n, 1) arrays
+    by input name; whole numbers become the integer dtype of an integer input (a CSV holds
+    numbers; the input checks still refuse anything else)."""
+    out = {}
+    for j, spec in enumerate(specs):
+        column = np.ascontiguousarray(x[:, j : j + 1])
+        if not spec.is_float and column.dtype.kind == "f":
+            whole = np.isfinite(column) & (column == np.round(column))
+            if whole.all():
+                column = column.astype(spec.dtype)
+        out[spec.name] = column
+    return out
+
+
 def check_features(clf: Classifier, source: Source) -> None:
     """A table's feature columns against a one-input model's features, before any scoring."""
     specs = clf.manifest.inputs
@@ -273,7 +308,10 @@ def score_stream(
     put, finish = _Background().write(writer.write)
     try:
         check_features(clf, source)
+        split = one_column_each(clf, source)
         for chunk in _Background().read(source.chunks(size)):
+            if split:
+                chunk = replace(chunk, x=by_input(chunk.x, clf.manifest.inputs))
             _score_chunk(clf, chunk, options, metrics, put, summary)
             if progress is not None:
                 progress.update(summary.rows)

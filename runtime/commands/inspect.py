@@ -10,7 +10,7 @@ from pathlib import Path
 
 from keras_edge.runtime.console import EXIT_OK
 from keras_edge.runtime.manifest import Manifest
-from keras_edge.runtime.report import export_order, format_table
+from keras_edge.runtime.report import export_order, format_table, threshold_text
 
 
 def configure(name: str, p: argparse.ArgumentParser) -> None:
@@ -42,12 +42,22 @@ def run_inspect(args: argparse.Namespace) -> int:
         if info is None
         else f"{info.file}, {info.n} rows ({info.nearest} nearest the decision) for keras-edge verify"
     )
+    inputs = "".join(
+        f"input     {s.name} {list(s.shape)} {s.dtype}{features if s is spec else ''}\n"
+        for s in manifest.inputs
+    )
+    heads = "".join(
+        f"head      {f'{h.name}: ' if h.name else ''}{h.kind}, {h.output} output, labels "
+        f"{list(h.labels)}, threshold {h.threshold}\n"
+        for h in head.heads
+    )
+    structure = f" (predict answers a {head.structure} by head name)" if head.parts else ""
     sys.stdout.write(
         f"model     {manifest.model.name} (sha256 {manifest.model.source_sha256[:12]}..., "
         f"keras {manifest.model.keras_version}, tensorflow {manifest.model.tensorflow_version})\n"
-        f"input     {spec.name} {list(spec.shape)} {spec.dtype}{features}\n"
-        f"head      {head.kind}, {head.output} output, labels {list(head.labels)}\n"
-        f"decision  {manifest.decision_rule} with threshold {head.threshold}{own}\n"
+        f"{inputs}{heads}"
+        f"decision  {manifest.decision_rule} with threshold {threshold_text(head.threshold)}"
+        f"{own}{structure}\n"
         f"parity on {data}\n"
         f"default   {manifest.default_variant} (marked *)\n"
         f"golden    {golden}\n\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keras_edge.runtime.classifier import Classifier
-from keras_edge.runtime.console import EXIT_OK
+from keras_edge.runtime.console import EXIT_OK, PER_HEAD_HELP, per_head
 from keras_edge.runtime.errors import UsageError
 from keras_edge.runtime.loading import load
 
@@ -80,8 +80,10 @@ def _engine_arguments(p: argparse.ArgumentParser) -> None:
         "--threshold",
         "--min-confidence",
         dest="threshold",
+        action="append",
         help="decide with this threshold for this run instead of the variant's (comma list for "
-        "multilabel; for multiclass the minimum confidence, below which the class is -1)",
+        "multilabel; for multiclass the minimum confidence, below which the class is -1)"
+        + PER_HEAD_HELP,
     )
     p.add_argument("--ray", action="store_true", help="score Parquet with Ray Data (the ray extra)")
     p.add_argument("--address", help="with --ray: the cluster to join (default: start a local Ray)")
@@ -92,12 +94,16 @@ def _names(text: str | None) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()] if text else []
 
 
-def _set_threshold(clf: Classifier, text: str) -> None:
+def _threshold(text: str) -> float | list[float]:
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError as exc:
         raise UsageError(f"Expected --threshold to be a number or a comma list, got {text!r}") from exc
-    clf.threshold = values[0] if len(values) == 1 else values  # checked like the manifest's
+    return values[0] if len(values) == 1 else values
+
+
+def _set_threshold(clf: Classifier, texts: list[str]) -> None:
+    clf.threshold = per_head(texts, "--threshold", _threshold)  # checked like the manifest's
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -105,7 +111,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from keras_edge.runtime.batch.arrow import ArrowSource
     from keras_edge.runtime.batch.readers import open_source
     from keras_edge.runtime.batch.scoring import Layout
-    from keras_edge.runtime.batch.stream import Progress, StreamOptions, score_stream
+    from keras_edge.runtime.batch.stream import Progress, StreamOptions, input_columns, score_stream
     from keras_edge.runtime.batch.writers import open_writer, output_format
 
     options = StreamOptions(args.chunk_size, args.on_bad_row, args.proba)
@@ -127,7 +133,7 @@ def run_predict(args: argparse.Namespace) -> int:
     source = open_source(
         args.input, [s.name for s in specs], _names(args.columns) or None,
         args.label_column, _names(args.keep_columns), args.no_header,
-        features=specs[0].features if len(specs) == 1 else None,
+        features=specs[0].features if len(specs) == 1 else input_columns(specs),
     )  # fmt: skip
     if args.metrics is not None and (not source.has_labels or clf.head.kind == "regression"):
         raise UsageError(

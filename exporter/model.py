@@ -223,6 +223,20 @@ def _activation_name(model: Any) -> str:
     return "linear"
 
 
+def _head_activation(model: Any) -> str:
+    """The head's activation from the layers; where they say linear, from the traced graph,
+    which sees a sigmoid in a subclassed model's call(), in a SavedModel, or after a
+    Concatenate of sigmoid heads."""
+    activation = _activation_name(model)
+    if activation == "linear":
+        from keras_edge.exporter import graph_head
+
+        activation = graph_head.output_activation(model)
+        if activation != "linear":
+            logger.info("head: the layers end linear, the graph ends in %s", activation)
+    return activation
+
+
 def trained_from_logits(model: Any, source: Any = None) -> bool:
     """True when the model was compiled with a loss that takes logits (``from_logits=True``):
     from the compiled model, or from the ``.keras`` file's compile config (a model loaded with
@@ -261,7 +275,7 @@ def infer_head(
             f"Expected one output of shape (None, units), got {[tuple(o.shape) for o in model.outputs]}"
         )
     units = int(model.outputs[0].shape[-1])
-    kind, output = _kind(_activation_name(model), head, from_logits, units)
+    kind, output = _kind(_head_activation(model), head, from_logits, units)
     if labels is None:
         labels = ["0", "1"] if kind == "binary" else [str(i) for i in range(units)]
     expected_labels = 2 if kind == "binary" else units

@@ -25,12 +25,17 @@ HEAD_CHOICES = ("auto", "logit", "regression")
 
 
 def load_model(path: str | Path, safe_mode: bool = True) -> Any:
-    """Load a ``.keras`` or legacy ``.h5`` model with Keras safe mode on unless told otherwise."""
+    """Load a ``.keras`` or legacy ``.h5`` model with Keras safe mode on unless told otherwise;
+    a folder is read as a SavedModel through its serving signature (:mod:`.savedmodel`)."""
     path = Path(path)
+    if path.is_dir():
+        from keras_edge.exporter import savedmodel
+
+        return savedmodel.load(path)
     if path.suffix not in MODEL_SUFFIXES:
         raise UsageError(
-            f"Expected a Keras model file ending in {', '.join(MODEL_SUFFIXES)}, got {str(path)!r}"
-            + (" (Keras 3 cannot load a SavedModel folder)" if path.is_dir() else "")
+            f"Expected a Keras model file ending in {', '.join(MODEL_SUFFIXES)} or a SavedModel "
+            f"folder, got {str(path)!r}"
         )
     if not path.is_file():
         raise UsageError(f"Expected a Keras model file at {str(path)!r}, found none")
@@ -80,7 +85,12 @@ def _is_hdf5(path: Path, size: int) -> bool:
 
 
 def source_sha256(source: str | Path | Any, model: Any) -> str:
-    """SHA-256 of the model file; for an in-memory model, of its config and weights."""
+    """SHA-256 of the model file (of a SavedModel folder's files, in sorted order); for an
+    in-memory model, of its config and weights."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        from keras_edge.exporter.savedmodel import folder_sha256
+
+        return folder_sha256(source)
     if isinstance(source, (str, Path)):
         from keras_edge.runtime.manifest import sha256_file
 

@@ -28,7 +28,7 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
     """The model, the folder, the formats and the data files."""
-    p.add_argument("model", type=Path, help=".keras or .h5 model file")
+    p.add_argument("model", type=Path, help=".keras or .h5 model file, or a SavedModel folder")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--formats", default="tflite,onnx", help="comma list of tflite, onnx")
     p.add_argument("--quantize", default=None, help="comma list of fp16, dynamic, int8, or all")

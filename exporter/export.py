@@ -65,7 +65,8 @@ def export(
 ) -> ExportResult:
     """Export a Keras model to TFLite/ONNX variants in ``out`` and prove each one.
 
-    ``model`` is a ``.keras`` / ``.h5`` path or a built ``keras.Model``; ``out`` the folder for
+    ``model`` is a ``.keras`` / ``.h5`` path, a SavedModel folder, or a built ``keras.Model``
+    (functional, subclassed, or Keras 2 ``tf_keras``: see :mod:`.sources`); ``out`` the folder for
     the artifacts, ``manifest.json``, ``parity.json`` and ``golden.npz``. The data:
     ``calibration`` (full-int8 calibration inputs: required for ``int8`` asked for by name;
     with ``"all"`` and none, int8 is skipped with a warning), ``validation`` (``x`` or ``(x,

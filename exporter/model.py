@@ -29,12 +29,17 @@ HEAD_CHOICES = ("auto", "logit", "regression")
 
 
 def load_model(path: str | Path, safe_mode: bool = True) -> Any:
-    """Load a ``.keras`` or legacy ``.h5`` model with Keras safe mode on unless told otherwise."""
+    """Load a ``.keras`` or legacy ``.h5`` model with Keras safe mode on unless told otherwise;
+    a folder is read as a SavedModel through its serving signature (:mod:`.savedmodel`)."""
     path = Path(path)
+    if path.is_dir():
+        from keras_edge.exporter import savedmodel
+
+        return savedmodel.load(path)
     if path.suffix not in MODEL_SUFFIXES:
         raise UsageError(
-            f"Expected a Keras model file ending in {', '.join(MODEL_SUFFIXES)}, got {str(path)!r}"
-            + (" (Keras 3 cannot load a SavedModel folder)" if path.is_dir() else "")
+            f"Expected a Keras model file ending in {', '.join(MODEL_SUFFIXES)} or a SavedModel "
+            f"folder, got {str(path)!r}"
         )
     if not path.is_file():
         raise UsageError(f"Expected a Keras model file at {str(path)!r}, found none")
@@ -84,7 +89,12 @@ def _is_hdf5(path: Path, size: int) -> bool:
 
 
 def source_sha256(source: str | Path | Any, model: Any) -> str:
-    """SHA-256 of the model file; for an in-memory model, of its config and weights."""
+    """SHA-256 of the model file (of a SavedModel folder's files, in sorted order); for an
+    in-memory model, of its config and weights."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        from keras_edge.exporter.savedmodel import folder_sha256
+
+        return folder_sha256(source)
     if isinstance(source, (str, Path)):
         from keras_edge.runtime.manifest import sha256_file
 
@@ -234,6 +244,21 @@ def _activation_name(model: Any, index: int = 0) -> str:
     return "linear"
 
 
+def _head_activation(model: Any, index: int = 0) -> str:
+    """The head's activation from the layers; where they say linear, from the traced graph,
+    which sees a sigmoid in a subclassed model's call(), in a SavedModel, or after a
+    Concatenate of sigmoid heads (a model of one output: the graph's outputs of a model with
+    several are not told apart there)."""
+    activation = _activation_name(model, index)
+    if activation == "linear" and len(model.outputs) == 1:
+        from keras_edge.exporter import graph_head
+
+        activation = graph_head.output_activation(model)
+        if activation != "linear":
+            logger.info("head: the layers end linear, the graph ends in %s", activation)
+    return activation
+
+
 def trained_from_logits(model: Any, source: Any = None) -> bool:
     """True when the model was compiled with a loss that takes logits (``from_logits=True``):
     from the compiled model, or from the ``.keras`` file's compile config (a model loaded with
@@ -321,7 +346,7 @@ def _one_head(
             f"got {[tuple(o.shape) for o in model.outputs] if name is None else shape}"
         )
     units = int(shape[-1])
-    kind, output = _kind(_activation_name(model, index), head, from_logits, units)
+    kind, output = _kind(_head_activation(model, index), head, from_logits, units)
     if labels is None:
         labels = ["0", "1"] if kind == "binary" else [str(i) for i in range(units)]
     expected_labels = 2 if kind == "binary" else units

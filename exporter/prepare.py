@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from keras_edge.exporter import _tf, features, parity, structure, tuning
+from keras_edge.exporter import _tf, features, parity, sources, structure, tuning
 from keras_edge.exporter import model as model_io
 from keras_edge.exporter.calibration import Calibration, coverage_problems
 from keras_edge.exporter.calibration import coverage as calibration_coverage
@@ -72,9 +71,8 @@ class Data:
 
 def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
     """Load ``model`` (a path or a ``keras.Model``) and check it and ``data`` against ``options``."""
-    keras_model = model
-    if isinstance(model, (str, Path)):
-        keras_model = model_io.load_model(model, options.safe_mode)
+    given = sources.resolve(model, options.safe_mode)  # a file, a folder or a model object
+    keras_model = given.model
     shape = structure.read(keras_model)
     specs, data = _named(keras_model, shape, options, data)
     head = model_io.infer_head(
@@ -82,7 +80,7 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
         options.head,
         list(options.threshold) if isinstance(options.threshold, tuple) else options.threshold,
         list(options.labels) if isinstance(options.labels, tuple) else options.labels,
-        from_logits=model_io.trained_from_logits(keras_model, model),
+        from_logits=given.from_logits,
         min_confidence=options.min_confidence,
         structure=shape,
     )
@@ -105,8 +103,8 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
         for problem in problems:
             logger.warning("calibration: %s", problem)
     info = ModelInfo(
-        name=str(keras_model.name),
-        source_sha256=model_io.source_sha256(model, keras_model),
+        name=given.name,
+        source_sha256=given.sha256,
         keras_version=_tf.version("keras"),
         tensorflow_version=_tf.tensorflow().__version__,
     )

@@ -23,6 +23,11 @@ class UnsafeModelError(UsageError):
     """The model needs Keras safe mode off (e.g. a Lambda layer) and the user did not opt in."""
 
 
+class CustomObjectsError(UsageError):
+    """User code given with ``--custom-objects`` (``custom_objects=``) that is missing or fails
+    to import, or a model whose custom class or function none of it defines (exit code 2)."""
+
+
 class UnsupportedModelError(UsageError):
     """A model keras-edge cannot export as asked (several inputs, an unknown head, ...)."""
 
@@ -74,6 +79,7 @@ __all__ = [
     "CalibrationError",
     "ConstantOutputError",
     "ConversionError",
+    "CustomObjectsError",
     "ParityError",
     "PartialExportError",
     "TuningError",

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from keras_edge.exporter import mixed
 from keras_edge.exporter import plot as plotting
+from keras_edge.exporter.custom_objects import CustomCode
 from keras_edge.exporter.errors import CalibrationError
 from keras_edge.runtime.errors import UsageError
 
@@ -73,6 +74,10 @@ class ExportOptions:
     head: ``"auto"``, or for a linear output ``"logit"`` / ``"regression"``.
     labels: the class names (one per output unit; two for a binary head).
     safe_mode: Keras safe mode when loading a file; ``False`` allows Lambda layers.
+    custom_objects: the user code the model needs (custom layers, losses, activations):
+        ``.py`` files or dotted module names, imported in order before the model is loaded
+        (safe mode stays on), or a dict ``{name: object}`` passed to Keras as it is; the
+        manifest records each (a file by name and SHA-256).
     min_agreement: overrides every precision's minimum label agreement.
     int8_io: give ``tflite-int8`` int8 input and output (for integer-only targets).
     tune: a threshold objective (``"f1"``, ``"fbeta:2"``, ``"youden"``, ``"balanced-accuracy"``,
@@ -110,6 +115,7 @@ class ExportOptions:
     head: str = "auto"
     labels: tuple[str, ...] | None = None
     safe_mode: bool = True
+    custom_objects: CustomCode = field(default_factory=CustomCode)
     min_agreement: float | None = None
     int8_io: bool = False
     min_confidence: float | None = None  # checked with the head: it is a multiclass head's
@@ -181,6 +187,7 @@ class ExportOptions:
             labels=_names("labels", arguments.pop("labels", None)),
             plot=None if plot is None else Path(plot),
             feature_names=_names("feature_names", arguments.pop("feature_names", None)),
+            custom_objects=CustomCode.parse(arguments.pop("custom_objects", None)),
             **arguments,
         )
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_edge.exporter import _tf, features, parity, tuning
+from keras_edge.exporter import _tf, custom_objects, features, parity, tuning
 from keras_edge.exporter import model as model_io
 from keras_edge.exporter.calibration import Calibration, coverage_problems
 from keras_edge.exporter.calibration import coverage as calibration_coverage
@@ -73,8 +73,9 @@ class Data:
 def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
     """Load ``model`` (a path or a ``keras.Model``) and check it and ``data`` against ``options``."""
     keras_model = model
+    imported = custom_objects.import_code(options.custom_objects)  # before the model is read
     if isinstance(model, (str, Path)):
-        keras_model = model_io.load_model(model, options.safe_mode)
+        keras_model = custom_objects.load(model, options.safe_mode, imported)
     specs, data = _named(keras_model, options, data)
     head = model_io.infer_head(
         keras_model,
@@ -104,6 +105,7 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
         source_sha256=model_io.source_sha256(model, keras_model),
         keras_version=_tf.version("keras"),
         tensorflow_version=_tf.tensorflow().__version__,
+        custom_objects=imported.records,
     )
     convertible = model_io.for_conversion(keras_model)  # recurrent layers unrolled
     return Job(keras_model, convertible, specs, head, info, calib, x_check, reference, plan,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_edge.exporter.errors import PartialExportError
+from keras_edge.exporter.head_check import HEADS
 from keras_edge.runtime.console import EXIT_OK
 from keras_edge.runtime.errors import GateError, UsageError
 from keras_edge.runtime.report import REPORT_NAME
@@ -59,9 +60,15 @@ def _decision_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--head",
-        choices=("auto", "logit", "regression"),
+        choices=HEADS,
         default="auto",
-        help="what a linear output means (sigmoid/softmax heads are read from the model)",
+        help="what the output holds: auto reads a final sigmoid (binary, multilabel) or softmax "
+        "(multiclass) from the model; declare binary (1 sigmoid unit), multilabel (k sigmoid "
+        "units) or multiclass (k softmax units) where the model applies them out of keras-edge's "
+        "sight (a custom layer), logit for logits, regression for values. A declaration must "
+        "agree with the model's sigmoid/softmax; on a linear-looking output it is checked "
+        "against the Keras model's outputs on the parity data (probabilities in [0, 1], softmax "
+        "rows summing to 1, logits not all in [0, 1]): exit 2 where they contradict it",
     )
     p.add_argument(
         "--tune-threshold",

@@ -32,6 +32,11 @@ class UnsupportedModelError(UsageError):
     """A model keras-edge cannot export as asked (several inputs, an unknown head, ...)."""
 
 
+class HeadContradictionError(UsageError):
+    """A declared ``--head`` that the model contradicts: its last activation, its number of
+    output units, or its outputs on the parity data (exit code 2)."""
+
+
 class UnsupportedOpError(UnsupportedModelError):
     """A format cannot express a layer without TensorFlow at run time (LiteRT's Select TF ops,
     a tf2onnx gap): that variant is refused, named with the layer and the op; the others still
@@ -80,6 +85,7 @@ __all__ = [
     "ConstantOutputError",
     "ConversionError",
     "CustomObjectsError",
+    "HeadContradictionError",
     "ParityError",
     "PartialExportError",
     "TuningError",

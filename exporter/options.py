@@ -13,13 +13,14 @@ from keras_edge.exporter import mixed
 from keras_edge.exporter import plot as plotting
 from keras_edge.exporter.custom_objects import CustomCode
 from keras_edge.exporter.errors import CalibrationError
+from keras_edge.exporter.head_check import HEADS as HEAD_CHOICES
 from keras_edge.runtime.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("tflite", "onnx")
 QUANTIZATIONS = ("fp16", "dynamic", "int8")
-HEADS = ("auto", "logit", "regression")
+HEADS = HEAD_CHOICES
 
 # Progress callback: (step, total, message).
 Progress = Callable[[int, int, str], None]
@@ -71,7 +72,11 @@ class ExportOptions:
     formats: any of ``"tflite"``, ``"onnx"``.
     quantize: any of ``"fp16"``, ``"dynamic"``, ``"int8"``, or ``"all"``; fp32 is always made.
     threshold: the decision threshold (a list for multilabel), rule ``p > threshold``.
-    head: ``"auto"``, or for a linear output ``"logit"`` / ``"regression"``.
+    head: ``"auto"`` (read from a sigmoid/softmax), or what the output holds: ``"binary"``
+        (1 sigmoid unit), ``"multilabel"`` (k sigmoid units), ``"multiclass"`` (k softmax
+        units), ``"logit"`` (logits), ``"regression"`` (values). A declaration must agree with
+        a sigmoid/softmax the model ends in; on a linear-looking output it is checked against
+        the Keras model's outputs on the parity data (HeadContradictionError, exit 2).
     labels: the class names (one per output unit; two for a binary head).
     safe_mode: Keras safe mode when loading a file; ``False`` allows Lambda layers.
     custom_objects: the user code the model needs (custom layers, losses, activations):

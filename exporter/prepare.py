@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_edge.exporter import _tf, custom_objects, features, parity, tuning
+from keras_edge.exporter import _tf, custom_objects, features, head_check, parity, tuning
 from keras_edge.exporter import model as model_io
 from keras_edge.exporter.calibration import Calibration, coverage_problems
 from keras_edge.exporter.calibration import coverage as calibration_coverage
@@ -87,7 +87,9 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
     )
     calib = Calibration.from_array(data.calibration, specs) if data.calibration is not None else None
     x_check, y_val, name, source = _parity_data(specs, data.validation, calib, options.require_data)
-    keras_proba = to_probability(head, model_io.keras_outputs(keras_model, list(x_check)))
+    keras_raw = model_io.keras_outputs(keras_model, list(x_check))
+    head_check.check_outputs(options.head, head, keras_raw, name)  # a declared head: does it fit?
+    keras_proba = to_probability(head, keras_raw)
     labels = None if y_val is None else np.asarray(y_val)
     reference = parity.Reference(proba=keras_proba, labels=labels, data=name, source=source)
     plan = tuning.plan(options.tune, data.tune, head, keras_model, specs, x_check, y_val, reference)

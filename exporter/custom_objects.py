@@ -6,7 +6,10 @@ dotted module name; ``custom_objects=`` in Python) imports it first: a ``.py`` f
 under a stable module name (the same file content always gets the same name, so a second
 export in one process reuses it instead of defining its classes again), a module name through
 the ordinary import system. Keras safe mode stays on: importing the code is the user's explicit
-choice, running the code of a Lambda stored in the model file is still refused.
+choice, running the code of a Lambda stored in the model file is still refused. What importing
+leaves behind is what any import leaves: the module in ``sys.modules`` (and the classes it
+registers with Keras); the file's folder is on ``sys.path`` only while the file runs, so that
+its sibling modules import as they do beside it.
 
 The serializable classes that an imported module defines without registering them are also
 given to Keras by class name (its ``custom_objects``), so that they load too. A dict ``{name:

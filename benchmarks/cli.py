@@ -93,6 +93,14 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         help="with --baseline: exit 3 if a row of both runs has p50 > R x the baseline's",
     )
     p.add_argument("--unsafe", action="store_true", help="load the Keras model with safe mode off")
+    p.add_argument(
+        "--custom-objects",
+        action="append",
+        default=[],
+        metavar="FILE.py|MODULE",
+        help="with --keras: import the user code the model needs (a .py file or a module name; "
+        "repeatable) before loading it, as keras-edge export does",
+    )
     p.set_defaults(handler=run)
 
 
@@ -314,9 +322,10 @@ def _with_keras(
 ) -> tuple[list[Target], Any, dict[str, dict[str, Any]]]:
     """The Keras model's targets, then ``targets``, then Keras 3's own exports of the model on
     bare engines; with the model and what each export gave (its bytes, or why it failed)."""
-    from keras_edge.exporter import load_model
+    from keras_edge.exporter import custom_objects
 
-    model = load_model(args.keras, safe_mode=not args.unsafe)
+    imported = custom_objects.import_code(custom_objects.CustomCode.parse(args.custom_objects))
+    model = custom_objects.load(args.keras, not args.unsafe, imported)
     _progress("exporting it with Keras's own exporters (onnx, litert), to compare with")
     exported, keras_exports = keras_export_targets(model, manifest.input.feature_shape, threads)
     for fmt, got in keras_exports.items():
@@ -337,7 +346,11 @@ def _startup(
     startup = []
     for i, name in enumerate(names, start=1):
         _progress(f"[{i}/{len(names)}] start-up of {name} in a fresh process")
-        startup.append(measure_startup(name, args.folder, args.keras, threads))
+        startup.append(
+            measure_startup(
+                name, args.folder, args.keras, threads, custom_objects=tuple(args.custom_objects)
+            )
+        )
     return startup
 
 

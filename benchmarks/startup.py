@@ -42,13 +42,19 @@ CHILD = "import sys\nfrom keras_edge.benchmarks.startup import child\nsys.exit(c
 HEAVY = ("tensorflow", "keras", "tf2onnx", "onnx", "keras_edge.exporter")
 
 
-def _child(target: str, folder: str, keras_model: str | None, threads: int | None) -> dict[str, Any]:
+def _child(
+    target: str,
+    folder: str,
+    keras_model: str | None,
+    threads: int | None,
+    custom_objects: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """Load ``target``, call it once on one sample; the figures since this module's import."""
     if target.startswith("keras-export-"):
         # Keras's own exports are the per-call comparison only: their start-up is the engine's.
         raise SystemExit(f"no start-up figures for {target}: it is timed per call only")
     if target.startswith("keras-"):
-        call, shape = _keras_call(target, keras_model, threads)
+        call, shape = _keras_call(target, keras_model, threads, custom_objects)
         convert = None
     else:
         call, convert, shape = _runtime_call(target, folder, threads)
@@ -72,11 +78,12 @@ def _child(target: str, folder: str, keras_model: str | None, threads: int | Non
 
 
 def _keras_call(
-    target: str, keras_model: str | None, threads: int | None
+    target: str, keras_model: str | None, threads: int | None, custom_objects: tuple[str, ...] = ()
 ) -> tuple[Callable[[Any], Any], tuple[int, ...]]:
     """The Keras target's call and its input's feature shape, loaded with TensorFlow and Keras
     directly, as a user of the Keras model would: the figure is what TensorFlow + Keras cost,
-    not the exporter's wrappers."""
+    not the exporter's wrappers. The user code the model needs (``custom_objects``: .py files
+    or module names) is imported first, as the user's own program would, and counted."""
     if keras_model is None:
         raise SystemExit(f"start-up of {target} needs --keras MODEL")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -87,7 +94,12 @@ def _keras_call(
     limit_tensorflow_threads(tf, threads)
     import keras
 
-    model = keras.models.load_model(keras_model, compile=False)
+    objects: dict[str, Any] = {}
+    if custom_objects:
+        from keras_edge.exporter.custom_objects import CustomCode, import_code
+
+        objects = import_code(CustomCode(sources=custom_objects)).objects
+    model = keras.models.load_model(keras_model, compile=False, custom_objects=objects or None)
     if target == "keras-predict":
         call = lambda x: model.predict(x, verbose=0)  # noqa: E731
     elif target == "keras-predict-on-batch":
@@ -121,12 +133,20 @@ def _runtime_call(
 
 
 def measure_startup(
-    target: str, folder: Path, keras_model: Path | None, threads: int | None, timeout: float = 600
+    target: str,
+    folder: Path,
+    keras_model: Path | None,
+    threads: int | None,
+    timeout: float = 600,
+    custom_objects: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Run one target's start-up in a fresh interpreter and return its figures."""
+    """Run one target's start-up in a fresh interpreter and return its figures; the Keras
+    targets import ``custom_objects`` (.py files or module names) before loading the model."""
     cmd = [sys.executable, "-c", CHILD, target, str(folder)]
     if keras_model is not None:
         cmd += ["--keras", str(keras_model)]
+    for source in custom_objects:
+        cmd += ["--custom-objects", source]
     if threads is not None:
         cmd += ["--threads", str(threads)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -148,6 +168,8 @@ def child(argv: list[str]) -> int:
     parser.add_argument("folder")
     parser.add_argument("--keras", help="the Keras model (the keras-* targets only)")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--custom-objects", action="append", default=[])
     args = parser.parse_args(argv)
-    print(json.dumps(_child(args.target, args.folder, args.keras, args.threads)))
+    figures = _child(args.target, args.folder, args.keras, args.threads, tuple(args.custom_objects))
+    print(json.dumps(figures))
     return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_edge.exporter.errors import PartialExportError
+from keras_edge.exporter.head_check import HEADS
 from keras_edge.runtime.console import EXIT_OK, PER_HEAD_HELP, per_head
 from keras_edge.runtime.errors import GateError, UsageError
 from keras_edge.runtime.report import REPORT_NAME
@@ -29,6 +30,7 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
 def _data_arguments(p: argparse.ArgumentParser) -> None:
     """The model, the folder, the formats and the data files."""
     p.add_argument("model", type=Path, help=".keras or .h5 model file, or a SavedModel folder")
+    add_custom_objects_argument(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--formats", default="tflite,onnx", help="comma list of tflite, onnx")
     p.add_argument("--quantize", default=None, help="comma list of fp16, dynamic, int8, or all")
@@ -59,9 +61,15 @@ def _decision_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--head",
-        choices=("auto", "logit", "regression"),
+        choices=HEADS,
         default="auto",
-        help="what a linear output means (sigmoid/softmax heads are read from the model)",
+        help="what the output holds: auto reads a final sigmoid (binary, multilabel) or softmax "
+        "(multiclass) from the model; declare binary (1 sigmoid unit), multilabel (k sigmoid "
+        "units) or multiclass (k softmax units) where the model applies them out of keras-edge's "
+        "sight (a custom layer), logit for logits, regression for values. A declaration must "
+        "agree with the model's sigmoid/softmax; on a linear-looking output it is checked "
+        "against the Keras model's outputs on the parity data (probabilities in [0, 1], softmax "
+        "rows summing to 1, logits not all in [0, 1]): exit 2 where they contradict it",
     )
     p.add_argument(
         "--tune-threshold",
@@ -135,6 +143,21 @@ def _variant_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_custom_objects_argument(p: argparse.ArgumentParser) -> None:
+    """``--custom-objects``, shared by every command that loads a user's Keras model."""
+    p.add_argument(
+        "--custom-objects",
+        action="append",
+        default=[],
+        metavar="FILE.py|MODULE",
+        help="import the user code the model needs (custom layers, losses, activations "
+        "registered with @keras.saving.register_keras_serializable) before loading it: a .py "
+        "file, or a dotted module name on the Python path; repeatable, imported in order. Keras "
+        "safe mode stays on (see --unsafe); the manifest records each (a file by name and "
+        "SHA-256). A missing or failing file or module exits 2 with nothing written",
+    )
+
+
 def _threshold(text: str) -> float | list[float]:
     try:
         values = [float(v) for v in text.split(",")]
@@ -189,6 +212,7 @@ def _options(args: argparse.Namespace, names: tuple[str, ...] | None) -> Any:
         tune=args.tune_threshold, feature_names=names, require_data=args.require_data,
         with_decision=args.with_decision, min_confidence=args.min_confidence, plot=args.plot,
         force=args.force, allow_constant=args.allow_constant,
+        custom_objects=args.custom_objects,
         strict=False,  # the table first, then the ParityError (exit 3) below
     )  # fmt: skip
 

@@ -23,8 +23,18 @@ class UnsafeModelError(UsageError):
     """The model needs Keras safe mode off (e.g. a Lambda layer) and the user did not opt in."""
 
 
+class CustomObjectsError(UsageError):
+    """User code given with ``--custom-objects`` (``custom_objects=``) that is missing or fails
+    to import, or a model whose custom class or function none of it defines (exit code 2)."""
+
+
 class UnsupportedModelError(UsageError):
     """A model keras-edge cannot export as asked (several inputs, an unknown head, ...)."""
+
+
+class HeadContradictionError(UsageError):
+    """A declared ``--head`` that the model contradicts: its last activation, its number of
+    output units, or its outputs on the parity data (exit code 2)."""
 
 
 class UnsupportedOpError(UnsupportedModelError):
@@ -74,6 +84,8 @@ __all__ = [
     "CalibrationError",
     "ConstantOutputError",
     "ConversionError",
+    "CustomObjectsError",
+    "HeadContradictionError",
     "ParityError",
     "PartialExportError",
     "TuningError",

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ def export(
     feature_names: Sequence[str] | None = None,
     require_data: bool = False,
     strict: bool = False,
+    custom_objects: Sequence[str | Path] | Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Export a Keras model to TFLite/ONNX variants in ``out`` and prove each one.
 
@@ -98,6 +99,7 @@ def export(
         min_confidence=min_confidence, int8_fallback=int8_fallback, tune=tune,
         with_decision=with_decision, plot=plot, force=force, allow_constant=allow_constant,
         feature_names=feature_names, require_data=require_data, strict=strict,
+        custom_objects=custom_objects,
     )  # fmt: skip
     return run(model, out, options, Data(calibration, validation, tune_data), progress)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_edge.exporter import _tf
+from keras_edge.exporter import _tf, head_check
 from keras_edge.exporter.errors import UnsafeModelError, UnsupportedModelError
 from keras_edge.exporter.structure import Structure
 from keras_edge.exporter.structure import read as read_structure
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-HEAD_CHOICES = ("auto", "logit", "regression")
+HEAD_CHOICES = head_check.HEADS
 
 
 def load_model(path: str | Path, safe_mode: bool = True) -> Any:
@@ -290,7 +290,8 @@ def infer_head(
 ) -> Head:
     """Read the head from the last layer: sigmoid is binary (1 unit) or multilabel (k units),
     softmax multiclass; a linear output is logits when the model was trained from logits
-    (``from_logits``), else it needs ``head='logit'`` or ``head='regression'``.
+    (``from_logits``), else it needs a declared head (see :mod:`~keras_edge.exporter.head_check`,
+    which checks a declaration against the activation here and against the outputs later).
 
     A model with several outputs has one head per output (:meth:`Head.several`); ``head``,
     ``threshold``, ``labels`` and ``min_confidence`` are then one value for every head or a
@@ -360,30 +361,7 @@ def _one_head(
 
 def _kind(activation: str, head: str, from_logits: bool, units: int) -> tuple[str, str]:
     """(kind, output) of a head from the last activation and the head the user declared."""
-    if activation in ("sigmoid", "softmax"):
-        if head != "auto":
-            raise UsageError(
-                f"--head {head} is for models with a linear output, but this one ends in {activation}"
-            )
-        if activation == "softmax":
-            return "multiclass", "probability"
-        return ("binary" if units == 1 else "multilabel"), "probability"
-    if activation != "linear":
-        raise UnsupportedModelError(
-            f"Expected the last layer's activation to be sigmoid, softmax or linear, got {activation!r}"
-        )
-    if head == "auto" and from_logits:
-        head = "logit"  # a linear output trained with from_logits=True is logits
-        logger.info("the model was compiled with from_logits=True: a logit head")
-    if head == "auto":
-        raise UnsupportedModelError(
-            "The model ends in a linear output, so keras-edge cannot tell logits from "
-            "regression values; say which with --head logit or --head regression "
-            "(head='logit' / head='regression' in Python)"
-        )
-    if head == "logit":
-        return ("binary" if units == 1 else "multilabel"), "logit"
-    return "regression", "probability"
+    return head_check.kind_of(activation, head, from_logits, units)
 
 
 def _threshold(

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from keras_edge.exporter import mixed
 from keras_edge.exporter import plot as plotting
+from keras_edge.exporter.custom_objects import CustomCode
 from keras_edge.exporter.errors import CalibrationError
+from keras_edge.exporter.head_check import HEADS as HEAD_CHOICES
 from keras_edge.runtime.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("tflite", "onnx")
 QUANTIZATIONS = ("fp16", "dynamic", "int8")
-HEADS = ("auto", "logit", "regression")
+HEADS = HEAD_CHOICES
 
 # Progress callback: (step, total, message).
 Progress = Callable[[int, int, str], None]
@@ -70,9 +72,17 @@ class ExportOptions:
     formats: any of ``"tflite"``, ``"onnx"``.
     quantize: any of ``"fp16"``, ``"dynamic"``, ``"int8"``, or ``"all"``; fp32 is always made.
     threshold: the decision threshold (a list for multilabel), rule ``p > threshold``.
-    head: ``"auto"``, or for a linear output ``"logit"`` / ``"regression"``.
+    head: ``"auto"`` (read from a sigmoid/softmax), or what the output holds: ``"binary"``
+        (1 sigmoid unit), ``"multilabel"`` (k sigmoid units), ``"multiclass"`` (k softmax
+        units), ``"logit"`` (logits), ``"regression"`` (values). A declaration must agree with
+        a sigmoid/softmax the model ends in; on a linear-looking output it is checked against
+        the Keras model's outputs on the parity data (HeadContradictionError, exit 2).
     labels: the class names (one per output unit; two for a binary head).
     safe_mode: Keras safe mode when loading a file; ``False`` allows Lambda layers.
+    custom_objects: the user code the model needs (custom layers, losses, activations):
+        ``.py`` files or dotted module names, imported in order before the model is loaded
+        (safe mode stays on), or a dict ``{name: object}`` passed to Keras as it is; the
+        manifest records each (a file by name and SHA-256).
     min_agreement: overrides every precision's minimum label agreement.
     int8_io: give ``tflite-int8`` int8 input and output (for integer-only targets).
     tune: a threshold objective (``"f1"``, ``"fbeta:2"``, ``"youden"``, ``"balanced-accuracy"``,
@@ -110,6 +120,7 @@ class ExportOptions:
     head: str | dict[str, str] = "auto"
     labels: tuple[str, ...] | dict[str, tuple[str, ...]] | None = None
     safe_mode: bool = True
+    custom_objects: CustomCode = field(default_factory=CustomCode)
     min_agreement: float | None = None
     int8_io: bool = False
     # checked with the head: it is a multiclass head's
@@ -178,6 +189,7 @@ class ExportOptions:
             labels=_per_head("labels", arguments.pop("labels", None), lambda v: _names("labels", v)),
             plot=None if plot is None else Path(plot),
             feature_names=_names("feature_names", arguments.pop("feature_names", None)),
+            custom_objects=CustomCode.parse(arguments.pop("custom_objects", None)),
             **arguments,
         )
 

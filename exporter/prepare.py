@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from keras_edge.exporter import _tf, features, parity, sources, structure, tuning
+from keras_edge.exporter import (
+    _tf,
+    custom_objects,
+    features,
+    head_check,
+    parity,
+    sources,
+    structure,
+    tuning,
+)
 from keras_edge.exporter import model as model_io
 from keras_edge.exporter.calibration import Calibration, coverage_problems
 from keras_edge.exporter.calibration import coverage as calibration_coverage
@@ -71,7 +80,10 @@ class Data:
 
 def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
     """Load ``model`` (a path or a ``keras.Model``) and check it and ``data`` against ``options``."""
-    given = sources.resolve(model, options.safe_mode)  # a file, a folder or a model object
+    imported = custom_objects.import_code(options.custom_objects)  # before the model is read
+    given = sources.resolve(  # a file, a folder or a model object
+        model, options.safe_mode, load=lambda path, safe: custom_objects.load(path, safe, imported)
+    )
     keras_model = given.model
     shape = structure.read(keras_model)
     specs, data = _named(keras_model, shape, options, data)
@@ -89,6 +101,11 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
     calib = Calibration.from_array(data.calibration, specs) if data.calibration is not None else None
     x_check, y_val, name, source = _parity_data(specs, data.validation, calib, options.require_data)
     raw = model_io.keras_outputs(keras_model, list(x_check), shape)
+    for part, columns in zip(head.heads, head.slices(), strict=True):  # a declared head: fits?
+        declared = options.head
+        if isinstance(declared, dict):
+            declared = declared.get(part.name or "", "auto")
+        head_check.check_outputs(declared, part, raw[:, columns], name)
     keras_proba = to_probability(head, raw)
     labels = None if y_val is None or head.parts else np.asarray(y_val)
     reference = parity.Reference(proba=keras_proba, labels=labels, data=name, source=source)
@@ -107,6 +124,7 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
         source_sha256=given.sha256,
         keras_version=_tf.version("keras"),
         tensorflow_version=_tf.tensorflow().__version__,
+        custom_objects=imported.records,
     )
     # a list of inputs and one output (several heads side by side); recurrent layers unrolled
     convertible = model_io.for_conversion(structure.plain(keras_model, shape, specs))

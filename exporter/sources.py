@@ -34,11 +34,13 @@ class Source:
     from_logits: bool
 
 
-def resolve(source: str | Path | Any, safe_mode: bool = True) -> Source:
+def resolve(source: str | Path | Any, safe_mode: bool = True, load: Any = None) -> Source:
     """``source`` (a path or a model object) as a :class:`Source`, or a typed error saying what
-    was received and what to do."""
+    was received and what to do. ``load(path, safe_mode)`` loads a path (default
+    :func:`keras_edge.exporter.model.load_model`; the export's loads with the user's code in
+    scope)."""
     if isinstance(source, (str, Path)):
-        model = model_io.load_model(source, safe_mode)  # a file, or a SavedModel folder
+        model = (load or model_io.load_model)(source, safe_mode)  # a file, or a SavedModel folder
         return Source(model, str(model.name), model_io.source_sha256(source, model),
                       model_io.trained_from_logits(model, source))  # fmt: skip
     if _is_tf_keras(source):

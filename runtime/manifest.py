@@ -18,6 +18,7 @@ from keras_edge.runtime.errors import ManifestError
 from keras_edge.runtime.records import (
     INPUT_DTYPES,  # noqa: F401 (re-exported, as the records are: they are imported from here too)
     CalibrationInfo,
+    CustomSource,  # noqa: F401
     Fallback,
     FallbackAttempt,  # noqa: F401
     GoldenInfo,

@@ -300,18 +300,81 @@ class GoldenInfo:
             raise ManifestError(f"Malformed golden record {data!r}: {exc}") from exc
 
 
+CUSTOM_SOURCE_KINDS = ("file", "module", "object")
+
+
+@dataclass(frozen=True)
+class CustomSource:
+    """User code imported before the model was loaded (``--custom-objects``): a ``file`` by its
+    name only (no folder: the manifest names no path outside itself) and its SHA-256, a
+    ``module`` by its dotted name, or an ``object`` given in Python by the name Keras knew it by."""
+
+    kind: str
+    source: str
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in CUSTOM_SOURCE_KINDS:
+            raise ManifestError(
+                f"Expected a custom-objects kind in {CUSTOM_SOURCE_KINDS}, got {self.kind!r}"
+            )
+        if not isinstance(self.source, str) or not self.source:
+            raise ManifestError(f"Expected a custom-objects source name, got {self.source!r}")
+        if self.kind == "file":
+            check_file_name(self.source, "a custom-objects file")
+            if not isinstance(self.sha256, str) or len(self.sha256) != 64:
+                raise ManifestError(
+                    f"Expected the SHA-256 (64 hex digits) of custom-objects file "
+                    f"{self.source!r}, got {self.sha256!r}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"kind": self.kind, "source": self.source}
+        if self.sha256 is not None:
+            out["sha256"] = self.sha256
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CustomSource:
+        if not isinstance(data, dict):
+            raise ManifestError(f"Expected a custom-objects record (an object), got {data!r}")
+        return cls(
+            kind=str(require(data, "kind", "custom_objects")),
+            source=str(require(data, "source", "custom_objects")),
+            sha256=data.get("sha256"),
+        )
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """Where the artifacts came from."""
+    """Where the artifacts came from: the model, the versions that read it, and the user code
+    imported to load it (``custom_objects``; absent from the JSON when there was none, and in
+    manifests written before the key existed)."""
 
     name: str
     source_sha256: str
     keras_version: str
     tensorflow_version: str
+    custom_objects: tuple[CustomSource, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        out: dict[str, Any] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name != "custom_objects"
+        }
+        if self.custom_objects:
+            out["custom_objects"] = [c.to_dict() for c in self.custom_objects]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
-        return cls(**{f.name: str(require(data, f.name, "model")) for f in fields(cls)})
+        custom = data.get("custom_objects", [])
+        if not isinstance(custom, list):
+            raise ManifestError(f"Expected model.custom_objects to be a list, got {custom!r}")
+        return cls(
+            **{
+                f.name: str(require(data, f.name, "model"))
+                for f in fields(cls)
+                if f.name != "custom_objects"
+            },
+            custom_objects=tuple(CustomSource.from_dict(c) for c in custom),
+        )

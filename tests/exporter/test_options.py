@@ -23,7 +23,13 @@ from keras_edge.runtime.errors import UsageError
         ({"tune": "f2"}, r"objective"),
         ({"threshold": "x"}, r"Expected a threshold number or list, got 'x'"),
         ({"strict": "yes"}, r"Expected strict=True or False, got 'yes'"),
-        ({"head": "sigmoid"}, r"Expected head from \('auto', 'logit', 'regression'\), got 'sigmoid'"),
+        (
+            {"head": "sigmoid"},
+            r"Expected head from \('auto', 'binary', 'multilabel', 'multiclass', "
+            r"'logit', 'regression'\), got 'sigmoid'",
+        ),
+        ({"custom_objects": 5}, r"Expected custom_objects= \.py file paths or module names .* got 5"),
+        ({"custom_objects": ["a.py", ""]}, r"Expected a \.py file or a module name .* got ''"),
         ({"int8_fallback": "some"}, r"Expected --int8-fallback from \('auto', 'none'\), got 'some'"),
     ],
 )

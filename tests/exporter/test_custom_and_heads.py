@@ -271,8 +271,10 @@ def test_logit_head_on_hidden_sigmoid_probabilities_is_refused_naming_the_range(
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     line = one_line_error(proc)
-    assert "--head logit expects logits" in line and "every output lies in [0, 1]" in line, line
-    assert "range from 0." in line and "pass --head binary" in line, line
+    # The traced graph sees the sigmoid inside the custom layer, so the declaration is refused
+    # before any output is computed, naming what the graph ends in and the head that fits.
+    assert "--head logit contradicts the model" in line and "ends in sigmoid" in line, line
+    assert "--head binary" in line, line
     assert not (folder / "logit").exists()
 
 
@@ -296,10 +298,12 @@ def test_probability_heads_on_logits_are_refused(tmp_path):
         r"\[0, 1\], but the Keras model's outputs .* range from -.* --head logit",
     ):
         exporter.export(_dense(1, None), tmp_path / "d", head="binary", validation=x)
-    # sigmoids of 3 units read as a softmax: rows do not sum to 1
+    # 3 independent scores in [0, 1] (a clip the graph does not read as a head) declared as a
+    # softmax: the rows do not sum to 1
     import keras
 
-    hidden = keras.Sequential([_dense(3, None), keras.layers.Lambda(keras.ops.sigmoid)])
+    squash = keras.layers.Lambda(lambda z: keras.ops.clip(z * 0.1 + 0.5, 0.0, 1.0))
+    hidden = keras.Sequential([_dense(3, None), squash])
     with pytest.raises(
         HeadContradictionError,
         match=r"--head multiclass expects each sample's 3 "

@@ -26,7 +26,7 @@ from keras_edge.runtime.errors import UsageError
         (
             {"head": "sigmoid"},
             r"Expected head from \('auto', 'binary', 'multilabel', 'multiclass', "
-            r"'logit', 'regression'\), got 'sigmoid'",
+            r"'logit', 'regression'\).*got 'sigmoid'",
         ),
         ({"custom_objects": 5}, r"Expected custom_objects= \.py file paths or module names .* got 5"),
         ({"custom_objects": ["a.py", ""]}, r"Expected a \.py file or a module name .* got ''"),

@@ -313,24 +313,32 @@ def _quantize_with_files(
 
 
 # What ONNX Runtime's symbolic shape inference saves into the working directory when it fails
-# (a fixed relative path in onnxruntime/tools/symbolic_shape_infer.py).
+# (a fixed relative path in onnxruntime/tools/symbolic_shape_infer.py), and the external data
+# file ONNX names for it: a uuid1 ('2bb8e364-f144-11f1-a202-02fc00000001.data'). Attention
+# graphs fail it ("Incomplete symbolic shape inference").
 _STRAY = ("sym_shape_infer_temp.onnx", "sym_shape_infer_temp.onnx.data")
+_STRAY_DATA = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-1[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}\.data$")
+
+
+def _strays() -> set[str]:
+    """The names in the working directory that a failed symbolic shape inference writes."""
+    return {p.name for p in Path().iterdir() if p.name in _STRAY or _STRAY_DATA.match(p.name)}
 
 
 def pre_process(quantization: Any, src: Path, dst: Path) -> None:
     """ONNX Runtime's ``quant_pre_process`` from ``src`` to ``dst``, explicit paths, the working
     directory untouched. Its symbolic shape inference (for transformers' symbolic dims) saves a
-    file into the working directory when it fails: that file is removed, and the pre-processing
-    runs again without it (ONNX's own shape inference and the fusions still run)."""
-    there = {name for name in _STRAY if Path(name).exists()}
+    model and its weights into the working directory when it fails: those files are removed, and
+    the pre-processing runs again without it (ONNX's own shape inference and the fusions still
+    run)."""
+    there = _strays()
     try:
         quantization.quant_pre_process(str(src), str(dst))
     except Exception as exc:  # onnxruntime raises untyped errors
         if "symbolic shape inference" not in str(exc).lower():
             raise
-        for name in _STRAY:
-            if name not in there:
-                Path(name).unlink(missing_ok=True)
+        for name in sorted(_strays() - there):
+            Path(name).unlink(missing_ok=True)
         logger.info("symbolic shape inference failed (%s); pre-processing without it", exc)
         quantization.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
 

@@ -89,9 +89,10 @@ def for_conversion(model: Any) -> Conversion:
     found: dict[str, list[str]] = {}
     for layer in getattr(model, "layers", []):
         try:
-            loops = _loops(layer.get_config())
+            config = layer.get_config()
         except (NotImplementedError, TypeError):  # a custom layer without get_config
             continue
+        loops = ([type(layer).__name__] if _is_loop(config) else []) + _loops(config)
         if loops:
             found[layer.name] = loops
     if not found:

@@ -20,6 +20,7 @@ from keras_edge.exporter import (
     features,
     head_check,
     parity,
+    recurrent,
     sources,
     structure,
     tuning,
@@ -126,16 +127,21 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
         problems = tuple(coverage_problems(coverage))
         for problem in problems:
             logger.warning("calibration: %s", problem)
+    # The converters get the model as a list of inputs and one output (several heads side by
+    # side), with recurrent loops unrolled in a copy checked here against it; every variant is
+    # gated against the model's own answers (``reference``), not the copy's.
+    flat = structure.plain(keras_model, shape, specs)
+    conversion = recurrent.for_conversion(flat)
+    recurrent.check_copy(flat, conversion, x_check)
     info = ModelInfo(
         name=given.name,
         source_sha256=given.sha256,
         keras_version=_tf.version("keras"),
         tensorflow_version=_tf.tensorflow().__version__,
         custom_objects=imported.records,
+        unrolled=conversion.unrolled,
     )
-    # a list of inputs and one output (several heads side by side); recurrent layers unrolled
-    convertible = model_io.for_conversion(structure.plain(keras_model, shape, specs))
-    return Job(keras_model, convertible, specs, head, info, calib, x_check, reference, plan,
+    return Job(keras_model, conversion.model, specs, head, info, calib, x_check, reference, plan,
                coverage, problems)  # fmt: skip
 
 

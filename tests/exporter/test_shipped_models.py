@@ -82,6 +82,20 @@ def test_dict_inputs_export_from_a_csv_matched_by_name(tabular):
     np.testing.assert_array_equal(classes, expected)
 
 
+def test_dict_inputs_from_a_dataframe_and_score_batch_by_column_name(tabular):
+    import pandas as pd  # installed with the dev extra (Ray Data needs it)
+    model, cols, folder, _ = tabular
+    frame = pd.DataFrame({"fare": cols["fare"][300:], "pclass": cols["pclass"][300:],
+                          "age": cols["age"][300:], "id": np.arange(300)})  # fmt: skip
+    expected = (model.predict({k: v[300:, None] for k, v in cols.items()}, verbose=0)[:, 0] > 0.5)
+    clf = runtime.load(folder / "dist")
+    np.testing.assert_array_equal(clf.predict(frame[["pclass", "fare", "age"]]), expected.astype(int))
+    scored = clf.score_batch(frame, keep=["id"])
+    np.testing.assert_array_equal(scored["class"].to_numpy(), expected.astype(int))
+    with pytest.raises(InputError, match=r"unexpected \['id'\]"):
+        clf.predict(frame)
+
+
 def test_dict_inputs_from_python_with_a_missing_input_refused(tabular, tmp_path):
     model, cols, _, _ = tabular
     x = {k: v[:200, None] for k, v in cols.items()}

@@ -274,6 +274,12 @@ def score_stream(
     size = options.chunk_size or auto_chunk_size(clf)
     head = clf.head
     metrics = None
+    if source.has_labels and head.parts:
+        raise UsageError(
+            f"Expected no --label-column for a model with several heads "
+            f"({[p.name for p in head.parts]}): predict computes no metrics per head; pass the "
+            f"label columns through with --keep-columns"
+        )
     if source.has_labels:
         if head.kind == "regression":
             logger.warning("labels given for a regression head: no classification metrics")

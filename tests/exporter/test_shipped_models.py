@@ -165,7 +165,7 @@ def test_several_heads_decide_per_head_like_keras(heads):
 
 
 def test_several_heads_thresholds_records_and_cli(heads, tmp_path):
-    _, x, out, _ = heads
+    model, x, out, _ = heads
     clf = runtime.load(out, variant="onnx-fp32")
     clf.threshold = {"spam": 0.9}
     assert clf.threshold == (0.9, None, 0.7)
@@ -186,6 +186,9 @@ def test_several_heads_thresholds_records_and_cli(heads, tmp_path):
     assert bad.returncode == 2 and "by head name" in bad.stderr
     verify = _cli("verify", out)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    model.save(tmp_path / "heads.keras")
+    bench = _cli("bench", out, "--keras", tmp_path / "heads.keras", "--data", tmp_path / "x.npy")
+    assert bench.returncode == 2 and "one head for keras-edge bench" in bench.stderr, bench.stderr
 
 
 def test_several_heads_tune_each_head_with_labels_from_python_npz_and_csv(heads, tmp_path):

@@ -28,12 +28,12 @@ ACTIVATION_OPS = {"Sigmoid": "sigmoid", "Softmax": "softmax"}
 MAX_DEPTH = 200  # a graph is finite; the bound only guards against a malformed one
 
 
-def output_activation(model: Any) -> str:
-    """``'sigmoid'``, ``'softmax'`` or ``'linear'``: what the op that makes the model's (first)
-    output is, read from its frozen graph. A model that cannot be traced or frozen is
-    ``'linear'`` (the caller then asks the user to declare the head)."""
+def output_activation(model: Any, index: int = 0) -> str:
+    """``'sigmoid'``, ``'softmax'`` or ``'linear'``: what the op that makes the model's output
+    ``index`` (in ``model.outputs`` order) is, read from its frozen graph. A model that cannot
+    be traced or frozen is ``'linear'`` (the caller then asks the user to declare the head)."""
     try:
-        graph_def, output = _frozen(model)
+        graph_def, output = _frozen(model, index)
     except Exception as exc:  # tracing and freezing raise many untyped errors
         logger.debug("graph head: could not trace %s: %s", getattr(model, "name", model), exc)
         return "linear"
@@ -43,20 +43,27 @@ def output_activation(model: Any) -> str:
     return activation
 
 
-def _frozen(model: Any) -> tuple[Any, str]:
+def _frozen(model: Any, index: int = 0) -> tuple[Any, str]:
     """The model's graph with variables as constants and function calls inlined, and the name
-    of its output tensor."""
+    of its output tensor ``index``. The model is called as it takes its inputs (one array, a
+    list, or a dict by name), and its outputs are flattened as ``model.outputs`` lists them (a
+    dict by sorted key, as Keras and ``tf.nest`` both order it)."""
+    from keras_edge.exporter import structure
+
     tf = _tf.tensorflow()
     constants = _tf.module("tensorflow.python.framework.convert_to_constants")
+    keys = structure.read(model).input_keys
     specs = [tf.TensorSpec(t.shape, t.dtype, name=f"x{i}") for i, t in enumerate(model.inputs)]
-    if len(specs) == 1:
+    if keys is not None:
+        fn = tf.function(lambda *xs: model(dict(zip(keys, xs, strict=True)), training=False))
+    elif len(specs) == 1:
         fn = tf.function(lambda x: model(x, training=False))
     else:
         fn = tf.function(lambda *xs: model(list(xs), training=False))
     with _tf.captured_output():
         concrete = fn.get_concrete_function(*specs)
         frozen = constants.convert_variables_to_constants_v2(concrete)
-    return frozen.graph.as_graph_def(), frozen.outputs[0].name
+    return frozen.graph.as_graph_def(), frozen.outputs[index].name
 
 
 def _producer(nodes: dict[str, Any], tensor: str, depth: int) -> str:

@@ -247,13 +247,12 @@ def _activation_name(model: Any, index: int = 0) -> str:
 def _head_activation(model: Any, index: int = 0) -> str:
     """The head's activation from the layers; where they say linear, from the traced graph,
     which sees a sigmoid in a subclassed model's call(), in a SavedModel, or after a
-    Concatenate of sigmoid heads (a model of one output: the graph's outputs of a model with
-    several are not told apart there)."""
+    Concatenate of sigmoid heads."""
     activation = _activation_name(model, index)
-    if activation == "linear" and len(model.outputs) == 1:
+    if activation == "linear":
         from keras_edge.exporter import graph_head
 
-        activation = graph_head.output_activation(model)
+        activation = graph_head.output_activation(model, index)
         if activation != "linear":
             logger.info("head: the layers end linear, the graph ends in %s", activation)
     return activation

@@ -2,7 +2,8 @@
 
 Keras 3 cannot ``load_model`` a SavedModel folder, but it can call one: ``keras.layers.TFSMLayer``
 runs the folder's ``serving_default`` function. The folder becomes a functional ``keras.Model``
-whose inputs are the signature's (names, shapes, dtypes) and whose one output is the signature's,
+whose inputs and outputs are the signature's (names, shapes, dtypes; a dict of them when there
+are several),
 so the rest of the export (the converters, Keras's reference answers through ``predict``) runs
 unchanged, and every variant is gated against the SavedModel's own serving function.
 
@@ -54,7 +55,8 @@ def folder_sha256(path: str | Path) -> str:
 def load(path: str | Path, name: str | None = None) -> Any:
     """The SavedModel folder ``path`` as a functional ``keras.Model`` calling its serving
     signature, or a typed error: not a SavedModel (UsageError), no ``serving_default``
-    signature or not one output (UnsupportedModelError). ``name`` names the model (else the
+    signature, unnamed inputs or outputs (UnsupportedModelError). Several inputs or outputs
+    become a dict of them by the signature's names. ``name`` names the model (else the
     folder's name)."""
     path = Path(path)
     if not is_saved_model(path):
@@ -89,35 +91,53 @@ def load(path: str | Path, name: str | None = None) -> Any:
             f"Expected the {SIGNATURE!r} signature of {str(path)!r} to take named inputs, got "
             f"{args} and {specs}"
         )
-    if not isinstance(outputs, dict) or len(outputs) != 1:
-        names = sorted(outputs) if isinstance(outputs, dict) else [type(outputs).__name__]
+    if not isinstance(outputs, dict) or not outputs:
         raise UnsupportedModelError(
-            f"Expected one output in the {SIGNATURE!r} signature of {str(path)!r}, got "
-            f"{len(names)}: {names}; keras-edge exports a SavedModel with one output"
+            f"Expected named outputs in the {SIGNATURE!r} signature of {str(path)!r}, got "
+            f"{type(outputs).__name__}"
         )
-    if len(specs) != 1:
-        raise UnsupportedModelError(
-            f"Expected one input in the {SIGNATURE!r} signature of {str(path)!r}, got "
-            f"{len(specs)}: {sorted(specs)}; load it in Python and pass a keras.Model instead"
-        )
-    (input_name, spec), (output_name, out_spec) = next(iter(specs.items())), next(iter(outputs.items()))
-    if spec.shape.rank is None or spec.shape.rank < 2:
-        raise UnsupportedModelError(
-            f"Expected the {SIGNATURE!r} input {input_name!r} of {str(path)!r} to have shape "
-            f"(None, features...), got {spec.shape}"
-        )
+    for input_name, spec in specs.items():
+        if spec.shape.rank is None or spec.shape.rank < 2:
+            raise UnsupportedModelError(
+                f"Expected the {SIGNATURE!r} input {input_name!r} of {str(path)!r} to have shape "
+                f"(None, features...), got {spec.shape}"
+            )
     with _tf.captured_output():
-        layer = keras.layers.TFSMLayer(str(path), call_endpoint=SIGNATURE, name="saved_model")
-        inputs = keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name, name=input_name)
-        result = layer(inputs)
-        output = result[output_name] if isinstance(result, dict) else result
-        model = keras.Model(inputs, output, name=name or _model_name(path))
+        layer = _signature_layer(keras)(str(path), call_endpoint=SIGNATURE, name="saved_model")
+        inputs = {
+            input_name: keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name, name=input_name)
+            for input_name, spec in sorted(specs.items())
+        }
+        feed = next(iter(inputs.values())) if len(inputs) == 1 else inputs
+        result = layer(feed)
+        if not isinstance(result, dict):
+            result = {next(iter(outputs)): result}
+        # One input and one output stay plain tensors; several are named, as the signature names
+        # them (the export then matches data to inputs and heads to outputs by those names).
+        model_inputs = feed if len(inputs) == 1 else inputs
+        single = result[next(iter(outputs))] if len(outputs) == 1 else None
+        model_outputs = single if single is not None else dict(sorted(result.items()))
+        model = keras.Model(model_inputs, model_outputs, name=name or _model_name(path))
     logger.info(
-        "loaded the SavedModel %s through %r: input %r %s %s, output %r %s",
-        path, SIGNATURE, input_name, spec.dtype.name, tuple(spec.shape), output_name,
-        tuple(out_spec.shape),
+        "loaded the SavedModel %s through %r: inputs %s, outputs %s", path, SIGNATURE,
+        {k: (v.dtype.name, tuple(v.shape)) for k, v in sorted(specs.items())},
+        {k: tuple(v.shape) for k, v in sorted(outputs.items())},
     )  # fmt: skip
     return model
+
+
+def _signature_layer(keras: Any) -> Any:
+    """``TFSMLayer`` calling the signature with its inputs by name: the stock layer passes a
+    dict of several inputs as one positional argument, which a signature of named inputs
+    refuses."""
+
+    class SignatureLayer(keras.layers.TFSMLayer):  # type: ignore[misc, name-defined]
+        def call(self, inputs: Any, training: bool = False, **kwargs: Any) -> Any:
+            if isinstance(inputs, dict):
+                return self.call_endpoint_fn(**inputs, **kwargs)
+            return super().call(inputs, training=training, **kwargs)
+
+    return SignatureLayer
 
 
 def _model_name(path: Path) -> str:

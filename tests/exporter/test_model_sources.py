@@ -240,19 +240,36 @@ def test_a_saved_model_without_serving_default_is_refused(tmp_path):
     assert not (tmp_path / "dist").exists()
 
 
-def test_a_saved_model_with_two_outputs_is_refused(tmp_path):
+def test_a_saved_model_with_two_inputs_and_two_heads_exports_per_head(tmp_path):
     import keras
 
-    x = keras.Input((4,), name="features")
+    keras.utils.set_random_seed(5)
+    rng = np.random.default_rng(5)
+    a, b = keras.Input((4,), name="numeric"), keras.Input((3,), name="aux")
+    h = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([a, b]))
     model = keras.Model(
-        x,
-        [keras.layers.Dense(1, activation="sigmoid")(x), keras.layers.Dense(1, activation="sigmoid")(x)],
-    )
+        {"numeric": a, "aux": b},
+        {"spam": keras.layers.Dense(1, activation="sigmoid", name="spam")(h),
+         "topic": keras.layers.Dense(3, activation="softmax", name="topic")(h)},
+    )  # fmt: skip
+    x = {"numeric": rng.normal(size=(300, 4)).astype("float32"),
+         "aux": rng.normal(size=(300, 3)).astype("float32")}  # fmt: skip
+    model.compile("adam", {"spam": "binary_crossentropy", "topic": "sparse_categorical_crossentropy"})
+    model.fit(x, {"spam": (x["numeric"][:, 0] > 0).astype("float32"),
+                  "topic": x["aux"].argmax(axis=1)}, epochs=3, verbose=0)  # fmt: skip
     model.export(tmp_path / "two", format="tf_saved_model", verbose=False)
-    with pytest.raises(
-        UnsupportedModelError, match=r"Expected one output .* got 2: \['output_0', 'output_1'\]"
-    ):
-        exporter.export(tmp_path / "two", tmp_path / "dist")
+    result = exporter.export(tmp_path / "two", tmp_path / "dist", validation=x)
+    head = result.manifest.head
+    # The heads are read from the serving graph (a sigmoid and a softmax), named by its outputs.
+    assert [(p.kind, p.units) for p in head.parts] == [("binary", 1), ("multiclass", 3)]
+    assert sorted(s.name for s in result.manifest.inputs) == ["aux", "numeric"]
+    keras_out = model.predict(x, verbose=0)
+    for vid in ("tflite-fp32", "onnx-fp32"):
+        clf = keras_edge.load(tmp_path / "dist", variant=vid)
+        answer = clf.predict(x)
+        first, second = (answer[p.name] for p in head.parts)
+        np.testing.assert_array_equal(first, (keras_out["spam"][:, 0] > 0.5).astype(int))
+        np.testing.assert_array_equal(second, keras_out["topic"].argmax(axis=1))
 
 
 def test_an_unbuilt_subclassed_model_is_refused(tmp_path):

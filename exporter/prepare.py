@@ -133,10 +133,10 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
 
 
 def _refuse_for_heads(options: ExportOptions, head: Head) -> None:
-    """What a model with several heads cannot have yet: threshold tuning and the decision
-    inside the artifacts (each decides one head)."""
+    """What a model with several heads cannot have yet: threshold tuning. (``--with-decision``
+    gives it one class output per head.)"""
     names = [part.name for part in head.parts]
-    for asked, what in ((options.tune, "--tune-threshold"), (options.with_decision, "--with-decision")):
+    for asked, what in ((options.tune, "--tune-threshold"),):
         if asked:
             raise UsageError(
                 f"Expected no {what} for a model with several heads ({names}), got {what}: it "

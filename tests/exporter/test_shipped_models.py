@@ -177,7 +177,7 @@ def test_several_heads_thresholds_records_and_cli(heads, tmp_path):
 def test_several_heads_refuse_what_they_cannot_have_yet(heads, tmp_path):
     model, x, _, _ = heads
     with pytest.raises(UsageError, match="several heads"):
-        exporter.export(model, tmp_path / "d", validation=x[:100], with_decision=True)
+        exporter.export(model, tmp_path / "d", validation=x[:100], tune="f1")
     with pytest.raises(UsageError, match="by head name"):
         exporter.export(model, tmp_path / "d", validation=x[:100], labels=["a", "b", "c"])
     assert not (tmp_path / "d").exists()

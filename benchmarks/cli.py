@@ -302,6 +302,18 @@ def _one_input_manifest(folder: Path) -> Manifest:
             f"Expected a model with one input for keras-edge bench, got {len(manifest.inputs)}: "
             f"{[spec.name for spec in manifest.inputs]}"
         )
+    if manifest.head.parts:
+        raise UsageError(
+            f"Expected a model with one head for keras-edge bench, got {len(manifest.head.parts)}: "
+            f"{[part.name for part in manifest.head.parts]} (keras-edge verify checks every head "
+            f"on this machine)"
+        )
+    if manifest.input.dtype in ("uint8", "int8"):
+        raise UsageError(
+            f"Expected float32 or integer-id input for keras-edge bench, got {manifest.input.dtype} "
+            f"pixels in {manifest.input.name!r} (its timings feed random floats; verify checks the "
+            f"variants on this machine)"
+        )
     return manifest
 
 

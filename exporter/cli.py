@@ -36,7 +36,12 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize", default=None, help="comma list of fp16, dynamic, int8, or all")
     p.add_argument("--calibration", type=Path, help="int8 calibration inputs (.npy/.npz/.csv)")
     p.add_argument("--validation", type=Path, help="parity inputs, with labels y for accuracy")
-    p.add_argument("--label-column", help="label column of CSV data files")
+    p.add_argument(
+        "--label-column",
+        action="append",
+        help="label column of CSV data files; for a model with several heads, HEAD=COLUMN once per "
+        "head, the option repeated (an .npz holds y_<head> arrays instead of y)",
+    )
     p.add_argument(
         "--feature-names",
         help="comma list of the model's feature names, in its input order, recorded so that "
@@ -194,7 +199,8 @@ def _read_data(args: argparse.Namespace) -> tuple[dict[str, Any], tuple[str, ...
     for what in ("calibration", "validation", "tune_data"):
         path = getattr(args, what)
         if path is not None:
-            x, y, found = read_named(path, args.label_column, what == "tune_data", names)
+            label = per_head(args.label_column, "--label-column", str)
+            x, y, found = read_named(path, label, what == "tune_data", names)
             names = names or found
             data[what] = x if what == "calibration" else (x, y)
     return data, names

@@ -420,35 +420,3 @@ def keras_labels(model: Any, head: Head, x: np.ndarray) -> np.ndarray | None:
     if head.kind == "regression":
         return None
     return decide(head, to_probability(head, keras_outputs(model, x)), head.threshold)
-
-
-RECURRENT = ("LSTM", "GRU", "SimpleRNN")
-
-
-def for_conversion(model: Any) -> Any:
-    """The model the converters get: ``model`` itself, or, when it has recurrent layers
-    (LSTM, GRU, SimpleRNN) over a sequence of known length, a copy with those layers unrolled
-    and the same weights. A recurrent loop becomes TensorFlow TensorList ops, which LiteRT runs
-    only through Select TF ops (a TensorFlow runtime on the device) and which tf2onnx turns into
-    a graph ONNX Runtime cannot load; unrolled, it is plain matrix products that every variant
-    converts and quantizes, with the same math (Keras gives identical outputs)."""
-    loops = [
-        layer
-        for layer in model.layers
-        if type(layer).__name__ in RECURRENT and not layer.get_config().get("unroll", False)
-    ]
-    if not loops:
-        return model
-    keras = _tf.keras()
-
-    def unrolled(layer: Any) -> Any:
-        config = layer.get_config()
-        if layer in loops:
-            config["unroll"] = True
-        return layer.__class__.from_config(config)
-
-    with _tf.captured_output():
-        clone = keras.models.clone_model(model, clone_function=unrolled)
-        clone.set_weights(model.get_weights())
-    logger.info("unrolled %s for conversion", ", ".join(repr(layer.name) for layer in loops))
-    return clone

@@ -20,6 +20,7 @@ from keras_edge.exporter import (
     features,
     head_check,
     parity,
+    recurrent,
     sources,
     structure,
     tuning,
@@ -107,11 +108,18 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
             declared = declared.get(part.name or "", "auto")
         head_check.check_outputs(declared, part, raw[:, columns], name)
     keras_proba = to_probability(head, raw)
+    if head.parts and y_val is not None:  # one array per head, by head name
+        y_val = tuning.head_labels(head, y_val, len(x_check[0]), "validation")
+    elif isinstance(y_val, dict):
+        raise UsageError(f"Expected validation labels as one array for a model of one head, got a "
+                         f"dict of {sorted(map(str, y_val))}")  # fmt: skip
+    elif y_val is not None and len(y_val) != len(x_check[0]):
+        raise UsageError(f"Expected {len(x_check[0])} validation labels, got {len(y_val)}")
     labels = None if y_val is None or head.parts else np.asarray(y_val)
     reference = parity.Reference(proba=keras_proba, labels=labels, data=name, source=source)
     plan = tuning.plan(options.tune, data.tune, head, keras_model, specs, x_check, y_val, reference)
     if plan is not None:
-        head = replace(head, threshold=plan.keras_threshold)
+        head = head.with_threshold(plan.keras_threshold)
     check_reference(head, reference, options.allow_constant)
     coverage, problems = None, ()
     if calib is not None and "int8" in options.quantize and calib.float_features.shape[1]:
@@ -119,29 +127,33 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
         problems = tuple(coverage_problems(coverage))
         for problem in problems:
             logger.warning("calibration: %s", problem)
+    # The converters get the model as a list of inputs and one output (several heads side by
+    # side), with recurrent loops unrolled in a copy checked here against it; every variant is
+    # gated against the model's own answers (``reference``), not the copy's.
+    flat = structure.plain(keras_model, shape, specs)
+    conversion = recurrent.for_conversion(flat)
+    recurrent.check_copy(flat, conversion, x_check)
     info = ModelInfo(
         name=given.name,
         source_sha256=given.sha256,
         keras_version=_tf.version("keras"),
         tensorflow_version=_tf.tensorflow().__version__,
         custom_objects=imported.records,
+        unrolled=conversion.unrolled,
     )
-    # a list of inputs and one output (several heads side by side); recurrent layers unrolled
-    convertible = model_io.for_conversion(structure.plain(keras_model, shape, specs))
-    return Job(keras_model, convertible, specs, head, info, calib, x_check, reference, plan,
+    return Job(keras_model, conversion.model, specs, head, info, calib, x_check, reference, plan,
                coverage, problems)  # fmt: skip
 
 
 def _refuse_for_heads(options: ExportOptions, head: Head) -> None:
-    """What a model with several heads cannot have yet: threshold tuning. (``--with-decision``
-    gives it one class output per head.)"""
+    """What a model with several heads cannot have yet: a plot of the tuning (one panel per
+    head is not drawn). (``--with-decision`` gives it one class output per head.)"""
     names = [part.name for part in head.parts]
-    for asked, what in ((options.tune, "--tune-threshold"),):
+    for asked, what in ((options.plot, "--plot"),):
         if asked:
             raise UsageError(
                 f"Expected no {what} for a model with several heads ({names}), got {what}: it "
-                f"is not supported for several heads yet; give each head's threshold with "
-                f"--threshold NAME=T (threshold={{name: t}} in Python)"
+                f"is not supported for several heads yet"
             )
 
 
@@ -184,12 +196,6 @@ def _parity_data(
     if validation is not None:
         x_val, y_val = validation if isinstance(validation, tuple) else (validation, None)
         x_check = model_io.as_inputs(x_val, specs, "validation")
-        for what, y in (y_val.items() if isinstance(y_val, dict) else [("", y_val)]):
-            if y is not None and len(y) != len(x_check[0]):
-                raise UsageError(
-                    f"Expected {len(x_check[0])} validation labels{f' for {what!r}' if what else ''}, "
-                    f"got {len(y)}"
-                )
         return x_check, y_val, f"validation data ({len(x_check[0])} samples)", "validation"
     if calib is not None:
         name = f"calibration data ({len(calib)} samples; give validation data to check more)"

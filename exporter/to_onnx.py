@@ -82,6 +82,7 @@ def _renumber(model: Any) -> None:
     def new(name: str) -> str:
         if name in kept:
             return name
+
         def swap(match: re.Match[str]) -> str:
             return "__" + numbers.setdefault(match.group(1), str(len(numbers) + 1))
 
@@ -135,20 +136,6 @@ def to_fp32_proto(model: Any, specs: tuple[InputSpec, ...]) -> Any:
     return proto
 
 
-def _id_arithmetic(proto: Any) -> list[str]:
-    """Nodes that compute on integer ids cast to float (tf2onnx writes an Embedding's
-    ``ids < 0`` check as Cast(ids -> float) then Less against a float constant). Converted to
-    float16, the constant changes type and the Cast does not: ONNX Runtime refuses the graph."""
-    integer = {6, 7}  # TensorProto INT32, INT64
-    ids = {i.name for i in proto.graph.input if i.type.tensor_type.elem_type in integer}
-    names = []
-    for node in proto.graph.node:
-        if node.op_type == "Cast" and any(name in ids for name in node.input):
-            names.append(node.name)
-            names += [c.name for c in proto.graph.node if set(node.output) & set(c.input)]
-    return names
-
-
 def _refuse_unknown_ops(proto: Any, onnx_module: Any) -> None:
     """tf2onnx copies a TensorFlow op it has no ONNX form for into the graph as it is, and ONNX
     Runtime then refuses to load it: refuse the ONNX variants here, naming the op and layer."""
@@ -168,20 +155,99 @@ def _refuse_unknown_ops(proto: Any, onnx_module: Any) -> None:
 
 _TYPE_ERROR_NODE = re.compile(r"of node \(([^)]+)\)")
 
+# ONNX element types (onnx.TensorProto): FLOAT is what float16 conversion relabels.
+FLOAT, FLOAT16, DOUBLE, BFLOAT16 = 1, 10, 11, 16
+_FLOATS = {FLOAT, FLOAT16, DOUBLE, BFLOAT16}
+
+
+def exact_nodes(proto: Any) -> list[str]:
+    """The nodes a float16 conversion must leave in float32, decided from the graph: the index
+    arithmetic that tf2onnx writes in float.
+
+    tf2onnx writes integer and boolean computations partly in float: an Embedding's ``ids < 0``
+    check casts the ids (or positions computed from the input) to float and compares them with
+    a float constant; a masked recurrent step's ``where(mask, new, old)`` casts the mask to float
+    and blends with it. onnxconverter-common relabels every float tensor float16 and converts
+    every float constant, but a ``Cast(to=float)`` still makes float32: its consumer then gets
+    float32 and float16 inputs, and ONNX Runtime refuses the graph. Such values are whole
+    numbers (ids, positions, 0/1 masks) that float16 represents exactly only up to 2048.
+
+    So: every node whose output is float32 by its attribute (``Cast``, or a ``dtype``) is kept
+    in float32 (the converter then casts its output to float16 where float16 ops read it); and
+    from the casts of integer or boolean values, the float values computed only from them and
+    from constants (the comparison, the arithmetic on the ids) are kept in float32 too, found by
+    propagating element types forward through the graph (ONNX shape inference gives them)."""
+    onnx = _tf.module("onnx")
+    graph = onnx.shape_inference.infer_shapes(proto).graph
+    types = {
+        v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]
+    }
+    types.update({i.name: i.data_type for i in graph.initializer})
+    constant = {i.name for i in graph.initializer}
+    constant |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    exact: set[str] = set()  # float tensors that hold whole numbers from integers or booleans
+    kept: list[str] = []
+    for node in graph.node:
+        fixed = [a for a in node.attribute if a.name in ("to", "dtype") and a.i == FLOAT]
+        floats = [n for n in node.input if n and types.get(n) == FLOAT and n not in constant]
+        if fixed:
+            kept.append(node.name)
+            known = [types.get(n) for n in node.input if n]
+            if node.op_type == "Cast" and known and all(t and t not in _FLOATS for t in known):
+                exact.update(node.output)  # ids or a mask, now float
+        elif floats and all(n in exact for n in floats):
+            kept.append(node.name)
+            exact.update(o for o in node.output if types.get(o) == FLOAT)
+    return kept
+
+
+def _own_constants(proto: Any, kept: set[str]) -> None:
+    """Give the nodes kept in float32 their own copy of every initializer they share with
+    nodes converted to float16: the converter keeps a shared initializer in float32, and the
+    float16 node reading it would then be refused."""
+    graph = proto.graph
+    initializers = {i.name: i for i in graph.initializer}
+    readers: dict[str, set[bool]] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name in initializers:
+                readers.setdefault(name, set()).add(node.name in kept)
+    taken = {o for n in graph.node for o in n.output} | set(initializers)
+    for name, which in readers.items():
+        if which != {True, False} or initializers[name].data_type != FLOAT:
+            continue
+        copy = f"{name}__fp32"
+        while copy in taken:
+            copy += "_"
+        taken.add(copy)
+        twin = graph.initializer.add()
+        twin.CopyFrom(initializers[name])
+        twin.name = copy
+        for node in graph.node:
+            if node.name in kept:
+                node.input[:] = [copy if n == name else n for n in node.input]
+
 
 def _fp16(proto: Any) -> Any:
-    """float16 inside, float32 input and output. onnxconverter-common relabels some outputs
-    float16 while the node still makes float32 (a Cast of integer ids to float compared with a
-    constant, ConstantOfShape's fill value); ONNX Runtime then refuses the graph and names the
-    node. Such nodes are kept in float32 and the conversion redone, until ONNX Runtime loads it."""
+    """float16 inside, float32 input and output, with the index arithmetic that tf2onnx writes
+    in float kept in float32 (:func:`exact_nodes`). ONNX Runtime then checks that it loads the
+    graph; should it still refuse a node for a type mismatch (a pattern the graph analysis does
+    not know), that node is kept in float32 too and the conversion redone, and the gap logged."""
     float16 = _tf.module("onnxconverter_common.float16")
     ort = _tf.module("onnxruntime")
-    blocked = _id_arithmetic(proto)
+    if any(not node.name for node in proto.graph.node):  # the block list goes by node name
+        proto = _named_nodes(proto)
+    blocked = exact_nodes(proto)
+    logger.debug("fp16: %d node(s) kept in float32: %s", len(blocked), blocked)
     for _ in range(MAX_FP16_RETRIES):
         copy = type(proto)()
         copy.CopyFrom(proto)  # the converter edits the graph it is given
+        _own_constants(copy, set(blocked))
         converted = float16.convert_float_to_float16(
-            copy, keep_io_types=True, node_block_list=list(blocked)
+            copy,
+            keep_io_types=True,
+            op_block_list=float16.DEFAULT_OP_BLOCK_LIST,
+            node_block_list=list(blocked),
         )
         try:
             ort.InferenceSession(converted.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -190,12 +256,25 @@ def _fp16(proto: Any) -> Any:
             found = _TYPE_ERROR_NODE.search(str(exc))
             if found is None or found.group(1) in blocked:
                 return converted  # not a relabelling problem: the export's check reports it
-            logger.debug("fp16: keeping %s in float32 (%s)", found.group(1), first_error(str(exc)))
+            logger.warning(
+                "onnx-fp16: keeping node %s in float32, which the graph analysis missed (%s)",
+                found.group(1), first_error(str(exc)),
+            )  # fmt: skip
             blocked.append(found.group(1))
     return converted
 
 
-MAX_FP16_RETRIES = 32  # nodes kept in float32 at most; each costs one conversion
+def _named_nodes(proto: Any) -> Any:
+    """A copy of ``proto`` whose unnamed nodes are named after their first output."""
+    named = type(proto)()
+    named.CopyFrom(proto)
+    for node in named.graph.node:
+        if not node.name:
+            node.name = f"{node.output[0]}__node"
+    return named
+
+
+MAX_FP16_RETRIES = 8  # nodes the graph analysis missed, kept in float32 one at a time
 
 
 # Dynamic quantization only where it pays on CPU: ConvInteger was measured 7-9x SLOWER than
@@ -234,24 +313,32 @@ def _quantize_with_files(
 
 
 # What ONNX Runtime's symbolic shape inference saves into the working directory when it fails
-# (a fixed relative path in onnxruntime/tools/symbolic_shape_infer.py).
+# (a fixed relative path in onnxruntime/tools/symbolic_shape_infer.py), and the external data
+# file ONNX names for it: a uuid1 ('2bb8e364-f144-11f1-a202-02fc00000001.data'). Attention
+# graphs fail it ("Incomplete symbolic shape inference").
 _STRAY = ("sym_shape_infer_temp.onnx", "sym_shape_infer_temp.onnx.data")
+_STRAY_DATA = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-1[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}\.data$")
+
+
+def _strays() -> set[str]:
+    """The names in the working directory that a failed symbolic shape inference writes."""
+    return {p.name for p in Path().iterdir() if p.name in _STRAY or _STRAY_DATA.match(p.name)}
 
 
 def pre_process(quantization: Any, src: Path, dst: Path) -> None:
     """ONNX Runtime's ``quant_pre_process`` from ``src`` to ``dst``, explicit paths, the working
     directory untouched. Its symbolic shape inference (for transformers' symbolic dims) saves a
-    file into the working directory when it fails: that file is removed, and the pre-processing
-    runs again without it (ONNX's own shape inference and the fusions still run)."""
-    there = {name for name in _STRAY if Path(name).exists()}
+    model and its weights into the working directory when it fails: those files are removed, and
+    the pre-processing runs again without it (ONNX's own shape inference and the fusions still
+    run)."""
+    there = _strays()
     try:
         quantization.quant_pre_process(str(src), str(dst))
     except Exception as exc:  # onnxruntime raises untyped errors
         if "symbolic shape inference" not in str(exc).lower():
             raise
-        for name in _STRAY:
-            if name not in there:
-                Path(name).unlink(missing_ok=True)
+        for name in sorted(_strays() - there):
+            Path(name).unlink(missing_ok=True)
         logger.info("symbolic shape inference failed (%s); pre-processing without it", exc)
         quantization.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
 

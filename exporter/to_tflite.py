@@ -59,13 +59,69 @@ def _convert(converter: Any, model: Any, precision: str) -> bytes:
     """``converter.convert()``, its untyped errors as UnsupportedOpError (ops that need
     TensorFlow) or ConversionError."""
     try:
-        return bytes(converter.convert())
+        data = bytes(converter.convert())
     except Exception as exc:  # the converter raises many untyped errors
         unsupported = _needs_tensorflow(model, str(exc))
         if unsupported:
             raise UnsupportedOpError(unsupported) from exc
         message = first_error(str(exc))
         raise ConversionError(f"TFLite conversion at {precision} failed: {message}") from exc
+    refuse_flex(data, model)
+    return data
+
+
+def flex_ops(data: bytes) -> list[tuple[str, str]]:
+    """(TensorFlow op, first output tensor's name) of every Select TF op ("Flex", a custom op
+    named ``Flex<Op>``) in a TFLite model."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    root = schema.Model.GetRootAsModel(data, 0)
+    found = []
+    for g in range(root.SubgraphsLength()):
+        graph = root.Subgraphs(g)
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            code = root.OperatorCodes(op.OpcodeIndex()).CustomCode()
+            name = code.decode() if code else ""
+            if name.startswith("Flex"):
+                outputs = [int(t) for t in op.OutputsAsNumpy() if t >= 0]
+                tensor = graph.Tensors(outputs[0]).Name().decode() if outputs else ""
+                found.append((name[len("Flex") :], tensor))
+    return found
+
+
+def refuse_flex(data: bytes, model: Any) -> None:
+    """Raise :class:`UnsupportedOpError` when a converted model holds Select TF ops. keras-edge
+    never asks for them (``SELECT_TF_OPS``), so a converter that writes them anyway is caught
+    here, before any file is written: the runtime's LiteRT has no Flex delegate to run them."""
+    found = flex_ops(data)
+    if not found:
+        return
+    ops = sorted({op for op, _ in found})
+    layers = []
+    for _, tensor in found:
+        label = _layer_label(model, tensor)
+        if label not in layers:
+            layers.append(label)
+    raise UnsupportedOpError(
+        f"layer {', '.join(layers)} needs the TensorFlow op(s) {', '.join(ops)}, which LiteRT "
+        f"runs only through Select TF ops (Flex), a TensorFlow runtime that a device running "
+        f"keras-edge does not have, so this TFLite variant is refused (the ONNX variants may "
+        f"still export)"
+    )
+
+
+def _layer_label(model: Any, path: str) -> str:
+    """``'name' (Class)`` of the layer a graph path names ('model/gru_1/while' -> the layer
+    'gru'), or the path's scope as it is when no layer matches."""
+    parts = [p for p in path.split("/") if p and not p.startswith("StatefulPartitionedCall")]
+    name = parts[1] if len(parts) > 1 else (parts[0] if parts else "(unknown)")
+    for candidate in (name, re.sub(r"_\d+$", "", name)):
+        try:
+            return f"{candidate!r} ({type(model.get_layer(candidate)).__name__})"
+        except (ValueError, AttributeError):
+            continue
+    return repr(name)
 
 
 # The converter's messages locate an op as fused["OpName:", "model/layer/inner@function"].
@@ -85,16 +141,8 @@ def _needs_tensorflow(model: Any, message: str) -> str | None:
     for _, path in _LOCATION.findall(message):
         if path.startswith("StatefulPartitionedCall"):
             continue  # the signature's wrapper, not a layer
-        parts = path.split("/")
-        name = parts[1] if len(parts) > 1 else parts[0]
-        label = repr(name)
         # The graph names a layer as TensorFlow made it unique: 'gru_1' for the layer 'gru'.
-        for candidate in (name, re.sub(r"_\d+$", "", name)):
-            try:
-                label = f"{candidate!r} ({type(model.get_layer(candidate)).__name__})"
-                break
-            except (ValueError, AttributeError):
-                continue
+        label = _layer_label(model, path)
         if label not in layers:
             layers.append(label)
     return (

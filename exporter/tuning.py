@@ -27,7 +27,7 @@ from keras_edge.exporter.parity import Reference
 from keras_edge.runtime.data import rows
 from keras_edge.runtime.errors import UsageError
 from keras_edge.runtime.gate import to_probability
-from keras_edge.runtime.manifest import InputSpec, Variant
+from keras_edge.runtime.manifest import Head, InputSpec, Variant
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +83,10 @@ class Tuned:
     fp: int
     tn: int
     fn: int
+    head: str | None = None  # which head, for a model with several
 
-    def to_dict(self) -> dict[str, float | int]:
-        return dict(self.__dict__)
+    def to_dict(self) -> dict[str, float | int | str]:
+        return {k: v for k, v in self.__dict__.items() if v is not None or k != "head"}
 
 
 def confusion_at_candidates(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -173,13 +174,16 @@ def tune(scores: np.ndarray, y: np.ndarray, objective: Objective, what: str = ""
 
 
 def problems(
-    kind: str, scores: np.ndarray, y: np.ndarray, what: str
+    kind: str | Head, scores: np.ndarray, y: Any, what: str
 ) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """The one-cut problems a head's threshold(s) solve, as (scores, 0/1 labels, name): one per
     label for binary and multilabel. For a multiclass head, the minimum confidence: the cut on
     each sample's top probability, with "the top class is right" as the positive (tp: answered
     and right, fp: answered and wrong, tn: refused and would have been wrong, fn: refused and
-    would have been right)."""
+    would have been right). For several heads (``kind`` is the head, ``y`` a dict of labels by
+    head name), the problems of every head that has labels, in head order."""
+    if isinstance(kind, Head):
+        return [problem for _, problem in _head_problems(kind, scores, y, what)]
     if kind not in TUNABLE:
         raise UsageError(f"Expected a head from {TUNABLE} to tune a threshold for, got {kind}")
     if kind == "multiclass":
@@ -201,10 +205,37 @@ def problems(
     return [(scores[:, k], y[:, k], names[k]) for k in range(scores.shape[1])]
 
 
+def _head_problems(
+    head: Head, scores: np.ndarray, y: dict[str, Any], what: str
+) -> list[tuple[str, tuple[np.ndarray, np.ndarray, str]]]:
+    """(head name, problem) for every head of several that has labels in ``y``."""
+    out = []
+    for part, columns in zip(head.parts, head.slices(), strict=True):
+        if part.name in y:
+            label = f"{what} head {part.name!r}"
+            for problem in problems(part.kind, scores[:, columns], y[part.name], label):
+                out.append((str(part.name), problem))
+    return out
+
+
 def tune_head(
-    kind: str, scores: np.ndarray, y: np.ndarray, objective: Objective, what: str
-) -> tuple[float | tuple[float, ...], list[Tuned]]:
-    """The threshold(s) for a head (see :func:`problems`): one per label for multilabel."""
+    kind: str | Head, scores: np.ndarray, y: Any, objective: Objective, what: str
+) -> tuple[Any, list[Tuned]]:
+    """The threshold(s) for a head (see :func:`problems`): one per label for multilabel. For
+    several heads, one per head (tuned where ``y`` has its labels, else the head's own) and
+    the results of each tuned one, each naming its ``head``."""
+    if isinstance(kind, Head):
+        found = [(name, tune(s, t, objective, label)) for name, (s, t, label)
+                 in _head_problems(kind, scores, y, what)]  # fmt: skip
+        thresholds = []
+        for part in kind.parts:
+            own = [r for name, r in found if name == part.name]
+            if not own:
+                thresholds.append(part.threshold)
+            else:
+                values = tuple(r.threshold for r in own)
+                thresholds.append(values if part.kind == "multilabel" else values[0])
+        return tuple(thresholds), [replace(r, head=name) for name, r in found]
     results = [tune(s, t, objective, name) for s, t, name in problems(kind, scores, y, what)]
     thresholds = tuple(r.threshold for r in results)
     return (thresholds if kind == "multilabel" else thresholds[0]), results
@@ -224,12 +255,12 @@ class Plan:
     model's tuned threshold, and how to tune each variant on its own scores."""
 
     objective: Objective
-    kind: str
+    kind: str | Head  # several heads: the head, tuned one by one
     samples: list[Any] | None  # the tuning inputs one per call, when not the parity data
-    y: np.ndarray
+    y: Any  # several heads: a dict of labels by head name
     data: str
     optimistic: bool
-    keras_threshold: float | tuple[float, ...]
+    keras_threshold: Any
     keras: list[Tuned]
     scores: dict[str, tuple[np.ndarray, list[Tuned]]] = field(default_factory=dict)
 
@@ -239,7 +270,7 @@ class Plan:
         scores = (
             parity_scores
             if self.samples is None
-            else np.concatenate([clf.predict_proba(s) for s in self.samples])
+            else np.concatenate([clf.outputs(s) for s in self.samples])
         )
         threshold, results = tune_head(self.kind, scores, self.y, self.objective, variant.id)
         self.scores[variant.id] = (scores, results)
@@ -270,6 +301,8 @@ def plan(
     if tune is None:
         return None
     objective = Objective.parse(tune)
+    if head.parts:
+        return _plan_heads(objective, tune_data, head, keras_model, specs, y_val, reference)
     if head.kind not in TUNABLE:
         raise UsageError(f"Expected a head from {TUNABLE} to tune a threshold for, got {head.kind}")
     if tune_data is not None:
@@ -298,3 +331,65 @@ def plan(
     threshold, results = tune_head(head.kind, keras_scores, y, objective, "the Keras model")
     scores = {"keras": (keras_scores, results)}
     return Plan(objective, head.kind, samples, y, data, optimistic, threshold, results, scores)
+
+
+def head_labels(head: Head, y: Any, n: int, what: str) -> dict[str, np.ndarray]:
+    """Labels for several heads: a dict by head name (some heads may have none) or a list in
+    head order, each with ``n`` rows; a :class:`UsageError` naming what was received."""
+    names = [str(p.name) for p in head.parts]
+    if isinstance(y, (list, tuple)) and len(y) == len(names):
+        y = dict(zip(names, y, strict=True))
+    if not isinstance(y, dict):
+        raise UsageError(
+            f"Expected {what} labels for several heads as a dict by head name {names} (or a list "
+            f"in that order), got {type(y).__name__}"
+        )
+    unknown = sorted(set(map(str, y)) - set(names))
+    if unknown:
+        raise UsageError(f"Expected {what} labels for the heads {names}, got ones for {unknown}")
+    out = {}
+    for name, labels in y.items():
+        labels = np.asarray(labels)
+        if len(labels) != n:
+            raise UsageError(f"Expected {n} {what} labels for head {name!r}, got {len(labels)}")
+        out[str(name)] = labels
+    return out
+
+
+def _plan_heads(
+    objective: Objective, tune_data: Any, head: Head, keras_model: Any,
+    specs: tuple[InputSpec, ...], y_val: Any, reference: Reference,
+) -> Plan:  # fmt: skip
+    """:func:`plan` for several heads: every head with labels and a tunable kind is tuned on
+    its own columns, the others keep their threshold."""
+    if tune_data is not None:
+        if not isinstance(tune_data, tuple) or len(tune_data) != 2 or tune_data[1] is None:
+            raise UsageError("Expected tuning data as (x, y) with labels y")
+        xs = model_io.as_inputs(tune_data[0], specs, "tuning")
+        n = len(xs[0])
+        y = head_labels(head, tune_data[1], n, "tuning")
+        keras_scores = to_probability(head, model_io.keras_outputs(keras_model, list(xs)))
+        samples: list[Any] | None = [rows(xs, slice(i, i + 1)) for i in range(n)]
+        data, optimistic = f"tuning data ({n} samples)", False
+    else:
+        if y_val is None:
+            raise UsageError(
+                "Expected labels to tune the heads' thresholds on: validation data with labels "
+                "per head or separate tuning data; got none"
+            )
+        y = head_labels(head, y_val, len(reference.proba), "validation")
+        keras_scores, samples, data, optimistic = reference.proba, None, reference.data, True
+    tunable = [p.name for p in head.parts if p.name in y and p.kind in TUNABLE]
+    untuned = [p.name for p in head.parts if p.name not in tunable]
+    if not tunable:
+        raise UsageError(
+            f"Expected labels for at least one classifier head to tune, got labels for {sorted(y)} "
+            f"of the heads {[(p.name, p.kind) for p in head.parts]}"
+        )
+    if untuned:
+        logger.warning("tuning the heads %s; %s keep their thresholds (no labels or not tunable)",
+                       tunable, untuned)  # fmt: skip
+    y = {name: labels for name, labels in y.items() if name in tunable}
+    threshold, results = tune_head(head, keras_scores, y, objective, "the Keras model")
+    scores = {"keras": (keras_scores, results)}
+    return Plan(objective, head, samples, y, data, optimistic, threshold, results, scores)

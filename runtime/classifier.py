@@ -277,8 +277,11 @@ class Classifier:
         return list(parts)
 
     @property
-    def classes_(self) -> tuple[str, ...]:
-        """The label names, in class-index order (scikit-learn's name for them)."""
+    def classes_(self) -> Any:
+        """The label names, in class-index order (scikit-learn's name for them); for several
+        heads, a dict of them by head name."""
+        if self.head.parts:
+            return {part.name: part.labels for part in self.head.parts}
         return self.head.labels
 
     def predict_labels(self, x: Any) -> np.ndarray | list[list[str]]:

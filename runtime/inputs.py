@@ -155,6 +155,12 @@ def check_inputs(x: Any, specs: tuple[InputSpec, ...]) -> list[np.ndarray]:
     """One checked array per input, in the manifest's order, from a dict by name or a list
     or tuple in order; every input with the same number of samples."""
     names = [spec.name for spec in specs]
+    columns = named_columns(x)
+    if columns is not None and all(s.shape == (None, 1) for s in specs):
+        # A table whose columns are the inputs, one each (Keras's structured-data style): by name.
+        where = "the table's columns"
+        feature_columns(list(columns), tuple(names), set(), where, error=InputError, hint="")
+        x = {n: np.asarray(x[[n]]) for n in names}
     if isinstance(x, dict):
         missing = [n for n in names if n not in x]
         extra = [str(k) for k in x if k not in names]

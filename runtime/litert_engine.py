@@ -21,7 +21,7 @@ from keras_edge.runtime.engine_base import (
     is_class_output,
     missing_engine,
 )
-from keras_edge.runtime.errors import ArtifactError, DeviceUnavailableError
+from keras_edge.runtime.errors import ArtifactError, DeviceUnavailableError, plain
 
 logger = logging.getLogger(__name__)
 
@@ -101,19 +101,29 @@ class LiteRTEngine:
         from ai_edge_litert.interpreter import Interpreter
 
         check_tflite_structure(model)
-        try:
-            probe = Interpreter(model_content=model, num_threads=self._threads)
-            probe.allocate_tensors()
-            # One call on zeros: a damaged file that loads can still fail to run (a constant
-            # without data, a tensor without memory); it fails here, as a typed error.
-            for detail in probe.get_input_details():
-                probe.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-            probe.invoke()
-            for detail in probe.get_output_details():
-                probe.get_tensor(detail["index"])
-        except Exception as exc:  # LiteRT raises ValueError/RuntimeError for corrupt files
-            raise ArtifactError(f"LiteRT could not load and run the artifact: {exc}") from exc
+        self._options: dict[str, Any] = {}  # the Interpreter's, for every thread's copy
         self.providers = ["LiteRT CPU (XNNPACK)"]
+        try:
+            probe = self._probe(Interpreter)
+        except Exception as exc:  # LiteRT raises ValueError/RuntimeError for corrupt files
+            if "XNNPACK" not in str(exc):
+                raise ArtifactError(f"LiteRT could not load and run the artifact: {exc}") from exc
+            # XNNPACK accepts some graphs it then fails to prepare (a full-int8 unrolled LSTM:
+            # "failed to create XNNPACK runtime"); LiteRT's own kernels run them.
+            from ai_edge_litert.interpreter import OpResolverType
+
+            self._options = {
+                "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            }
+            self.providers = ["LiteRT CPU (builtin kernels, XNNPACK refused the graph)"]
+            logger.warning(
+                "LiteRT's XNNPACK could not prepare this model (%s): running it on LiteRT's "
+                "builtin kernels, which are slower", plain(" ".join(str(exc).split())),
+            )  # fmt: skip
+            try:
+                probe = self._probe(Interpreter)
+            except Exception as again:  # as above
+                raise ArtifactError(f"LiteRT could not load and run the artifact: {again}") from again
         in_details = probe.get_input_details()
         out_details = [d for d in probe.get_output_details() if not _is_class(d)]
         if len(out_details) != 1:
@@ -135,11 +145,23 @@ class LiteRTEngine:
         self._local = threading.local()
         self._local.interpreter = _Interpreter(probe, in_details, self._out_index)  # this thread's
 
+    def _probe(self, interpreter_class: Any) -> Any:
+        """A new interpreter, allocated and run once on zeros: a damaged file that loads can
+        still fail to run (a constant without data, a tensor without memory); it fails here."""
+        probe = interpreter_class(model_content=self.model, num_threads=self._threads, **self._options)
+        probe.allocate_tensors()
+        for detail in probe.get_input_details():
+            probe.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        probe.invoke()
+        for detail in probe.get_output_details():
+            probe.get_tensor(detail["index"])
+        return probe
+
     def _interpreter(self) -> _Interpreter:
         """This thread's interpreter, made on its first call."""
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_content=self.model, num_threads=self._threads)
+        interpreter = Interpreter(model_content=self.model, num_threads=self._threads, **self._options)
         interpreter.allocate_tensors()
         mine = _Interpreter(interpreter, self._in_details, self._out_index)
         self._local.interpreter = mine

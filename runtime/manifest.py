@@ -97,11 +97,26 @@ def _as_list(value: Any) -> Any:
     return [_as_list(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def _tuned(record: dict[str, Any] | None, kind: str) -> Any:
-    """The threshold a tuning record chose: one per label for multilabel; None without one."""
+def _tuned(record: dict[str, Any] | None, kind: str | Head) -> Any:
+    """The threshold a tuning record chose: one per label for multilabel; None without one.
+    For several heads (``kind`` is the head), one per head: the tuned one where the record has
+    entries for the head (each entry names its ``head``), else the head's own."""
     labels = (record or {}).get("labels")
     if not isinstance(labels, list) or not labels:
         return None
+    if isinstance(kind, Head):
+        try:
+            named = {str(entry["head"]) for entry in labels}
+        except (KeyError, TypeError) as exc:
+            raise ManifestError(f"Malformed tuning record {record!r}: {exc!r}") from exc
+        unknown = named - {p.name for p in kind.parts}
+        if unknown:
+            raise ManifestError(f"Expected tuning entries for the heads, got ones for {sorted(unknown)}")
+        return tuple(
+            _tuned({"labels": [e for e in labels if e["head"] == p.name]}, p.kind) if p.name in named
+            else p.threshold
+            for p in kind.parts
+        )  # fmt: skip
     try:
         values = tuple(label["threshold"] for label in labels)
     except (KeyError, TypeError) as exc:
@@ -116,22 +131,15 @@ def check_thresholds(manifest: Manifest) -> None:
     edit of one of them) is refused naming both values, so that ``inspect``, ``predict`` and
     ``load()`` can never report or use different thresholds."""
     head = manifest.head
-    if head.kind == SEVERAL:  # no tuning for several heads: every variant decides with theirs
-        for vid, variant in manifest.variants.items():
-            if _as_tuple(variant.threshold) != _as_tuple(head.threshold):
-                raise ManifestError(
-                    f"Variant {vid!r} decides with thresholds {variant.threshold!r}, but the heads' "
-                    f"are {head.threshold!r}; one of them was changed after the export"
-                )
-        return
-    keras = _tuned({"labels": (manifest.tuning or {}).get("keras")}, head.kind)
+    kind = head if head.kind == SEVERAL else head.kind  # several heads: tuned one by one
+    keras = _tuned({"labels": (manifest.tuning or {}).get("keras")}, kind)
     if keras is not None and _as_tuple(keras) != _as_tuple(head.threshold):
         raise ManifestError(
             f"The head's threshold is {head.threshold!r}, but the export tuned {keras!r} for the "
             f"Keras model; one of them was changed after the export"
         )
     for vid, variant in manifest.variants.items():
-        tuned = _tuned(variant.tuning, head.kind)
+        tuned = _tuned(variant.tuning, kind)
         expected, why = (
             (head.threshold, "the head's threshold") if tuned is None
             else (tuned, "the threshold its tuning record chose")

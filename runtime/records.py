@@ -356,13 +356,20 @@ class ModelInfo:
     keras_version: str
     tensorflow_version: str
     custom_objects: tuple[CustomSource, ...] = ()
+    # Layers whose recurrent loops were unrolled in the copy the converters got (same weights,
+    # gated against this model): "'bidirectional' (Bidirectional of LSTM)". Both written only
+    # when there are some, so that other models' manifests keep their bytes.
+    unrolled: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        optional = ("custom_objects", "unrolled")
         out: dict[str, Any] = {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name != "custom_objects"
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in optional
         }
         if self.custom_objects:
             out["custom_objects"] = [c.to_dict() for c in self.custom_objects]
+        if self.unrolled:
+            out["unrolled"] = list(self.unrolled)
         return out
 
     @classmethod
@@ -370,11 +377,12 @@ class ModelInfo:
         custom = data.get("custom_objects", [])
         if not isinstance(custom, list):
             raise ManifestError(f"Expected model.custom_objects to be a list, got {custom!r}")
+        unrolled = data.get("unrolled", [])
+        if not isinstance(unrolled, list) or not all(isinstance(u, str) for u in unrolled):
+            raise ManifestError(f"Expected model.unrolled to be a list of layer names, got {unrolled!r}")
+        names = [f.name for f in fields(cls) if f.name not in ("custom_objects", "unrolled")]
         return cls(
-            **{
-                f.name: str(require(data, f.name, "model"))
-                for f in fields(cls)
-                if f.name != "custom_objects"
-            },
+            **{name: str(require(data, name, "model")) for name in names},
             custom_objects=tuple(CustomSource.from_dict(c) for c in custom),
+            unrolled=tuple(unrolled),
         )

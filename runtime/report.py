@@ -84,14 +84,17 @@ def _cell(value: Any, kind: str) -> str:
     return str(value)
 
 
+def heads_threshold(value: Any) -> str:
+    """Several heads' thresholds, one per head: ``0.3|-|0.5,0.6``."""
+    return "|".join(map(threshold_text, value))
+
+
 def threshold_text(value: Any) -> str:
     """A threshold as the table prints it: ``0.5``, ``0.3,0.6`` per label, ``-`` for none (a
-    regression head, a plain argmax); several heads' as ``0.5|-|0.3,0.6``."""
+    regression head, a plain argmax); several heads' as ``0.5|-|0.3,0.6`` (see
+    :func:`format_table`, which knows which it is)."""
     if value is None:
         return "-"
-    listed = isinstance(value, (list, tuple))
-    if listed and any(v is None or isinstance(v, (list, tuple)) for v in value):
-        return "|".join(threshold_text(v) for v in value)
     values = value if isinstance(value, (list, tuple)) else [value]
     return ",".join(f"{v:.6g}" for v in values)
 
@@ -141,8 +144,12 @@ def text_table(
 def format_table(manifest: Manifest) -> str:
     """The rows as a plain-text table; the default variant is marked with ``*``."""
     rows = []
+    several = bool(manifest.head.parts)  # one threshold per head: 0.3|-|0.5,0.6
     for row in variant_rows(manifest):
-        cells = [_cell(row[key], kind) for _, key, kind in COLUMNS]
+        cells = [
+            heads_threshold(row[key]) if several and kind == "thr" else _cell(row[key], kind)
+            for _, key, kind in COLUMNS
+        ]
         cells[0] += "*" if row["default"] else ""
         rows.append(cells)
     refused = "".join(f"{vid}: not written: {why}\n" for vid, why in sorted(manifest.refused.items()))

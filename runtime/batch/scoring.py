@@ -18,7 +18,7 @@ import numpy as np
 
 from keras_edge.runtime.errors import InputError, UsageError
 from keras_edge.runtime.gate import label_names
-from keras_edge.runtime.manifest import Head, Manifest
+from keras_edge.runtime.manifest import Head, InputSpec, Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -249,3 +249,26 @@ def parse_labels(head: Head, raw: Any) -> tuple[np.ndarray, np.ndarray, dict[int
         reasons[i] = f"label {array[i].tolist()!r} is not one of the classes {list(head.labels)}"
     classes = np.where(np.isfinite(values), values, 0).astype(np.int64)
     return classes, bad, reasons
+
+
+def input_columns(specs: tuple[InputSpec, ...]) -> tuple[str, ...] | None:
+    """The columns a table needs for a model of several inputs of shape (None, 1): their names,
+    in the model's order (Keras's structured-data style: one input per column)."""
+    if len(specs) > 1 and all(s.shape == (None, 1) for s in specs):
+        return tuple(s.name for s in specs)
+    return None
+
+
+def by_input(x: np.ndarray, specs: tuple[InputSpec, ...]) -> dict[str, np.ndarray]:
+    """A chunk's (n, k) feature columns, read in the inputs' order, as a dict of (n, 1) arrays
+    by input name; whole numbers become the integer dtype of an integer input (a CSV holds
+    numbers; the input checks still refuse anything else)."""
+    out = {}
+    for j, spec in enumerate(specs):
+        column = np.ascontiguousarray(x[:, j : j + 1])
+        if not spec.is_float and column.dtype.kind == "f":
+            whole = np.isfinite(column) & (column == np.round(column))
+            if whole.all():
+                column = column.astype(spec.dtype)
+        out[spec.name] = column
+    return out

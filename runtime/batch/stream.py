@@ -27,11 +27,10 @@ import numpy as np
 from keras_edge.runtime.batch.arrow import from_numpy
 from keras_edge.runtime.batch.chunks import Chunk, Source
 from keras_edge.runtime.batch.metrics import Metrics
-from keras_edge.runtime.batch.scoring import check_policy, parse_labels, score_rows
+from keras_edge.runtime.batch.scoring import by_input, check_policy, parse_labels, score_rows
 from keras_edge.runtime.batch.writers import Writer
 from keras_edge.runtime.classifier import Classifier
 from keras_edge.runtime.errors import UsageError
-from keras_edge.runtime.records import InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -208,29 +207,6 @@ def one_column_each(clf: Classifier, source: Source) -> bool:
     )  # fmt: skip
 
 
-def input_columns(specs: tuple[InputSpec, ...]) -> tuple[str, ...] | None:
-    """The columns a table needs for a model of several inputs of shape (None, 1): their names,
-    in the model's order (Keras's structured-data style: one input per column)."""
-    if len(specs) > 1 and all(s.shape == (None, 1) for s in specs):
-        return tuple(s.name for s in specs)
-    return None
-
-
-def by_input(x: np.ndarray, specs: tuple[InputSpec, ...]) -> dict[str, np.ndarray]:
-    """A chunk's (n, k) feature columns, read in the inputs' order, as a dict of (n, 1) arrays
-    by input name; whole numbers become the integer dtype of an integer input (a CSV holds
-    numbers; the input checks still refuse anything else)."""
-    out = {}
-    for j, spec in enumerate(specs):
-        column = np.ascontiguousarray(x[:, j : j + 1])
-        if not spec.is_float and column.dtype.kind == "f":
-            whole = np.isfinite(column) & (column == np.round(column))
-            if whole.all():
-                column = column.astype(spec.dtype)
-        out[spec.name] = column
-    return out
-
-
 def check_features(clf: Classifier, source: Source) -> None:
     """A table's feature columns against a one-input model's features, before any scoring."""
     specs = clf.manifest.inputs
@@ -298,6 +274,12 @@ def score_stream(
     size = options.chunk_size or auto_chunk_size(clf)
     head = clf.head
     metrics = None
+    if source.has_labels and head.parts:
+        raise UsageError(
+            f"Expected no --label-column for a model with several heads "
+            f"({[p.name for p in head.parts]}): predict computes no metrics per head; pass the "
+            f"label columns through with --keep-columns"
+        )
     if source.has_labels:
         if head.kind == "regression":
             logger.warning("labels given for a regression head: no classification metrics")

@@ -24,7 +24,9 @@ from keras_edge.runtime.batch.scoring import (
     Layout,
     Scorer,
     as_columns,
+    by_input,
     check_policy,
+    input_columns,
     parse_labels,
     score_rows,
 )
@@ -96,9 +98,10 @@ def _features(
         # Tensor columns named as the model's inputs (Ray's numpy batches of n-d arrays).
         arrays = {s.name: np.asarray(batch[s.name]) for s in specs}
         return (arrays[specs[0].name] if len(specs) == 1 else arrays), None, {}
+    one_each = input_columns(specs)  # one input per column (Keras's structured-data style)
     if columns is None:
         numeric = [c for c in names if _numeric(_numpy(batch, kind, c)[0])]
-        expected = specs[0].features if len(specs) == 1 else None
+        expected = specs[0].features if len(specs) == 1 else one_each
         columns = feature_columns(names, expected, exclude, "the batch", numeric) or [
             c for c in numeric if c not in exclude
         ]
@@ -118,6 +121,8 @@ def _features(
             invalid |= nulls
         parts.append(values)
     x = np.stack(parts, axis=1) if parts else np.empty((len(invalid), 0), np.float32)
+    if one_each is not None and list(columns) == list(one_each):
+        x = by_input(x, specs)
     return x, (invalid if invalid.any() else None), reasons
 
 

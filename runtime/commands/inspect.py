@@ -10,7 +10,7 @@ from pathlib import Path
 
 from keras_edge.runtime.console import EXIT_OK
 from keras_edge.runtime.manifest import Manifest
-from keras_edge.runtime.report import export_order, format_table, threshold_text
+from keras_edge.runtime.report import export_order, format_table, heads_threshold, threshold_text
 
 
 def configure(name: str, p: argparse.ArgumentParser) -> None:
@@ -56,7 +56,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         f"model     {manifest.model.name} (sha256 {manifest.model.source_sha256[:12]}..., "
         f"keras {manifest.model.keras_version}, tensorflow {manifest.model.tensorflow_version})\n"
         f"{inputs}{heads}"
-        f"decision  {manifest.decision_rule} with threshold {threshold_text(head.threshold)}"
+        f"decision  {manifest.decision_rule} with threshold "
+        f"{heads_threshold(head.threshold) if head.parts else threshold_text(head.threshold)}"
         f"{own}{structure}\n"
         f"parity on {data}\n"
         f"default   {manifest.default_variant} (marked *)\n"
@@ -74,7 +75,10 @@ def _tuning_summary(manifest: Manifest) -> str:
         return ""
 
     def cell(labels: list[dict]) -> str:
-        return ", ".join(f"t={r['threshold']:.6g} value={r['value']:.4f}" for r in labels)
+        return ", ".join(
+            f"{r['head'] + ': ' if 'head' in r else ''}t={r['threshold']:.6g} value={r['value']:.4f}"
+            for r in labels
+        )
 
     caveat = " (tuned and reported on the same data: optimistic)" if tuning.get("optimistic") else ""
     lines = [f"\nthreshold tuned for {tuning['objective']} on {tuning['data']}{caveat}",

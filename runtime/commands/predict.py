@@ -110,8 +110,8 @@ def run_predict(args: argparse.Namespace) -> int:
     """Stream the input through the classifier: chunks in, scores out, counts and metrics."""
     from keras_edge.runtime.batch.arrow import ArrowSource
     from keras_edge.runtime.batch.readers import open_source
-    from keras_edge.runtime.batch.scoring import Layout
-    from keras_edge.runtime.batch.stream import Progress, StreamOptions, input_columns, score_stream
+    from keras_edge.runtime.batch.scoring import Layout, input_columns
+    from keras_edge.runtime.batch.stream import Progress, StreamOptions, score_stream
     from keras_edge.runtime.batch.writers import open_writer, output_format
 
     options = StreamOptions(args.chunk_size, args.on_bad_row, args.proba)

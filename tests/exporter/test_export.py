@@ -151,7 +151,7 @@ def test_lambda_layer_exports_with_explicit_opt_in(lambda_model_files, tmp_path)
         ({"threshold": 1.0}, UsageError, "strictly between 0 and 1, got 1.0"),
         ({"validation": np.zeros((4, 3))}, UsageError, r"shape \(None, 2\), got \(4, 3\)"),
         ({"validation": np.full((4, 2), np.nan)}, UsageError, "finite validation"),
-        ({"head": "logit"}, UsageError, "linear output, but this one ends in sigmoid"),
+        ({"head": "logit"}, UsageError, "--head logit contradicts the model: its output ends in sig"),
     ],
 )
 def test_bad_options_write_nothing(seed_dir, tmp_path, kwargs, error, match):

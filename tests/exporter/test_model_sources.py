@@ -137,7 +137,7 @@ def test_tf_saved_model_save_folder_reads_softmax_from_the_graph(tmp_path):
 
 @pytest.fixture(scope="module")
 def tf_keras_model() -> Any:
-    tf_keras = pytest.importorskip("tf_keras")
+    import tf_keras  # installed by the README's test command (--no-deps): never skipped
     tf_keras.utils.set_random_seed(13)
     model = tf_keras.Sequential(
         [

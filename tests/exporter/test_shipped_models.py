@@ -82,6 +82,20 @@ def test_dict_inputs_export_from_a_csv_matched_by_name(tabular):
     np.testing.assert_array_equal(classes, expected)
 
 
+def test_dict_inputs_from_a_dataframe_and_score_batch_by_column_name(tabular):
+    import pandas as pd  # installed with the dev extra (Ray Data needs it)
+    model, cols, folder, _ = tabular
+    frame = pd.DataFrame({"fare": cols["fare"][300:], "pclass": cols["pclass"][300:],
+                          "age": cols["age"][300:], "id": np.arange(300)})  # fmt: skip
+    expected = (model.predict({k: v[300:, None] for k, v in cols.items()}, verbose=0)[:, 0] > 0.5)
+    clf = runtime.load(folder / "dist")
+    np.testing.assert_array_equal(clf.predict(frame[["pclass", "fare", "age"]]), expected.astype(int))
+    scored = clf.score_batch(frame, keep=["id"])
+    np.testing.assert_array_equal(scored["class"].to_numpy(), expected.astype(int))
+    with pytest.raises(InputError, match=r"unexpected \['id'\]"):
+        clf.predict(frame)
+
+
 def test_dict_inputs_from_python_with_a_missing_input_refused(tabular, tmp_path):
     model, cols, _, _ = tabular
     x = {k: v[:200, None] for k, v in cols.items()}
@@ -174,10 +188,42 @@ def test_several_heads_thresholds_records_and_cli(heads, tmp_path):
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
+def test_several_heads_tune_each_head_with_labels_from_python_npz_and_csv(heads, tmp_path):
+    model, x, _, _ = heads
+    val = x[600:750]
+    y = {"spam": (val[:, 0] > 0.3).astype(int), "topic": val[:, 2:5].argmax(axis=1)}
+    result = exporter.export(model, tmp_path / "py", formats=["onnx"], validation=(val, y), tune="f1")
+    spam, topic, urgent = result.manifest.head.threshold
+    assert spam != 0.5 and topic is not None and urgent == 0.5  # urgent has no labels: kept
+    entries = result.manifest.tuning["keras"]
+    assert [e["head"] for e in entries] == ["spam", "topic"]
+    clf = runtime.load(tmp_path / "py")
+    assert clf.threshold == result.manifest.variants["onnx-fp32"].threshold
+    keras_spam = model.predict(val, verbose=0)["spam"][:, 0]
+    np.testing.assert_array_equal(clf.predict(val)["spam"], (keras_spam > clf.threshold[0]).astype(int))
+    # The same labels from files: y_<head> in an .npz, one --label-column per head in a CSV.
+    np.savez(tmp_path / "val.npz", x=val, y_spam=y["spam"], y_topic=y["topic"])
+    with open(tmp_path / "val.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["is_spam", *(f"f{i}" for i in range(6)), "topic_id"])
+        for row, s_, t in zip(val.tolist(), y["spam"], y["topic"], strict=True):
+            w.writerow([s_, *row, t])
+    model.save(tmp_path / "heads.keras")
+    for name, extra in (("npz", ["--validation", tmp_path / "val.npz"]),
+                        ("csv", ["--validation", tmp_path / "val.csv", "--label-column",
+                                 "spam=is_spam", "--label-column", "topic=topic_id"])):  # fmt: skip
+        proc = _cli("export", tmp_path / "heads.keras", "--out", tmp_path / name, "--formats", "onnx",
+                    "--tune-threshold", "f1", *extra)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        tuned = json.loads((tmp_path / name / "manifest.json").read_text())["tuning"]["keras"]
+        np.testing.assert_allclose([e["threshold"] for e in tuned], [spam, topic], rtol=1e-6)
+
+
 def test_several_heads_refuse_what_they_cannot_have_yet(heads, tmp_path):
     model, x, _, _ = heads
     with pytest.raises(UsageError, match="several heads"):
-        exporter.export(model, tmp_path / "d", validation=x[:100], tune="f1")
+        exporter.export(model, tmp_path / "d", validation=x[:100], tune="f1",
+                        plot=tmp_path / "p.png")  # fmt: skip
     with pytest.raises(UsageError, match="by head name"):
         exporter.export(model, tmp_path / "d", validation=x[:100], labels=["a", "b", "c"])
     assert not (tmp_path / "d").exists()

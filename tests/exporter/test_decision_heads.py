@@ -131,3 +131,22 @@ def test_a_full_int8_output_is_compared_on_its_integers_per_head(heads_model, tm
     expected = clf.predict(x)
     for name in DECIDED:
         np.testing.assert_array_equal(got[f"class_{name}"], expected[name], err_msg=name)
+
+
+def test_tuned_thresholds_are_the_ones_decided_in_the_graph(heads_model, tmp_path):
+    # Each variant's own tuned threshold per head is what its class outputs decide with.
+    model, x = heads_model
+    val = x[600:750]
+    y = {"spam": (val[:, 0] > 0.3).astype(int), "topic": val[:, 2:5].argmax(axis=1)}
+    result = exporter.export(model, tmp_path / "d", quantize=["int8"], calibration=x[:300],
+                             validation=(val, y), tune="f1", head={"score": "regression"},
+                             with_decision=True)  # fmt: skip
+    for vid, variant in result.manifest.variants.items():
+        _, spam, topic, _ = variant.threshold
+        assert spam != 0.5 and topic is not None, (vid, variant.threshold)
+        clf = runtime.load(tmp_path / "d", variant=vid)
+        assert clf.threshold == variant.threshold
+        got = _bare_outputs(tmp_path / "d" / variant.file, x)
+        expected = clf.predict(x)
+        for name in DECIDED:
+            np.testing.assert_array_equal(got[f"class_{name}"], expected[name], err_msg=f"{vid} {name}")

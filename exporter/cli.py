@@ -98,7 +98,8 @@ def _decision_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--with-decision",
         action="store_true",
-        help="add a 'class' output to every artifact, decided in the graph (p > t, argmax)",
+        help="add a 'class' output to every artifact, decided in the graph (p > t, argmax); "
+        "several heads: one 'class_NAME' output per head",
     )
     p.add_argument(
         "--min-confidence",

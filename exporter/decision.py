@@ -7,10 +7,16 @@ the logit domain for a logit head and, for a full-int8 output, the integer cut t
 labels of dequantizing first (the comparison runs on the integer output); ``argmax`` for
 multiclass, and -1 where the top probability is not above a minimum confidence. The
 probability output stays the first output, unchanged.
+
+A model with several heads has one output holding every head's units side by side; it gets one
+class output per head, ``class_<head name>``, each decided from that head's columns (a Slice on
+axis 1) with that head's threshold, in head order; a regression head gets none. Every tensor
+these ops add is named after its head, so that no two heads' tensors share a name.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -19,56 +25,98 @@ import numpy as np
 from keras_edge.exporter import _tf
 from keras_edge.exporter.embed import pack_tflite
 from keras_edge.runtime.classifier import decision_cut, integer_cut
-from keras_edge.runtime.engines import CLASS_OUTPUT, Quantization
+from keras_edge.runtime.engines import CLASS_OUTPUT, Quantization, class_output_name
 from keras_edge.runtime.gate import UNKNOWN
 from keras_edge.runtime.manifest import Head
 
 logger = logging.getLogger(__name__)
 
 
+def _named(base: str, head: Head) -> str:
+    """A tensor name for one head's decision: ``base`` for a model with one head, else
+    ``base/<head name>``, unique per head (no base is another's prefix up to a ``/``)."""
+    return base if head.name is None else f"{base}/{head.name}"
+
+
+def _decided_heads(head: Head, threshold: Any) -> list[tuple[Head, Any, slice | None, str]]:
+    """Each head that gets a class output: the head, its threshold, its columns of the one
+    output (None for a model with one head: all of them) and the output's name."""
+    if not head.parts:
+        return [] if head.kind == "regression" else [(head, threshold, None, CLASS_OUTPUT)]
+    head.check_threshold(threshold, "the class outputs")
+    return [
+        (part, t, columns, class_output_name(part.name))
+        for part, t, columns in zip(head.parts, threshold, head.slices(), strict=True)
+        if part.kind != "regression"
+    ]
+
+
 def into_onnx(data: bytes, head: Head, threshold: Any) -> bytes:
+    """``data`` with a class output per head (one, ``class``, for a model with one head)."""
     onnx = _tf.module("onnx")
-    helper, numpy_helper = onnx.helper, onnx.numpy_helper
     model = onnx.load_from_string(data)
     graph = model.graph
     out = graph.output[0].name
     batch = graph.output[0].type.tensor_type.shape.dim[0]
+    for part, t, columns, name in _decided_heads(head, threshold):
+        source = out if columns is None else _onnx_columns(onnx, graph, out, part, columns)
+        dims = _onnx_class(onnx, graph, source, part, t, name, batch.dim_param or "batch")
+        graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, dims))
+    return model.SerializeToString(deterministic=True)
+
+
+def _onnx_columns(onnx: Any, graph: Any, out: str, head: Head, columns: slice) -> str:
+    """One head's columns of the output ``out``: a Slice on axis 1."""
+    bounds = {"starts": columns.start, "ends": columns.stop, "axes": 1}
+    for base, value in bounds.items():
+        array = np.array([value], np.int64)
+        graph.initializer.append(onnx.numpy_helper.from_array(array, _named(f"keras_edge_{base}", head)))
+    result = _named("keras_edge_columns", head)
+    inputs = [out, *(_named(f"keras_edge_{base}", head) for base in bounds)]
+    graph.node.append(onnx.helper.make_node("Slice", inputs, [result], name=result))
+    return result
+
+
+def _onnx_class(onnx: Any, graph: Any, out: str, head: Head, threshold: Any, name: str,
+                batch: str) -> list[Any]:  # fmt: skip
+    """The nodes deciding ``head`` from ``out`` (its columns) into the int64 output ``name``;
+    the output's dims."""
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+
+    def n(base: str) -> str:
+        return _named(f"keras_edge_{base}", head)
+
     nodes = []
     if head.kind == "multiclass":
-        dims: list[Any] = [batch.dim_param or "batch"]
+        dims: list[Any] = [batch]
         if threshold is None:
-            nodes.append(helper.make_node("ArgMax", [out], [CLASS_OUTPUT], axis=1, keepdims=0))
+            nodes.append(helper.make_node("ArgMax", [out], [name], axis=1, keepdims=0))
         else:  # the minimum confidence: -1 where the top probability is not above it
             cut = np.asarray([decision_cut(head, threshold)], dtype=np.float32)
-            graph.initializer.append(numpy_helper.from_array(cut, "keras_edge_cut"))
-            unknown = numpy_helper.from_array(np.array(UNKNOWN, np.int64), "keras_edge_unknown")
+            graph.initializer.append(numpy_helper.from_array(cut, n("cut")))
+            unknown = numpy_helper.from_array(np.array(UNKNOWN, np.int64), n("unknown"))
             graph.initializer.append(unknown)
             nodes += [
-                helper.make_node("ArgMax", [out], ["keras_edge_top"], axis=1, keepdims=0),
-                helper.make_node("ReduceMax", [out], ["keras_edge_best"], axes=[1], keepdims=0),
-                helper.make_node("Greater", ["keras_edge_best", "keras_edge_cut"], ["keras_edge_sure"]),
-                helper.make_node(
-                    "Where", ["keras_edge_sure", "keras_edge_top", "keras_edge_unknown"], [CLASS_OUTPUT]
-                ),
+                helper.make_node("ArgMax", [out], [n("top")], axis=1, keepdims=0),
+                helper.make_node("ReduceMax", [out], [n("best")], axes=[1], keepdims=0),
+                helper.make_node("Greater", [n("best"), n("cut")], [n("sure")]),
+                helper.make_node("Where", [n("sure"), n("top"), n("unknown")], [name]),
             ]
     else:
         cut = np.asarray(decision_cut(head, threshold), dtype=np.float32).reshape(-1)
-        graph.initializer.append(numpy_helper.from_array(cut, "keras_edge_cut"))
-        nodes.append(helper.make_node("Greater", [out, "keras_edge_cut"], ["keras_edge_above"]))
+        graph.initializer.append(numpy_helper.from_array(cut, n("cut")))
+        nodes.append(helper.make_node("Greater", [out, n("cut")], [n("above")]))
         if head.kind == "binary":
-            nodes.append(helper.make_node("Cast", ["keras_edge_above"], ["keras_edge_flag"], to=7))
-            shape = numpy_helper.from_array(np.array([-1], np.int64), "keras_edge_flat")
+            nodes.append(helper.make_node("Cast", [n("above")], [n("flag")], to=7))
+            shape = numpy_helper.from_array(np.array([-1], np.int64), n("flat"))
             graph.initializer.append(shape)
-            nodes.append(
-                helper.make_node("Reshape", ["keras_edge_flag", "keras_edge_flat"], [CLASS_OUTPUT])
-            )
-            dims = [batch.dim_param or "batch"]
+            nodes.append(helper.make_node("Reshape", [n("flag"), n("flat")], [name]))
+            dims = [batch]
         else:
-            nodes.append(helper.make_node("Cast", ["keras_edge_above"], [CLASS_OUTPUT], to=7))
-            dims = [batch.dim_param or "batch", head.units]
+            nodes.append(helper.make_node("Cast", [n("above")], [name], to=7))
+            dims = [batch, head.units]
     graph.node.extend(nodes)
-    graph.output.append(helper.make_tensor_value_info(CLASS_OUTPUT, onnx.TensorProto.INT64, dims))
-    return model.SerializeToString(deterministic=True)
+    return dims
 
 
 class _Graph:
@@ -114,12 +162,12 @@ class _Graph:
         options.inDataType, options.outDataType = src_type, dst_type
         self.operator(self.ops.CAST, [source], [result], options, self.schema.BuiltinOptions.CastOptions)
 
-    def add_output(self, result: int) -> None:
-        """``result`` as the model's next output, in the graph and in every signature."""
+    def add_output(self, result: int, name: str) -> None:
+        """``result`` as the model's next output, ``name`` in every signature."""
         self.graph.outputs = [*self.graph.outputs, result]
         for sig in self.model.signatureDefs or []:
             entry = self.schema.TensorMapT()
-            entry.name, entry.tensorIndex = CLASS_OUTPUT, result
+            entry.name, entry.tensorIndex = name, result
             sig.outputs = [*(sig.outputs or []), entry]
 
 
@@ -131,62 +179,84 @@ def _shape(tensor: Any) -> tuple[list[int], list[int]]:
 
 
 def into_tflite(data: bytes, head: Head, threshold: Any) -> bytes:
+    """``data`` with a class output per head (one, ``class``, for a model with one head)."""
     g = _Graph(data)
     out_index = g.graph.outputs[0]
-    if head.kind == "multiclass":
-        result = _argmax_class(g, out_index, head, threshold)
-    else:
-        result = _threshold_class(g, out_index, head, threshold)
-    g.add_output(result)
+    for part, t, columns, name in _decided_heads(head, threshold):
+        source = out_index if columns is None else _tflite_columns(g, out_index, part, columns)
+        if part.kind == "multiclass":
+            result = _argmax_class(g, source, part, t, name)
+        else:
+            result = _threshold_class(g, source, part, t, name)
+        g.add_output(result, name)
     return pack_tflite(g.model, len(data))
 
 
-def _argmax_class(g: _Graph, out_index: int, head: Head, threshold: Any) -> int:
+def _tflite_columns(g: _Graph, out_index: int, head: Head, columns: slice) -> int:
+    """One head's columns of the output: a SLICE (every row, ``columns``), in the output's type
+    and quantization, so that an int8 output is still compared on its integers."""
+    types, out = g.types, g.graph.tensors[out_index]
+    shape, signature = _shape(out)
+    units = columns.stop - columns.start
+    begin = g.tensor(_named("keras_edge_begin", head), types.INT32, [2], [2],
+                     np.array([0, columns.start], np.int32))  # fmt: skip
+    size = g.tensor(_named("keras_edge_size", head), types.INT32, [2], [2],
+                    np.array([-1, units], np.int32))  # fmt: skip
+    result = g.tensor(_named("keras_edge_columns", head), out.type, [shape[0], units],
+                      [signature[0], units], quantization=copy.deepcopy(out.quantization))  # fmt: skip
+    g.operator(g.ops.SLICE, [out_index, begin, size], [result], g.schema.SliceOptionsT(),
+               g.schema.BuiltinOptions.SliceOptions)  # fmt: skip
+    return result
+
+
+def _argmax_class(g: _Graph, out_index: int, head: Head, threshold: Any, name: str) -> int:
     """argmax, or with a minimum confidence -1 where the top probability is not above it."""
     types, out = g.types, g.graph.tensors[out_index]
     shape, signature = _shape(out)
-    axis = g.tensor("keras_edge_axis", types.INT32, [1], [1], np.array([1], np.int32))
-    result = g.tensor(CLASS_OUTPUT, types.INT64, shape[:1], signature[:1])
+    axis = g.tensor(_named("keras_edge_axis", head), types.INT32, [1], [1], np.array([1], np.int32))
+    result = g.tensor(name, types.INT64, shape[:1], signature[:1])
     options = g.schema.ArgMaxOptionsT()
     options.outputType = types.INT64
     argmax_options = g.schema.BuiltinOptions.ArgMaxOptions
     if threshold is None:
         g.operator(g.ops.ARG_MAX, [out_index, axis], [result], options, argmax_options)
         return result
-    top = g.tensor("keras_edge_top", types.INT64, shape[:1], signature[:1])
+    top = g.tensor(_named("keras_edge_top", head), types.INT64, shape[:1], signature[:1])
     g.operator(g.ops.ARG_MAX, [out_index, axis], [top], options, argmax_options)
-    best = g.tensor("keras_edge_best", out.type, shape[:1], signature[:1],
-                    quantization=out.quantization)  # fmt: skip
+    best = g.tensor(_named("keras_edge_best", head), out.type, shape[:1], signature[:1],
+                    quantization=copy.deepcopy(out.quantization))  # fmt: skip
     reducer = g.schema.ReducerOptionsT()
     reducer.keepDims = False
     g.operator(g.ops.REDUCE_MAX, [out_index, axis], [best], reducer,
                g.schema.BuiltinOptions.ReducerOptions)  # fmt: skip
-    sure = _greater(g, best, head, threshold, "keras_edge_sure")
-    unknown = g.tensor("keras_edge_unknown", types.INT64, [], [], np.array(UNKNOWN, np.int64))
+    sure = _greater(g, best, head, threshold, "sure")
+    unknown = g.tensor(_named("keras_edge_unknown", head), types.INT64, [], [],
+                       np.array(UNKNOWN, np.int64))  # fmt: skip
     g.operator(g.ops.SELECT_V2, [sure, top, unknown], [result])
     return result
 
 
-def _threshold_class(g: _Graph, out_index: int, head: Head, threshold: Any) -> int:
+def _threshold_class(g: _Graph, out_index: int, head: Head, threshold: Any, name: str) -> int:
     """``output > cut`` as int64: (n,) for binary, (n, k) for multilabel."""
     types = g.types
     shape, signature = _shape(g.graph.tensors[out_index])
-    above = _greater(g, out_index, head, threshold, "keras_edge_above")
+    above = _greater(g, out_index, head, threshold, "above")
     if head.kind != "binary":
-        result = g.tensor(CLASS_OUTPUT, types.INT64, shape, signature)
+        result = g.tensor(name, types.INT64, shape, signature)
         g.cast(above, result, types.BOOL, types.INT64)
         return result
-    flag = g.tensor("keras_edge_flag", types.INT64, shape, signature)
+    flag = g.tensor(_named("keras_edge_flag", head), types.INT64, shape, signature)
     g.cast(above, flag, types.BOOL, types.INT64)
-    flat = g.tensor("keras_edge_flat", types.INT32, [1], [1], np.array([-1], np.int32))
-    result = g.tensor(CLASS_OUTPUT, types.INT64, shape[:1], signature[:1])
+    flat = g.tensor(_named("keras_edge_flat", head), types.INT32, [1], [1], np.array([-1], np.int32))
+    result = g.tensor(name, types.INT64, shape[:1], signature[:1])
     g.operator(g.ops.RESHAPE, [flag, flat], [result])
     return result
 
 
-def _greater(g: _Graph, source: int, head: Head, threshold: Any, name: str) -> int:
-    """A BOOL tensor ``name``, ``source > cut``, with the float cut, or for a full-int8 output the
-    integer cut (same scale) that gives the labels of dequantizing first.
+def _greater(g: _Graph, source: int, head: Head, threshold: Any, base: str) -> int:
+    """A BOOL tensor ``keras_edge_<base>`` (one per head), ``source > cut``, with the float cut,
+    or for a full-int8 output the integer cut (same scale) that gives the labels of dequantizing
+    first.
 
     That integer cut lies outside int8 when no output level is above the cut (it is then the
     largest level: nothing is greater) or every one is (it is then the smallest level minus one,
@@ -196,6 +266,7 @@ def _greater(g: _Graph, source: int, head: Head, threshold: Any, name: str) -> i
     types, src = g.types, g.graph.tensors[source]
     dims, sig = _shape(src)
     cuts = np.asarray(decision_cut(head, threshold), dtype=np.float32).reshape(-1)
+    name, cut_name = _named(f"keras_edge_{base}", head), _named("keras_edge_cut", head)
 
     def greater(left: int, cut: int) -> int:
         above = g.tensor(name, types.BOOL, dims, sig)
@@ -203,13 +274,13 @@ def _greater(g: _Graph, source: int, head: Head, threshold: Any, name: str) -> i
         return above
 
     if src.type != types.INT8:
-        return greater(source, g.tensor("keras_edge_cut", types.FLOAT32, [len(cuts)], [len(cuts)], cuts))
+        return greater(source, g.tensor(cut_name, types.FLOAT32, [len(cuts)], [len(cuts)], cuts))
     q = Quantization(float(src.quantization.scale[0]), int(src.quantization.zeroPoint[0]),
                      np.dtype(np.int8))  # fmt: skip
     ints = np.array([integer_cut(q, c) for c in cuts], dtype=np.int64)
     info = np.iinfo(np.int8)
     if ints.min() >= info.min and ints.max() <= info.max:
-        cut = g.tensor("keras_edge_cut", types.INT8, [len(ints)], [len(ints)], ints.astype(np.int8),
+        cut = g.tensor(cut_name, types.INT8, [len(ints)], [len(ints)], ints.astype(np.int8),
                        src.quantization)  # fmt: skip
         return greater(source, cut)
     logger.info(
@@ -217,8 +288,8 @@ def _greater(g: _Graph, source: int, head: Head, threshold: Any, name: str) -> i
         "point %d): comparing in int32, so the class is constant where it is out of range",
         name, ints.tolist(), info.min, info.max, threshold, q.scale, q.zero_point,
     )  # fmt: skip
-    wide = g.tensor("keras_edge_wide", types.INT32, dims, sig)
+    wide = g.tensor(_named("keras_edge_wide", head), types.INT32, dims, sig)
     g.cast(source, wide, types.INT8, types.INT32)
     return greater(
-        wide, g.tensor("keras_edge_cut", types.INT32, [len(ints)], [len(ints)], ints.astype(np.int32))
+        wide, g.tensor(cut_name, types.INT32, [len(ints)], [len(ints)], ints.astype(np.int32))
     )

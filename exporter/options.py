@@ -89,7 +89,8 @@ class ExportOptions:
         ``"mcc"``, ``"precision>=0.9"``, ``"recall>=0.95"``, ``"cost:fp=1,fn=20"``): the
         Keras model's threshold, then every variant's own, tuned on labelled data.
     with_decision: give every artifact a second output, ``class`` (int64), decided in the
-        graph with the variant's own threshold (argmax for multiclass).
+        graph with the variant's own threshold (argmax for multiclass); a model with several
+        heads gets one per head, ``class_<head name>``, none for a regression head.
     min_confidence: for a multiclass head, the top probability a sample needs for a class;
         at or below it the class is -1 ("unknown"). It is the head's threshold: ``tune``
         tunes it, with "correct answer" as the positive (``precision>=0.99``: the most

@@ -146,10 +146,10 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
 
 
 def _refuse_for_heads(options: ExportOptions, head: Head) -> None:
-    """What a model with several heads cannot have yet: the decision inside the artifacts, and
-    a plot of the tuning (one panel per head is not drawn)."""
+    """What a model with several heads cannot have yet: a plot of the tuning (one panel per
+    head is not drawn). (``--with-decision`` gives it one class output per head.)"""
     names = [part.name for part in head.parts]
-    for asked, what in ((options.plot, "--plot"), (options.with_decision, "--with-decision")):
+    for asked, what in ((options.plot, "--plot"),):
         if asked:
             raise UsageError(
                 f"Expected no {what} for a model with several heads ({names}), got {what}: it "

@@ -47,8 +47,26 @@ def missing_engine(fmt: str) -> BackendUnavailableError:
     )
 
 
-# The name of the in-graph decision output of ``export --with-decision`` artifacts.
+# The name of the in-graph decision output of ``export --with-decision`` artifacts; a model with
+# several heads has one per head (but a regression head), ``class_<head name>``.
 CLASS_OUTPUT = "class"
+CLASS_OUTPUT_PREFIX = "class_"
+
+
+def class_output_name(head_name: str | None) -> str:
+    """The name of a head's in-graph class output: ``class`` for a model with one head."""
+    return CLASS_OUTPUT if head_name is None else f"{CLASS_OUTPUT_PREFIX}{head_name}"
+
+
+def is_class_output(name: str, dtype: str) -> bool:
+    """Whether an artifact's output is an in-graph class output (``--with-decision``), which the
+    runtime leaves alone: it decides on the probability output, whose threshold can change at run
+    time. Only int64 outputs count, so that a probability output whose name happens to start with
+    ``class_`` is never taken for one. ``dtype``: ONNX Runtime's type (``tensor(int64)``) or a
+    numpy dtype's name (``int64``)."""
+    named = name == CLASS_OUTPUT or name.startswith(CLASS_OUTPUT_PREFIX)
+    return named and dtype in ("tensor(int64)", "int64")
+
 
 # Arrays of at most this many values take plain-Python paths: at that size numpy's fixed cost
 # per operation (~1 us here) outweighs the work, and is most of the runtime's overhead.

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from keras_edge.runtime.engine_base import (
     CLASS_OUTPUT,
+    CLASS_OUTPUT_PREFIX,
     DEFAULT_THREADS,
     ENGINE_EXTRAS,
     ENGINE_MODULES,
@@ -25,7 +26,9 @@ from keras_edge.runtime.engine_base import (
     SMALL,
     Quantization,
     available_devices,
+    class_output_name,
     engine_installed,
+    is_class_output,
     missing_engine,
 )
 from keras_edge.runtime.errors import ArtifactError
@@ -34,6 +37,7 @@ from keras_edge.runtime.onnx_engine import OnnxEngine
 
 __all__ = [
     "CLASS_OUTPUT",
+    "CLASS_OUTPUT_PREFIX",
     "DEFAULT_THREADS",
     "ENGINE_EXTRAS",
     "ENGINE_MODULES",
@@ -45,7 +49,9 @@ __all__ = [
     "OnnxEngine",
     "Quantization",
     "available_devices",
+    "class_output_name",
     "engine_installed",
+    "is_class_output",
     "make_engine",
     "missing_engine",
 ]

@@ -13,12 +13,12 @@ import numpy as np
 
 from keras_edge.runtime.embedded import check_tflite_structure
 from keras_edge.runtime.engine_base import (
-    CLASS_OUTPUT,
     DEFAULT_THREADS,
     LITERT_ACCELERATORS,
     Quantization,
     available_devices,
     engine_installed,
+    is_class_output,
     missing_engine,
 )
 from keras_edge.runtime.errors import ArtifactError, DeviceUnavailableError, plain
@@ -125,7 +125,7 @@ class LiteRTEngine:
             except Exception as again:  # as above
                 raise ArtifactError(f"LiteRT could not load and run the artifact: {again}") from again
         in_details = probe.get_input_details()
-        out_details = [d for d in probe.get_output_details() if d["name"] != CLASS_OUTPUT]
+        out_details = [d for d in probe.get_output_details() if not _is_class(d)]
         if len(out_details) != 1:
             raise ArtifactError(f"Expected a TFLite model with 1 output, got {len(out_details)}")
         if input_names is not None and len(input_names) > 1:
@@ -261,14 +261,16 @@ class CompiledModelEngine:
             )
         signature = next(iter(self._compiled.get_signature_list()))
         ins = list(self._compiled.get_input_tensor_details(signature))
-        outs = list(self._compiled.get_output_tensor_details(signature))
+        out_details = self._compiled.get_output_tensor_details(signature)
+        outs = list(out_details)
         order = list(input_names) if input_names is not None and len(ins) > 1 else ins
         self._positions = [ins.index(name) for name in order]
-        self._out = outs.index(next(name for name in outs if name != CLASS_OUTPUT))
+        probabilities = (n for n in outs if not _is_class({**out_details[n], "name": n}))
+        self._out = outs.index(next(probabilities))
         self._shapes: list[tuple[int, ...]] = []
         self._lock = threading.Lock()
         self.providers = [f"LiteRT CompiledModel {device.upper()}"]
-        out = next(d for d in cpu.interpreter.get_output_details() if d["name"] != CLASS_OUTPUT)
+        out = next(d for d in cpu.interpreter.get_output_details() if not _is_class(d))
         self._per_sample, self._out_dtype = int(np.prod(out["shape"][1:])), np.dtype(out["dtype"])
 
     def run_many(self, xs: Sequence[np.ndarray]) -> np.ndarray:
@@ -291,3 +293,8 @@ class CompiledModelEngine:
         return self.run_many([x])
 
     run_transient = run  # a fresh array on every call
+
+
+def _is_class(detail: dict[str, Any]) -> bool:
+    """Whether an output (its details: a name and a dtype) is an in-graph class output."""
+    return is_class_output(detail["name"], np.dtype(detail["dtype"]).name)

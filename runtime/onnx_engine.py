@@ -10,12 +10,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from keras_edge.runtime.engine_base import (
-    CLASS_OUTPUT,
     DEFAULT_THREADS,
     ONNX_PROVIDERS,
     Quantization,
     available_devices,
     engine_installed,
+    is_class_output,
     missing_engine,
 )
 from keras_edge.runtime.errors import ArtifactError, DeviceUnavailableError
@@ -72,9 +72,10 @@ class OnnxEngine:
         names = [i.name for i in inputs]
         if input_names is not None and sorted(input_names) != sorted(names):
             raise ArtifactError(f"Expected an ONNX model with inputs {list(input_names)}, got {names}")
-        # A --with-decision artifact adds a "class" output: the runtime decides on the first
-        # (its threshold can be changed at run time), and ONNX Runtime skips what is not asked.
-        outputs = [o for o in outputs if o.name != CLASS_OUTPUT]
+        # A --with-decision artifact adds a "class" output (one "class_<head>" per head): the
+        # runtime decides on the probabilities (its threshold can be changed at run time), and
+        # ONNX Runtime skips what is not asked.
+        outputs = [o for o in outputs if not is_class_output(o.name, o.type)]
         if len(outputs) != 1:
             raise ArtifactError(f"Expected an ONNX model with 1 output, got {len(outputs)}")
         self.input_names: list[str] = list(input_names) if input_names is not None else names

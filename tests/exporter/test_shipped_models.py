@@ -225,7 +225,8 @@ def test_several_heads_tune_each_head_with_labels_from_python_npz_and_csv(heads,
 def test_several_heads_refuse_what_they_cannot_have_yet(heads, tmp_path):
     model, x, _, _ = heads
     with pytest.raises(UsageError, match="several heads"):
-        exporter.export(model, tmp_path / "d", validation=x[:100], with_decision=True)
+        exporter.export(model, tmp_path / "d", validation=x[:100], tune="f1",
+                        plot=tmp_path / "p.png")  # fmt: skip
     with pytest.raises(UsageError, match="by head name"):
         exporter.export(model, tmp_path / "d", validation=x[:100], labels=["a", "b", "c"])
     assert not (tmp_path / "d").exists()

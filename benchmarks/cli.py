@@ -334,10 +334,9 @@ def _with_keras(
 ) -> tuple[list[Target], Any, dict[str, dict[str, Any]]]:
     """The Keras model's targets, then ``targets``, then Keras 3's own exports of the model on
     bare engines; with the model and what each export gave (its bytes, or why it failed)."""
-    from keras_edge.exporter import custom_objects
+    from keras_edge.exporter import load_model
 
-    imported = custom_objects.import_code(custom_objects.CustomCode.parse(args.custom_objects))
-    model = custom_objects.load(args.keras, not args.unsafe, imported)
+    model = load_model(args.keras, not args.unsafe, args.custom_objects)
     _progress("exporting it with Keras's own exporters (onnx, litert), to compare with")
     exported, keras_exports = keras_export_targets(model, manifest.input.feature_shape, threads)
     for fmt, got in keras_exports.items():

@@ -96,9 +96,9 @@ def _keras_call(
 
     objects: dict[str, Any] = {}
     if custom_objects:
-        from keras_edge.exporter.custom_objects import CustomCode, import_code
+        from keras_edge.exporter import import_custom_objects
 
-        objects = import_code(CustomCode(sources=custom_objects)).objects
+        objects = import_custom_objects(list(custom_objects))
     model = keras.models.load_model(keras_model, compile=False, custom_objects=objects or None)
     if target == "keras-predict":
         call = lambda x: model.predict(x, verbose=0)  # noqa: E731

@@ -9,6 +9,7 @@ benchmarks (and other tools) may use of the exporter; everything else is interna
 from keras_edge.exporter._tf import captured_output, capturing
 from keras_edge.exporter._tf import keras as import_keras
 from keras_edge.exporter._tf import tensorflow as import_tensorflow
+from keras_edge.exporter.custom_objects import import_custom_objects, load_model
 from keras_edge.exporter.errors import (
     CalibrationError,
     ConversionError,
@@ -19,7 +20,7 @@ from keras_edge.exporter.errors import (
     UnsupportedOpError,
 )
 from keras_edge.exporter.export import export
-from keras_edge.exporter.model import keras_labels, load_model
+from keras_edge.exporter.model import keras_labels
 from keras_edge.exporter.result import ExportResult
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "captured_output",
     "capturing",
     "export",
+    "import_custom_objects",
     "import_keras",
     "import_tensorflow",
     "keras_labels",

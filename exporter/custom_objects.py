@@ -250,3 +250,17 @@ def load(path: str | Path, safe_mode: bool, imported: Imported) -> Any:
             f"{given}; pass the .py file or module that defines it with --custom-objects FILE.py "
             f"(custom_objects= in Python)"
         ) from exc
+
+
+def load_model(path: str | Path, safe_mode: bool = True, custom_objects: Any = None) -> Any:
+    """The public loader (``keras_edge.exporter.load_model``): the model at ``path`` (a
+    ``.keras``/``.h5`` file or a SavedModel folder), with ``custom_objects`` (.py files, module
+    names, or a dict ``{name: object}``) imported first and in scope, Keras safe mode on unless
+    ``safe_mode=False``."""
+    return load(path, safe_mode, import_code(CustomCode.parse(custom_objects)))
+
+
+def import_custom_objects(custom_objects: Any) -> dict[str, Any]:
+    """Import ``custom_objects`` (.py files, module names, or a dict) and return what Keras's
+    ``custom_objects=`` takes: the serializable classes they define, by name."""
+    return dict(import_code(CustomCode.parse(custom_objects)).objects)

@@ -20,10 +20,10 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 @pytest.fixture(scope="module")
 def masked_text(tmp_path_factory):
-    """An Embedding with mask_zero feeding GlobalAveragePooling1D: ONNX Runtime cannot load its
-    onnx-fp16 (a Mul of float and float16 in the masked mean: a converter bug), and LiteRT
-    cannot run its tflite-int8 (a DIV by a zero point). Both are real faults of today's
-    converters, not made up for the test."""
+    """An Embedding with mask_zero feeding GlobalAveragePooling1D: LiteRT cannot run its
+    tflite-int8 (a DIV by a zero point), a real fault of today's converter, not made up for the
+    test. (Its onnx-fp16 failed too, a Mul of float and float16 in the masked mean, until the
+    fp16 conversion kept the mask's arithmetic in float32.)"""
     import keras
 
     keras.utils.set_random_seed(0)
@@ -52,13 +52,14 @@ def test_one_variant_failing_writes_the_others_and_exits_1(masked_text, tmp_path
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("keras-edge")]
-    assert "onnx-fp16: failed at loading in its engine" in line
-    assert "Keras layer 'average' (GlobalAveragePooling1D)" in line
-    assert "tflite-int8: failed at loading in its engine" in line
+    assert "1 variant(s) could not be made (tflite-int8); the other 7 were written" in line, line
+    assert "failed to invoke" in line and "logs/tflite-int8.log" in line, line
     manifest = runtime.Manifest.read(out)
-    assert sorted(manifest.refused) == ["onnx-fp16", "tflite-int8"]
+    assert sorted(manifest.refused) == ["tflite-int8"]
+    assert "failed at loading in its engine" in manifest.refused["tflite-int8"]
     assert sorted(manifest.variants) == [
-        "onnx-dynamic", "onnx-fp32", "onnx-int8", "tflite-dynamic", "tflite-fp16", "tflite-fp32",
+        "onnx-dynamic", "onnx-fp16", "onnx-fp32", "onnx-int8", "tflite-dynamic", "tflite-fp16",
+        "tflite-fp32",
     ]  # fmt: skip
     assert "tflite-fp32" in proc.stdout  # the table of what was written, then the error
     for vid in manifest.variants:
@@ -67,7 +68,7 @@ def test_one_variant_failing_writes_the_others_and_exits_1(masked_text, tmp_path
     assert [p.name for p in out.parent.iterdir()] == ["dist"], "staging left beside the output"
     assert not (out / ".scratch").exists()
     with pytest.raises(runtime.UnknownVariantError, match="not written by the export"):
-        runtime.load(out, variant="onnx-fp16")
+        runtime.load(out, variant="tflite-int8")
 
 
 def test_a_variant_failed_at_its_gate_loads_by_name_with_a_warning(seed_dir, seed_val, tmp_path, caplog):

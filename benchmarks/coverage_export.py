@@ -141,7 +141,11 @@ def run_job(folder: Path, timeout_s: float = TIMEOUT_S) -> Outcome:
     """Run the export of ``folder``'s job in a fresh process; a process that crashes or
     times out is an error in the outcome, never an exception."""
     (folder / RESULT).unlink(missing_ok=True)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    env = {  # as the keras-edge command line sets them for a command that converts
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+        "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
+    }
     started = time.perf_counter()
     try:
         proc = subprocess.run(

@@ -1,16 +1,27 @@
 """``keras-edge bench-coverage``: which models keras-edge exports, as what, and
 whether each artifact still decides as Keras does.
 
-For every case of the model zoo (:mod:`keras_edge.benchmarks.zoo`) it builds and trains the model,
-saves it as ``.keras``, exports all eight variants from that file with calibration and
-validation data, and reads the parity gate of each variant from the manifest. Every variant that
-was produced is then timed at batch 1 through ``runtime.load(..., threads=1).predict``, and its
-cell gives the speed-up over the fp32 variant of its format, measured in the same interleaved
-run. A case the export refuses, or a converter that fails, is recorded with the exporter's own
-message, never hidden: the table says what works today.
+For every case of the model zoo (:mod:`keras_edge.benchmarks.zoo`) and of the models people
+ship (:mod:`keras_edge.benchmarks.zoo_shipped`: dict inputs, several heads, uint8 pixels, a
+SavedModel folder, a Transformer block, a masked BiLSTM, a custom layer, a subclassed model,
+concatenated heads) it builds and trains the model, saves it the way the case reaches
+``export()`` (a ``.keras`` file, a SavedModel folder, a ``.keras`` file with its layer file, or
+the object itself), and exports all eight variants in a fresh process with calibration and
+validation data, recording the export's wall time and peak memory
+(:mod:`~keras_edge.benchmarks.coverage_export` says what they mean). The parity gate of each
+variant is read from the manifest. Every variant that was produced is then timed at batch 1
+through ``runtime.load(..., threads=1).predict``, and its cell gives the speed-up over the fp32
+variant of its format, measured in the same interleaved run. A case the export refuses, or a
+converter that fails, is recorded with the exporter's own message, never hidden: the table says
+what works today.
 
     keras-edge bench-coverage --markdown benchmarks/results/coverage.md \\
         --json benchmarks/results/coverage.json
+
+To rerun a few cases and keep every other row of an earlier run (after a fix lands)::
+
+    keras-edge bench-coverage --only transformer,masked-bilstm --update \\
+        --markdown benchmarks/results/coverage.md --json benchmarks/results/coverage.json
 """
 
 from __future__ import annotations
@@ -28,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from keras_edge import runtime
-from keras_edge.benchmarks import machine, timing, zoo
-from keras_edge.exporter import export
+from keras_edge.benchmarks import coverage_export, machine, timing, zoo, zoo_shipped
+from keras_edge.benchmarks.coverage_export import BUILDERS, one_line
+from keras_edge.runtime.errors import UsageError
 from keras_edge.runtime.manifest import FORMATS, MANIFEST_NAME, PRECISIONS, Manifest, Variant
 from keras_edge.runtime.report import text_table
 
@@ -51,12 +63,6 @@ _PARITY_FIELDS = (
     "n", "label_agreement", "flips", "max_abs_diff", "mean_abs_diff", "tolerance",
     "min_agreement", "accuracy", "reference_accuracy", "batch_flips", "passed",
 )  # fmt: skip
-
-
-def one_line(exc: BaseException) -> str:
-    """``TypeName: first line of the message``: the exporter's own words, on one line."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else '(no message)'}"
 
 
 def _rows(x: Any, n: int) -> list[Any]:
@@ -150,43 +156,37 @@ def variant_results(manifest: Manifest, dist: Path, x_val: Any, seconds: float) 
     return results
 
 
-def run_case(name: str, out: Path, seconds: float) -> dict[str, Any]:
-    """Build, save, export and time one case; every failure ends up in the record."""
-    record: dict[str, Any] = {"name": name, "error": None}
+def run_case(name: str, out: Path, seconds: float, run: str = COMMAND) -> dict[str, Any]:
+    """Build and save one case here, export it in a fresh process (timed, its peak memory
+    read: see :mod:`~keras_edge.benchmarks.coverage_export`), time what it wrote; every
+    failure ends up in the record."""
+    record: dict[str, Any] = {"name": name, "error": None, "run": run}
     folder = out / name
     dist = folder / "dist"
     start = time.perf_counter()
     try:
-        case = zoo.build(name)
-        record.update(description=case.description, head=case.head)
+        case = coverage_export.build(name)
+        record.update(description=case.description, head=case.head, source=case.source)
         record["build_s"] = time.perf_counter() - start
-        folder.mkdir(parents=True, exist_ok=True)
-        model_path = folder / f"{name}.keras"
-        case.model.save(model_path)
         shutil.rmtree(dist, ignore_errors=True)  # no stale artifacts of an earlier run
+        coverage_export.write_job(case, folder)
     except Exception as exc:  # a case that cannot be built says so in its row
-        record.update(description=name, error=f"build: {one_line(exc)}")
+        record.update(description=record.get("description", name), error=f"build: {one_line(exc)}")
         return _refused_everywhere(record)
-    start = time.perf_counter()
-    manifest = None
-    try:
-        manifest = export(
-            model_path,
-            dist,
-            quantize="all",
-            calibration=case.x_calib,
-            validation=(case.x_val, case.y_val),
-            head=case.head,
-        ).manifest  # a variant that failed its gate is in it, marked failed
-    except Exception as exc:  # UnsupportedModelError and friends, or a converter's fault
-        record["error"] = one_line(exc)
-        # An export that wrote the variants it could before raising (the folder was emptied
-        # above, so a manifest there is this export's) still has a row of figures.
-        if (dist / MANIFEST_NAME).is_file():
-            manifest = Manifest.read(dist)
-    record["export_s"] = time.perf_counter() - start
-    if manifest is None:
+    outcome = coverage_export.run_job(folder)
+    record.update(
+        export_s=outcome.export_s,
+        export_process_s=outcome.process_s,
+        peak_rss_mib=outcome.peak_rss_mib,
+        rss_before_mib=outcome.rss_before_mib,
+        peak_method=outcome.peak_method,
+        error=outcome.error,
+    )
+    # An export that wrote the variants it could before raising (the folder was emptied
+    # above, so a manifest there is this export's) still has a row of figures.
+    if not (dist / MANIFEST_NAME).is_file():
         return _refused_everywhere(record)
+    manifest = Manifest.read(dist)  # a variant that failed its gate is in it, marked failed
     record["keras_accuracy"] = next(
         (v.parity.reference_accuracy for v in manifest.variants.values() if v.parity), None
     )
@@ -220,13 +220,15 @@ def markdown(data: dict[str, Any]) -> str:
         f"    {data['command']}",
         "",
     ]
-    if data["run"] != data["command"]:
-        lines += [f"This run: `{data['run']}`.", ""]
+    lines += _runs(data)
     lines += [
-        "Each case is built and trained by `keras_edge.benchmarks.zoo`, saved as `.keras`, and "
-        'exported from that file with `quantize="all"`, calibration data (training inputs) and '
-        "validation data. A cell gives the parity gate on the validation data (label agreement "
-        "with Keras, one call per sample) and the batch-1 speed-up of "
+        f"Each case is built and trained by `keras_edge.benchmarks.zoo`{_shipped_rows(data)}, "
+        "saved the way it reaches `export()` (a `.keras` file, a Keras 3 "
+        "`tf_saved_model` folder, a `.keras` file with `custom_objects=[its layers.py]`, or the "
+        'model object), and exported in a fresh process with `quantize="all"`, calibration '
+        "data (training inputs) and validation data. A cell gives the parity gate on the "
+        "validation data (label agreement with Keras, one call per sample; for several heads, "
+        "the worst head's) and the batch-1 speed-up of "
         "`runtime.load(dist, variant=v, threads=1).predict` over the fp32 variant of the same "
         f"format (medians of {data['seconds']:g} s of calls each, interleaved, over {POOL} "
         "validation rows). `refused` means the variant was not produced, with the exporter's "
@@ -239,17 +241,33 @@ def markdown(data: dict[str, Any]) -> str:
         for case in data["cases"]
     ]  # fmt: skip
     lines += [text_table(["case", *(f"`{v}`" for v in VARIANTS)], rows, markdown=True)]
+    lines += [
+        "Export time is the wall time of the `export()` call (8 variants converted and gated; "
+        "TensorFlow and Keras imported before it, the converters and loading the model "
+        "counted). Peak memory is the export process's peak resident set size (VmHWM) during "
+        "that call, the mark reset just before it; the process held the RSS before export "
+        "already (Python, TensorFlow, Keras; for a model object, the model trained there).",
+        "",
+    ]
     rows = []
     for case in data["cases"]:
         statuses = [case["variants"][v]["status"] for v in VARIANTS]
         outcome = ", ".join(f"{statuses.count(s)} {s}" for s in ("passed", "failed", "refused"))
         acc = case.get("keras_accuracy")
         rows.append([
-            f"`{case['name']}`", str(case.get("head", "-")), _seconds(case.get("build_s")),
-            _seconds(case.get("export_s")), "-" if acc is None else f"{acc:.4f}", outcome,
+            f"`{case['name']}`", str(case.get("head", "-")), str(case.get("source", "-")),
+            _seconds(case.get("build_s")), _seconds(case.get("export_s")),
+            _mib(case.get("peak_rss_mib")), _mib(case.get("rss_before_mib")),
+            "-" if acc is None else f"{acc:.4f}", outcome,
         ])  # fmt: skip
-    header = ["case", "head", "build + train (s)", "export, 8 variants (s)", "Keras accuracy", "outcome"]
+    header = [
+        "case", "head", "exported from", "build + train (s)", "export, 8 variants (s)",
+        "peak RSS in export (MiB)", "RSS before export (MiB)", "Keras accuracy", "outcome",
+    ]  # fmt: skip
     lines += [text_table(header, rows, markdown=True).rstrip("\n")]
+    whole = [c["name"] for c in data["cases"] if c.get("peak_method") == coverage_export.PEAK_WHOLE]
+    if whole:
+        lines += ["", f"Peak memory of {', '.join(whole)}: the whole export process's (no reset)."]
     notes = []
     for case in data["cases"]:
         if case["error"]:
@@ -272,6 +290,31 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _shipped_rows(data: dict[str, Any]) -> str:
+    """Which rows come from the models people ship, said after the zoo's module name."""
+    names = [f"`{case['name']}`" for case in data["cases"] if case["name"] in zoo_shipped.CASES]
+    if not names:
+        return ""
+    return f" (and {', '.join(names)} by `keras_edge.benchmarks.zoo_shipped`: the models people ship)"
+
+
+def _runs(data: dict[str, Any]) -> list[str]:
+    """Which command made which rows, where that is not the regenerating command alone."""
+    by_run: dict[str, list[str]] = {}
+    for case in data["cases"]:
+        by_run.setdefault(case.get("run", data["run"]), []).append(case["name"])
+    if list(by_run) == [data["command"]]:
+        return []
+    if len(by_run) == 1:
+        return [f"This run: `{next(iter(by_run))}`.", ""]
+    lines = [f"Rows {', '.join(f'`{n}`' for n in names)}: `{run}`." for run, names in by_run.items()]
+    return [" ".join(lines), ""]
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -283,12 +326,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def _cases(text: str) -> list[str]:
-    """``--only A,B``: the zoo's cases, each known."""
+    """``--only A,B``: cases of the zoo or of the models people ship, each known."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in zoo.CASES]
+    unknown = [n for n in names if n not in BUILDERS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"expected --only cases from {list(zoo.CASES)}, got {unknown or text!r}"
+            f"expected --only cases from {list(BUILDERS)}, got {unknown or text!r}"
         )
     return names
 
@@ -306,7 +349,17 @@ def _positive_seconds(text: str) -> float:
 def configure(name: str, p: argparse.ArgumentParser) -> None:
     """Add the arguments of ``keras-edge bench-coverage`` to ``p``."""
     p.add_argument(
-        "--only", type=_cases, metavar="A,B", help=f"comma list of cases (of {', '.join(zoo.CASES)})"
+        "--only",
+        type=_cases,
+        metavar="A,B",
+        help=f"comma list of cases: of the zoo ({', '.join(zoo.CASES)}) or of the models people "
+        f"ship ({', '.join(zoo_shipped.CASES)})",
+    )
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the other cases of the --json file (an earlier run): replace only the cases "
+        "run now, and write the table of all of them",
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="working folder")
     p.add_argument("--markdown", type=Path, metavar="F.md", help="write the table here")
@@ -325,6 +378,8 @@ def command_line(args: argparse.Namespace) -> str:
     parts = [PROG]
     if args.only:
         parts += ["--only", ",".join(args.only)]
+    if args.update:
+        parts += ["--update"]
     if args.out != DEFAULT_OUT:
         parts += ["--out", str(args.out)]
     for option in ("markdown", "json"):
@@ -337,28 +392,60 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Build, export and time every case asked for; write and print the table."""
-    names = args.only or list(zoo.CASES)
+    earlier = _earlier_cases(args.json) if args.update else []
+    names = args.only or list(BUILDERS)
+    this_run = command_line(args)
     cases = []
     for i, name in enumerate(names, start=1):
         _progress(f"[{i}/{len(names)}] {name}")
-        case = run_case(name, args.out, args.seconds)
+        case = run_case(name, args.out, args.seconds, run=this_run)
         error = f": {case['error']}" if case["error"] else ""
         _progress(
             f"  built in {_seconds(case.get('build_s'))} s, exported in "
-            f"{_seconds(case.get('export_s'))} s{error}"
+            f"{_seconds(case.get('export_s'))} s, peak {_mib(case.get('peak_rss_mib'))} MiB{error}"
         )
         cases.append(case)
     data = {
         "command": COMMAND,
-        "run": command_line(args),
+        "run": this_run,
         "machine": machine.describe(),
         "seconds": args.seconds,
         "pool": POOL,
         "variants": VARIANTS,
-        "cases": cases,
+        "cases": merge(earlier, cases),
     }
     _write(data, args.markdown, args.json)
     return 0
+
+
+def _earlier_cases(path: Path | None) -> list[dict[str, Any]]:
+    """The cases of an earlier run's JSON, for ``--update``."""
+    if path is None:
+        raise UsageError("Expected --json F.json with --update (the earlier run to update), got none")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(
+            f"Expected --update's --json {path} to hold an earlier run; it does not exist "
+            "(run without --update first)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"Expected --json {path} to be a coverage JSON, got: {exc}") from exc
+    cases = data.get("cases") if isinstance(data, dict) else None
+    if not isinstance(cases, list) or not all(isinstance(c, dict) and "name" in c for c in cases):
+        raise UsageError(f"Expected --json {path} to hold a list of cases with names, got {cases!r:.80}")
+    for case in cases:  # rows of a run before each row recorded its command: the full command
+        case.setdefault("run", data.get("run", COMMAND))
+    return cases
+
+
+def merge(earlier: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``earlier``'s cases with those of ``new`` replacing them by name, in the order of
+    :data:`BUILDERS` (a case no longer known goes last)."""
+    by_name = {case["name"]: case for case in earlier}
+    by_name.update({case["name"]: case for case in new})
+    order = {name: i for i, name in enumerate(BUILDERS)}
+    return sorted(by_name.values(), key=lambda case: order.get(case["name"], len(order)))
 
 
 def _progress(message: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_edge.runtime.errors import BackendUnavailableError
+from keras_edge.runtime.errors import BackendUnavailableError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +20,13 @@ VOCAB = 64
 SEQ_LEN = 20
 
 Inputs = np.ndarray | dict[str, np.ndarray]
+Labels = np.ndarray | dict[str, np.ndarray]  # a dict by output name for several heads
+
+# How a case's model reaches ``export()``: saved as a ``.keras`` file (what most users have), the
+# model object itself (a subclassed model, exported from Python), a folder written by Keras 3's
+# ``model.export(path, format="tf_saved_model")``, or a ``.keras`` file plus the ``.py`` file
+# of its custom layers (``custom_objects=[that file]``).
+SOURCES = ("keras-file", "object", "saved-model", "keras-file+custom-objects")
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,9 +37,21 @@ class Case:
     model: Any
     x_calib: Inputs
     x_val: Inputs
-    y_val: np.ndarray
+    y_val: Labels
     head: str  # "auto", or "logit" / "regression" for a linear output
     description: str
+    threshold: float | dict[str, float] = 0.5  # a dict by head name for several heads
+    source: str = "keras-file"  # one of SOURCES
+    custom_code: str | None = None  # the module of the custom layers, for a custom-objects source
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise UsageError(f"Expected a case source from {SOURCES}, got {self.source!r}")
+        if (self.source == SOURCES[3]) != (self.custom_code is not None):
+            raise UsageError(
+                f"Expected custom_code (a module name) exactly for source {SOURCES[3]!r}, got "
+                f"source {self.source!r} with custom_code {self.custom_code!r}"
+            )
 
 
 def _sklearn_datasets() -> Any:
@@ -78,6 +97,17 @@ def tokens(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     tokens 1-8 occur more often than tokens 9-16."""
     rng = np.random.default_rng(seed)
     x = rng.integers(1, VOCAB, size=(n, SEQ_LEN)).astype(np.int32)
+    positive = ((x >= 1) & (x <= 8)).sum(axis=1)
+    negative = ((x >= 9) & (x <= 16)).sum(axis=1)
+    return x, (positive > negative).astype(np.int64)
+
+
+def padded_tokens(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`tokens`, each row ending in 0 to SEQ_LEN // 4 padding zeros (id 0), as a
+    tokenizer pads sentences of different lengths; the label counts the real tokens only."""
+    x, _ = tokens(n, seed)
+    ends = np.random.default_rng(seed + 1000).integers(0, SEQ_LEN // 4 + 1, n)
+    x[np.arange(SEQ_LEN)[None, :] >= SEQ_LEN - ends[:, None]] = 0
     positive = ((x >= 1) & (x <= 8)).sum(axis=1)
     negative = ((x >= 9) & (x <= 16)).sum(axis=1)
     return x, (positive > negative).astype(np.int64)

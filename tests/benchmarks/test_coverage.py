@@ -1,10 +1,13 @@
-"""The coverage benchmark, run for real on two cheap cases: it writes a Markdown table and a
-JSON with a row per case and a cell per variant. Timings are never asserted."""
+"""The coverage benchmark, run for real on two cheap cases of the zoo and, with ``--update``, one
+of the models people ship (a custom layer exported from its .py file): it writes a Markdown
+table and a JSON with a row per case and a cell per variant, and each export's time and peak
+memory, measured in a process of its own. Timings are never asserted."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from keras_edge import cli
-from keras_edge.benchmarks import coverage
+from keras_edge.benchmarks import coverage, coverage_export
 
 VARIANTS = [f"{f}-{p}" for f in ("tflite", "onnx") for p in ("fp32", "fp16", "dynamic", "int8")]
 CELL = re.compile(
@@ -23,15 +26,18 @@ CELL = re.compile(
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
     folder = tmp_path_factory.mktemp("coverage")
-    args = ["--only", "mlp,multiclass", "--seconds", "0.02", "--out", str(folder / "work")]
+    return _bench_coverage(folder, "mlp,multiclass"), folder
+
+
+def _bench_coverage(folder: Path, only: str, *more: str) -> subprocess.CompletedProcess:
+    args = ["--only", only, *more, "--seconds", "0.02", "--out", str(folder / "work")]
     args += ["--markdown", str(folder / "coverage.md"), "--json", str(folder / "coverage.json")]
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "keras_edge", "bench-coverage", *args],
         capture_output=True,
         text=True,
         timeout=600,
     )
-    return proc, folder
 
 
 def _table_rows(markdown: str) -> list[list[str]]:
@@ -73,6 +79,10 @@ def test_json_holds_every_figure(run):
     assert [c["name"] for c in data["cases"]] == ["mlp", "multiclass"]
     for case in data["cases"]:
         assert case["error"] is None and case["build_s"] > 0 and case["export_s"] > 0
+        assert case["source"] == "keras-file" and case["export_process_s"] > case["export_s"]
+        # The export process's peak, reset before export(): above what it held before the call.
+        assert case["peak_method"] == coverage_export.PEAK_RESET
+        assert case["peak_rss_mib"] > case["rss_before_mib"] > 50
         assert sorted(case["variants"]) == sorted(VARIANTS)
         for vid, v in case["variants"].items():
             assert v["status"] in ("passed", "failed", "refused"), (vid, v)
@@ -84,6 +94,77 @@ def test_json_holds_every_figure(run):
             assert fp32["status"] == "passed" and fp32["speedup_vs_fp32"] == 1.0
     assert (folder / "work" / "mlp" / "mlp.keras").is_file()
     assert (folder / "work" / "mlp" / "dist" / "manifest.json").is_file()
+
+
+def test_markdown_gives_each_export_time_and_peak_memory(run):
+    proc, folder = run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((folder / "coverage.json").read_text(encoding="utf-8"))
+    markdown = (folder / "coverage.md").read_text(encoding="utf-8")
+    header = "| case | head | exported from | build + train (s) | export, 8 variants (s) | "
+    assert header + "peak RSS in export (MiB) | RSS before export (MiB) |" in markdown
+    for case in data["cases"]:
+        cells = f"| {case['export_s']:.1f} | {case['peak_rss_mib']:.0f} | {case['rss_before_mib']:.0f} |"
+        assert f"| `{case['name']}` | auto | keras-file | " in markdown and cells in markdown
+
+
+def test_update_adds_a_custom_layer_case_and_keeps_the_other_rows(run, tmp_path):
+    # One of the models people ship, run alone and merged into an earlier run's table: a model
+    # with a registered custom layer, exported from its .keras file with custom_objects=[the
+    # .py file] in a process that never imported it.
+    proc, folder = run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shutil.copy(folder / "coverage.json", tmp_path / "coverage.json")
+    proc = _bench_coverage(tmp_path, "custom-layer", "--update")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "coverage.json").read_text(encoding="utf-8"))
+    assert [c["name"] for c in data["cases"]] == ["mlp", "multiclass", "custom-layer"]
+    case = data["cases"][2]
+    assert case["error"] is None and case["source"] == "keras-file+custom-objects"
+    assert case["peak_rss_mib"] > case["rss_before_mib"] > 50 and case["export_s"] > 0
+    for vid in ("tflite-fp32", "onnx-fp32"):
+        assert case["variants"][vid]["status"] == "passed", case["variants"][vid]
+    work = tmp_path / "work" / "custom-layer"
+    manifest = json.loads((work / "dist" / "manifest.json").read_text(encoding="utf-8"))
+    assert [c["source"] for c in manifest["model"]["custom_objects"]] == ["layers.py"]
+    assert (work / "custom-layer.keras").is_file()
+    markdown = (tmp_path / "coverage.md").read_text(encoding="utf-8")
+    _, *rows = _table_rows(markdown)
+    assert [row[0].split(":")[0] for row in rows] == ["`mlp`", "`multiclass`", "`custom-layer`"]
+    assert "Rows `mlp`, `multiclass`: `keras-edge bench-coverage --only mlp,multiclass " in markdown
+    assert "Rows `custom-layer`: `keras-edge bench-coverage --only custom-layer --update " in markdown
+
+
+def test_update_needs_the_json_of_an_earlier_run(capsys, tmp_path):
+    assert cli.main(["bench-coverage", "--only", "mlp", "--update"]) == 2
+    assert "Expected --json F.json with --update" in capsys.readouterr().err
+    missing = tmp_path / "none.json"
+    assert cli.main(["bench-coverage", "--only", "mlp", "--update", "--json", str(missing)]) == 2
+    assert f"Expected --update's --json {missing} to hold an earlier run" in capsys.readouterr().err
+
+
+def test_merge_replaces_by_name_in_the_order_of_the_case_lists():
+    earlier = [{"name": "transformer", "v": 1}, {"name": "mlp", "v": 1}, {"name": "gone", "v": 1}]
+    merged = coverage.merge(earlier, [{"name": "transformer", "v": 2}, {"name": "cnn", "v": 2}])
+    assert [(c["name"], c["v"]) for c in merged] == [
+        ("mlp", 1), ("cnn", 2), ("transformer", 2), ("gone", 1),
+    ]  # fmt: skip
+
+
+def test_an_export_process_that_dies_is_recorded_not_raised(tmp_path):
+    (tmp_path / coverage_export.JOB).write_text(json.dumps({"case": "mlp", "source": "telepathy"}))
+    outcome = coverage_export.run_job(tmp_path)
+    assert outcome.export_s is None and outcome.peak_rss_mib is None
+    assert outcome.error.startswith("export process: exit 1: ")
+    assert "Expected a job source from" in outcome.error and "'telepathy'" in outcome.error
+
+
+def test_new_cases_are_known_to_only():
+    assert coverage._cases("transformer,masked-bilstm,mlp") == ["transformer", "masked-bilstm", "mlp"]
+    assert set(coverage_export.BUILDERS) >= {
+        "dict-inputs", "three-heads", "uint8-pixels", "saved-model", "transformer",
+        "masked-bilstm", "custom-layer", "subclassed", "concat-heads",
+    }  # fmt: skip
 
 
 def test_unknown_case_is_bad_usage(capsys):

@@ -301,18 +301,14 @@ def plan(
     if tune is None:
         return None
     objective = Objective.parse(tune)
-    if head.parts:
-        return _plan_heads(objective, tune_data, head, keras_model, specs, y_val, reference)
-    if head.kind not in TUNABLE:
+    if not head.parts and head.kind not in TUNABLE:
         raise UsageError(f"Expected a head from {TUNABLE} to tune a threshold for, got {head.kind}")
     if tune_data is not None:
         if not isinstance(tune_data, tuple) or len(tune_data) != 2 or tune_data[1] is None:
             raise UsageError("Expected tuning data as (x, y) with labels y")
         xs = model_io.as_inputs(tune_data[0], specs, "tuning")
-        y = np.asarray(tune_data[1])
         n = len(xs[0])
-        if len(y) != n:
-            raise UsageError(f"Expected {n} tuning labels, got {len(y)}")
+        y = _labels(head, tune_data[1], n, "tuning")
         keras_scores = to_probability(head, model_io.keras_outputs(keras_model, list(xs)))
         samples: list[Any] | None = [rows(xs, slice(i, i + 1)) for i in range(n)]
         data, optimistic = f"tuning data ({n} samples)", False
@@ -320,17 +316,48 @@ def plan(
         if y_val is None:
             raise UsageError(
                 "Expected labels to tune the threshold on: validation data with y (--validation "
-                "FILE with labels) or separate --tune-data FILE; got none"
+                "FILE with labels; for several heads, labels per head) or separate --tune-data "
+                "FILE; got none"
             )
-        keras_scores, samples, y = reference.proba, None, np.asarray(y_val)
-        data, optimistic = reference.data, True
+        y = _labels(head, y_val, len(reference.proba), "validation")
+        keras_scores, samples, data, optimistic = reference.proba, None, reference.data, True
         logger.warning(
             "the threshold is tuned and reported on the same validation data: the objective "
             "values reported are optimistic; pass --tune-data (tune_data=) to tune on other data"
         )
-    threshold, results = tune_head(head.kind, keras_scores, y, objective, "the Keras model")
+    kind: str | Head = head.kind
+    if head.parts:  # several heads: each labelled head of a tunable kind, on its own columns
+        kind, y = head, _tunable(head, y)
+    threshold, results = tune_head(kind, keras_scores, y, objective, "the Keras model")
     scores = {"keras": (keras_scores, results)}
-    return Plan(objective, head.kind, samples, y, data, optimistic, threshold, results, scores)
+    return Plan(objective, kind, samples, y, data, optimistic, threshold, results, scores)
+
+
+def _labels(head: Head, y: Any, n: int, what: str) -> Any:
+    """The labels to tune on: one array of ``n`` rows, or for several heads a dict of them by
+    head name (:func:`head_labels`)."""
+    if head.parts:
+        return head_labels(head, y, n, what)
+    y = np.asarray(y)
+    if len(y) != n:
+        raise UsageError(f"Expected {n} {what} labels, got {len(y)}")
+    return y
+
+
+def _tunable(head: Head, y: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The labels of the heads that will be tuned: labelled and of a tunable kind; the others
+    keep their thresholds (logged)."""
+    tunable = [p.name for p in head.parts if p.name in y and p.kind in TUNABLE]
+    if not tunable:
+        raise UsageError(
+            f"Expected labels for at least one classifier head to tune, got labels for {sorted(y)} "
+            f"of the heads {[(p.name, p.kind) for p in head.parts]}"
+        )
+    untuned = [p.name for p in head.parts if p.name not in tunable]
+    if untuned:
+        logger.warning("tuning the heads %s; %s keep their thresholds (no labels or not tunable)",
+                       tunable, untuned)  # fmt: skip
+    return {name: labels for name, labels in y.items() if name in tunable}
 
 
 def head_labels(head: Head, y: Any, n: int, what: str) -> dict[str, np.ndarray]:
@@ -354,42 +381,3 @@ def head_labels(head: Head, y: Any, n: int, what: str) -> dict[str, np.ndarray]:
             raise UsageError(f"Expected {n} {what} labels for head {name!r}, got {len(labels)}")
         out[str(name)] = labels
     return out
-
-
-def _plan_heads(
-    objective: Objective, tune_data: Any, head: Head, keras_model: Any,
-    specs: tuple[InputSpec, ...], y_val: Any, reference: Reference,
-) -> Plan:  # fmt: skip
-    """:func:`plan` for several heads: every head with labels and a tunable kind is tuned on
-    its own columns, the others keep their threshold."""
-    if tune_data is not None:
-        if not isinstance(tune_data, tuple) or len(tune_data) != 2 or tune_data[1] is None:
-            raise UsageError("Expected tuning data as (x, y) with labels y")
-        xs = model_io.as_inputs(tune_data[0], specs, "tuning")
-        n = len(xs[0])
-        y = head_labels(head, tune_data[1], n, "tuning")
-        keras_scores = to_probability(head, model_io.keras_outputs(keras_model, list(xs)))
-        samples: list[Any] | None = [rows(xs, slice(i, i + 1)) for i in range(n)]
-        data, optimistic = f"tuning data ({n} samples)", False
-    else:
-        if y_val is None:
-            raise UsageError(
-                "Expected labels to tune the heads' thresholds on: validation data with labels "
-                "per head or separate tuning data; got none"
-            )
-        y = head_labels(head, y_val, len(reference.proba), "validation")
-        keras_scores, samples, data, optimistic = reference.proba, None, reference.data, True
-    tunable = [p.name for p in head.parts if p.name in y and p.kind in TUNABLE]
-    untuned = [p.name for p in head.parts if p.name not in tunable]
-    if not tunable:
-        raise UsageError(
-            f"Expected labels for at least one classifier head to tune, got labels for {sorted(y)} "
-            f"of the heads {[(p.name, p.kind) for p in head.parts]}"
-        )
-    if untuned:
-        logger.warning("tuning the heads %s; %s keep their thresholds (no labels or not tunable)",
-                       tunable, untuned)  # fmt: skip
-    y = {name: labels for name, labels in y.items() if name in tunable}
-    threshold, results = tune_head(head, keras_scores, y, objective, "the Keras model")
-    scores = {"keras": (keras_scores, results)}
-    return Plan(objective, head, samples, y, data, optimistic, threshold, results, scores)

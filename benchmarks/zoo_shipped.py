@@ -15,6 +15,7 @@ TensorFlow is imported when a builder runs, never at import.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 from collections.abc import Callable
@@ -127,23 +128,15 @@ def uint8_pixels() -> Case:
 
 
 def saved_model() -> Case:
-    """A softmax classifier exported by Keras 3's ``model.export(path, format="tf_saved_model")``
-    and given to ``export()`` as that folder: the head is read from its serving graph."""
-    keras = _keras()
-    x_train, d_train, x_val, d_val = digits_flat()
-    model = keras.Sequential(
-        [
-            keras.Input((64,), name="pixels"),
-            keras.layers.Dense(32, activation="relu"),
-            keras.layers.Dense(10, activation="softmax"),
-        ],
-        name="saved_model",
-    )
-    _fit(model, x_train, d_train, 20, "sparse_categorical_crossentropy")
-    return Case(
-        "saved-model", model, x_train, x_val, d_val, "auto",
-        'Keras 3 model.export(format="tf_saved_model") folder of a Dense 64-32-10 softmax, digits',
-        source="saved-model",
+    """The zoo's softmax classifier (``multiclass``), exported by Keras 3's
+    ``model.export(path, format="tf_saved_model")`` and given to ``export()`` as that folder:
+    the head is read from its serving graph."""
+    from keras_edge.benchmarks.zoo_models import multiclass
+
+    return dataclasses.replace(
+        multiclass(), name="saved-model", source="saved-model",
+        description='Keras 3 model.export(format="tf_saved_model") folder of a Dense 64-32-10 '
+        "softmax, digits",
     )  # fmt: skip
 
 

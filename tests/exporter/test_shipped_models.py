@@ -281,3 +281,24 @@ def test_uint8_input_refuses_what_is_not_pixels(pixels):
         clf.predict(images[:2].astype("int16") - 1)
     with pytest.raises(InputError, match="uint8 values"):
         clf.predict(np.full((1, 8, 8, 3), np.nan, dtype="float32"))
+
+
+def test_int8_sensor_input_in_every_variant(tmp_path):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(4)
+    x = rng.integers(-128, 128, size=(400, 16)).astype("int8")
+    y = (x[:, :4].astype(float).sum(axis=1) > 0).astype("float32")
+    inp = keras.Input((16,), dtype="int8", name="sensor")
+    h = keras.layers.Dense(8, activation="relu")(keras.layers.Rescaling(1 / 128)(inp))
+    model = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(h))
+    model.compile("adam", "binary_crossentropy")
+    model.fit(x, y, epochs=10, verbose=0)
+    result = exporter.export(model, tmp_path / "d", quantize="all", calibration=x[:200],
+                             validation=(x[200:300], y[200:300]))  # fmt: skip
+    assert result.manifest.inputs[0].dtype == "int8" and not result.manifest.refused
+    expected = (model.predict(x[300:], verbose=0)[:, 0] > 0.5).astype(int)
+    for vid in FP32:
+        clf = runtime.load(tmp_path / "d", variant=vid)
+        np.testing.assert_array_equal(clf.predict(x[300:]), expected)
+    with pytest.raises(InputError, match=r"in \[-128, 127\]"):
+        runtime.load(tmp_path / "d").predict(np.full((1, 16), 200.0))

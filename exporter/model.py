@@ -214,21 +214,22 @@ PASS_THROUGH = frozenset(
 )  # fmt: skip
 
 
-def _previous(tensor: Any) -> Any:
-    """The operation (layer or nested model) that produced ``tensor``."""
+def _previous(tensor: Any) -> tuple[Any, int, int]:
+    """The operation (layer or nested model) that produced ``tensor``, its node, and which of
+    its outputs ``tensor`` is."""
     history = tensor._keras_history
-    return history.operation, history.node_index
+    return history.operation, history.node_index, history.tensor_index
 
 
 def _activation_name(model: Any, index: int = 0) -> str:
     """The activation of the layer that makes output ``index``, looking through a trailing
     Reshape, Flatten, Dropout or other pass-through layer and into a nested model; a trailing
     ``Activation`` layer is the head's activation."""
-    op, node_index = _previous(model.outputs[index])
+    op, node_index, which = _previous(model.outputs[index])
     for _ in range(100):  # a model is finite; the bound only guards against a malformed graph
         name = type(op).__name__
-        if hasattr(op, "outputs") and hasattr(op, "layers"):  # a nested model
-            op, node_index = _previous(op.outputs[0])
+        if hasattr(op, "outputs") and hasattr(op, "layers"):  # a nested model: the output used
+            op, node_index, which = _previous(op.outputs[which])
             continue
         if name == "Softmax":
             return "softmax"
@@ -240,7 +241,7 @@ def _activation_name(model: Any, index: int = 0) -> str:
         inputs = op._inbound_nodes[node_index].input_tensors
         if len(inputs) != 1:
             return "linear"
-        op, node_index = _previous(inputs[0])
+        op, node_index, which = _previous(inputs[0])
     return "linear"
 
 

@@ -57,6 +57,9 @@ def read(model: Any) -> Structure:
         by_id = {id(tensor): str(key) for key, tensor in outputs_struct.items()}
         names = [by_id.get(id(tensor), name) for tensor, name in zip(model.outputs, names, strict=True)]
     kind = "one" if n == 1 else "dict" if isinstance(outputs_struct, dict) else "list"
+    if kind == "list" and len(set(names)) != len(names):
+        # A nested model's outputs share its name ('inner', 'inner'): name them by position.
+        names = [f"output_{i}" for i in range(n)]
     if len(set(names)) != len(names):
         raise UnsupportedModelError(f"Expected distinct output names, got {list(names)}")
     return Structure(input_keys=keys, outputs=kind, output_names=tuple(str(n) for n in names))

@@ -191,6 +191,28 @@ def test_several_heads_thresholds_records_and_cli(heads, tmp_path):
     assert bench.returncode == 2 and "one head for keras-edge bench" in bench.stderr, bench.stderr
 
 
+def test_heads_through_a_nested_model_are_read_from_the_output_each_comes_from(tmp_path):
+    # The inner model's second output is a softmax: it must not be read as the first's sigmoid.
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(6).normal(size=(300, 5)).astype("float32")
+    i = keras.Input((5,))
+    h = keras.layers.Dense(8, activation="relu")(i)
+    inner = keras.Model(i, [keras.layers.Dense(1, activation="sigmoid")(h),
+                            keras.layers.Dense(3, activation="softmax")(h)], name="inner")  # fmt: skip
+    o = keras.Input((5,), name="x")
+    spam, topic = inner(o)
+    for model, names in ((keras.Model(o, {"a_spam": spam, "b_topic": topic}), ["a_spam", "b_topic"]),
+                         (keras.Model(o, [spam, topic]), ["output_0", "output_1"])):  # fmt: skip
+        result = exporter.export(model, tmp_path / names[0], formats=["onnx"], validation=x)
+        head = result.manifest.head
+        assert [(p.name, p.kind) for p in head.parts] == [(names[0], "binary"), (names[1], "multiclass")]
+        answer = runtime.load(tmp_path / names[0]).predict(x)
+        topic_classes = answer[names[1]] if isinstance(answer, dict) else answer[1]
+        keras_out = model.predict(x, verbose=0)
+        keras_topic = keras_out[names[1]] if isinstance(keras_out, dict) else keras_out[1]
+        np.testing.assert_array_equal(topic_classes, keras_topic.argmax(axis=1))
+
+
 def test_several_heads_tune_each_head_with_labels_from_python_npz_and_csv(heads, tmp_path):
     model, x, _, _ = heads
     val = x[600:750]

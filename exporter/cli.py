@@ -12,8 +12,8 @@ from typing import Any
 
 from keras_edge.exporter.errors import PartialExportError
 from keras_edge.exporter.head_check import HEADS
-from keras_edge.runtime.console import EXIT_OK, PER_HEAD_HELP, per_head
-from keras_edge.runtime.errors import GateError, UsageError
+from keras_edge.runtime.console import EXIT_OK, PER_HEAD_HELP, number_value, per_head, threshold_value
+from keras_edge.runtime.errors import GateError
 from keras_edge.runtime.report import REPORT_NAME
 
 logger = logging.getLogger(__name__)
@@ -66,9 +66,10 @@ def _decision_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--head",
-        choices=HEADS,
-        default="auto",
-        help="what the output holds: auto reads a final sigmoid (binary, multilabel) or softmax "
+        action="append",
+        metavar="{" + ",".join(HEADS) + "}",
+        help="what the output holds (default auto; for a model with several heads, NAME=HEAD once "
+        "per head, the option repeated): auto reads a final sigmoid (binary, multilabel) or softmax "
         "(multiclass) from the model; declare binary (1 sigmoid unit), multilabel (k sigmoid "
         "units) or multiclass (k softmax units) where the model applies them out of keras-edge's "
         "sight (a custom layer), logit for logits, regression for values. A declaration must "
@@ -103,10 +104,11 @@ def _decision_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--min-confidence",
-        type=float,
+        action="append",
         metavar="C",
         help="multiclass: the class is -1 (unknown) unless the top probability exceeds C; "
-        "--tune-threshold tunes it",
+        "--tune-threshold tunes it; for several heads, NAME=C once per multiclass head (or "
+        "--threshold NAME=C)",
     )
 
 
@@ -164,12 +166,8 @@ def add_custom_objects_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _threshold(text: str) -> float | list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError as exc:
-        raise UsageError(f"Expected --threshold to be a number or comma list, got {text!r}") from exc
-    return values[0] if len(values) == 1 else values
+def _confidence(text: str) -> float:
+    return number_value(text, "--min-confidence")
 
 
 class _Progress:
@@ -211,13 +209,14 @@ def _options(args: argparse.Namespace, names: tuple[str, ...] | None) -> Any:
 
     return ExportOptions.create(
         formats=[f.strip() for f in args.formats.split(",") if f.strip()],
-        quantize=args.quantize, head=args.head,
-        threshold=per_head(args.threshold, "--threshold", _threshold) if args.threshold else 0.5,
+        quantize=args.quantize, head=per_head(args.head, "--head", str) or "auto",
+        threshold=per_head(args.threshold, "--threshold", threshold_value) if args.threshold else 0.5,
         labels=per_head(args.labels, "--labels", lambda text: text.split(",")),
         safe_mode=not args.unsafe,
         min_agreement=args.min_agreement, int8_io=args.int8_io, int8_fallback=args.int8_fallback,
         tune=args.tune_threshold, feature_names=names, require_data=args.require_data,
-        with_decision=args.with_decision, min_confidence=args.min_confidence, plot=args.plot,
+        with_decision=args.with_decision, plot=args.plot,
+        min_confidence=per_head(args.min_confidence, "--min-confidence", _confidence),
         force=args.force, allow_constant=args.allow_constant,
         custom_objects=args.custom_objects,
         strict=False,  # the table first, then the ParityError (exit 3) below

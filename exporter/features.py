@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_edge.runtime.batch.scoring import by_input as table_by_input
 from keras_edge.runtime.errors import UsageError
 from keras_edge.runtime.inputs import named_columns
 from keras_edge.runtime.manifest import InputSpec
@@ -75,13 +76,7 @@ def by_input(x: Any, names: tuple[str, ...] | None, specs: tuple[InputSpec, ...]
     array = np.asarray(x)
     if array.ndim != 2 or array.shape[1] != len(columns):
         return x
-    out = {}
-    for spec in specs:
-        column = array[:, list(columns).index(spec.name)].reshape(-1, 1)
-        if not spec.is_float and column.dtype.kind == "f" and (column == np.round(column)).all():
-            column = column.astype(spec.dtype)  # ids or pixels written by a CSV as numbers
-        out[spec.name] = column
-    return out
+    return table_by_input(array, specs, columns)
 
 
 def named(specs: tuple[InputSpec, ...], names: tuple[str, ...] | None) -> tuple[InputSpec, ...]:

@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -318,11 +317,20 @@ def infer_head(
 
     parts = []
     for i, name in enumerate(names):
-        part = _one_head(
+        # A threshold named for a multiclass head is its minimum confidence (as predict takes
+        # it); one minimum confidence for every head applies to the multiclass heads.
+        confidence = of(min_confidence, name, None)
+        if isinstance(threshold, dict) and name in threshold and not isinstance(min_confidence, dict):
+            confidence = threshold[name] if confidence is None else confidence
+        parts.append(_one_head(
             model, i, of(head, name, "auto"), of(threshold, name, 0.5), of(labels, name, None),
-            from_logits, of(min_confidence, name, None), name,
-        )  # fmt: skip
-        parts.append(replace(part, name=name))
+            from_logits, confidence, name, confidence_if_multiclass=True,
+        ))  # fmt: skip
+    if min_confidence is not None and not any(p.kind == "multiclass" for p in parts):
+        raise UsageError(
+            f"Expected --min-confidence only for a multiclass (softmax) head, got the heads "
+            f"{[(p.name, p.kind) for p in parts]}"
+        )
     return Head.several(tuple(parts), structure.outputs)
 
 
@@ -335,8 +343,11 @@ def _one_head(
     from_logits: bool,
     min_confidence: float | None,
     name: str | None = None,
+    confidence_if_multiclass: bool = False,
 ) -> Head:
-    """The head of output ``index``."""
+    """The head of output ``index``, named ``name`` (one of several). With
+    ``confidence_if_multiclass``, ``min_confidence`` is dropped for a head that is not
+    multiclass (a value given for every head, or a threshold that is one)."""
     if head not in HEAD_CHOICES:
         raise UsageError(f"Expected head in {HEAD_CHOICES}, got {head!r}")
     where = "" if name is None else f" for head {name!r}"
@@ -347,14 +358,21 @@ def _one_head(
             f"got {[tuple(o.shape) for o in model.outputs] if name is None else shape}"
         )
     units = int(shape[-1])
-    kind, output = _kind(_head_activation(model, index), head, from_logits, units)
+    try:
+        kind, output = _kind(_head_activation(model, index), head, from_logits, units)
+    except UsageError as exc:  # one of several heads: say which
+        if name is None:
+            raise
+        raise type(exc)(f"Head {name!r}: {exc}") from exc
     if labels is None:
         labels = ["0", "1"] if kind == "binary" else [str(i) for i in range(units)]
     expected_labels = 2 if kind == "binary" else units
     if len(labels) != expected_labels:
         raise UsageError(f"Expected {expected_labels} labels for a {kind} head{where}, got {labels!r}")
+    if confidence_if_multiclass and kind != "multiclass":
+        min_confidence = None
     t = _threshold(kind, units, threshold, min_confidence)
-    result = Head(kind=kind, output=output, units=units, labels=tuple(labels), threshold=t)
+    result = Head(kind=kind, output=output, units=units, labels=tuple(labels), threshold=t, name=name)
     logger.info("head%s: %s %s, %d unit(s), threshold %s", where, kind, output, units, t)
     return result
 

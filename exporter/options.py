@@ -194,12 +194,6 @@ class ExportOptions:
             **arguments,
         )
 
-    @property
-    def per_head(self) -> bool:
-        """True when an option names heads (a model with several outputs)."""
-        values = (self.threshold, self.labels, self.head, self.min_confidence)
-        return any(isinstance(v, dict) for v in values)
-
     def without_int8(self, calibration: Any) -> ExportOptions:
         """Full int8 needs calibration data: refused when asked for by name without it; as part
         of "all", left out with a warning."""

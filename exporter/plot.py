@@ -82,6 +82,9 @@ def draw(plan: Plan, path: Path, labels: tuple[str, ...] = ()) -> None:
                         markersize=9 if keras else 6, color=color, zorder=4,
                         markeredgecolor="white")  # fmt: skip
             what = "minimum confidence" if plan.kind == "multiclass" else "threshold"
+            if not isinstance(plan.kind, str):  # several heads: one panel per tuned cut
+                head = per_name["keras"][k][1].head
+                what = f"threshold of head {head!r} (its minimum confidence for a softmax)"
             if plan.kind == "multilabel":
                 what += f", label {labels[k] if k < len(labels) else k}"
             ax.axvline(0.5, color="grey", linewidth=0.8, linestyle=":")

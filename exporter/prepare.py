@@ -97,8 +97,6 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
         min_confidence=options.min_confidence,
         structure=shape,
     )
-    if head.parts:
-        _refuse_for_heads(options, head)
     calib = Calibration.from_array(data.calibration, specs) if data.calibration is not None else None
     x_check, y_val, name, source = _parity_data(specs, data.validation, calib, options.require_data)
     raw = model_io.keras_outputs(keras_model, list(x_check), shape)
@@ -143,18 +141,6 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
     )
     return Job(keras_model, conversion.model, specs, head, info, calib, x_check, reference, plan,
                coverage, problems)  # fmt: skip
-
-
-def _refuse_for_heads(options: ExportOptions, head: Head) -> None:
-    """What a model with several heads cannot have yet: a plot of the tuning (one panel per
-    head is not drawn). (``--with-decision`` gives it one class output per head.)"""
-    names = [part.name for part in head.parts]
-    for asked, what in ((options.plot, "--plot"),):
-        if asked:
-            raise UsageError(
-                f"Expected no {what} for a model with several heads ({names}), got {what}: it "
-                f"is not supported for several heads yet"
-            )
 
 
 def _named(
@@ -205,7 +191,9 @@ def _parity_data(
             "Expected validation or calibration data (--validation FILE or --calibration FILE; "
             "validation= or calibration= in Python) with --require-data, got neither"
         )
-    drawn = "uniform pixels" if all(s.is_pixels for s in specs) else f"N(0, {PROBE_STD:g}^2)"
+    pixels = [s.is_pixels for s in specs]
+    drawn = f"N(0, {PROBE_STD:g}^2)" + (" or uniform pixels" if any(pixels) else "")
+    drawn = "uniform pixels" if all(pixels) else drawn
     name = (
         f"synthetic probe set ({PROBE_SIZE} samples of {drawn} per feature, seed {PROBE_SEED}), "
         f"not your data"

@@ -195,6 +195,12 @@ def problems(
                 f"Expected {len(scores)} class indices to tune {what}'s minimum confidence, got "
                 f"{y.shape} {y.dtype}"
             )
+        k = scores.shape[1]
+        if len(y) and not (np.all(y == np.round(y)) and y.min() >= 0 and y.max() < k):
+            raise UsageError(
+                f"Expected class indices in [0, {k - 1}] (or one-hot rows) to tune {what}'s minimum "
+                f"confidence, got values from {y.min()} to {y.max()}"
+            )
         right = (scores.argmax(axis=1) == y).astype(np.int64)
         return [(scores.max(axis=1), right, f"{what} (minimum confidence)")]
     scores = np.asarray(scores).reshape(len(scores), -1)

@@ -93,13 +93,27 @@ class Classifier:
         self._set_threshold(value)
 
     def _thresholds_of(self, value: Any) -> tuple[Any, ...]:
-        """One threshold per head from a dict by head name or a list in head order."""
-        names = [part.name for part in self.head.parts]
+        """One threshold per head from a dict by head name (the heads not named keep theirs),
+        a list in head order (only when the heads are a list, as Keras gives them: a dict's
+        order is not the one the caller wrote), or one number for every binary and multilabel
+        head (the others keep theirs, as the export applies one)."""
+        parts, names = self.head.parts, [part.name for part in self.head.parts]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            one = {p.name: value if p.kind == "binary" else (value,) * p.units
+                   for p in parts if p.kind in ("binary", "multilabel")}  # fmt: skip
+            if not one:
+                raise InputError(f"Expected a dict of thresholds by head name {names}, got {value!r}")
+            value = one
         if isinstance(value, dict):
             unknown = [k for k in value if k not in names]
             if unknown:
                 raise InputError(f"Expected thresholds for the heads {names}, got ones for {unknown}")
             value = [value.get(n, t) for n, t in zip(names, self._threshold, strict=True)]
+        elif self.head.structure == "dict":
+            raise InputError(
+                f"Expected thresholds by head name (a dict with keys from {names}) for heads that "
+                f"Keras gives as a dict, got {value!r}"
+            )
         if not isinstance(value, (list, tuple)) or len(value) != len(names):
             raise InputError(
                 f"Expected a dict of thresholds by head name {names}, or a list of {len(names)}, "

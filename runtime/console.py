@@ -113,3 +113,20 @@ def per_head(texts: list[str] | str | None, option: str, parse: Any) -> Any:
             raise UsageError(f"Expected {option} NAME=VALUE once per head, got {text!r} in {texts}")
         out[name] = parse(value)
     return out
+
+
+def threshold_value(text: str, option: str = "--threshold") -> float | list[float]:
+    """A threshold as the command line gives it: a number, or a comma list (multilabel)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise UsageError(f"Expected {option} to be a number or a comma list, got {text!r}") from exc
+    return values[0] if len(values) == 1 else values
+
+
+def number_value(text: str, option: str) -> float:
+    """One number as the command line gives it."""
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise UsageError(f"Expected {option} to be a number, got {text!r}") from exc

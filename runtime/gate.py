@@ -10,7 +10,7 @@ within ``DRIFT`` of what it answered at export.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -212,6 +212,7 @@ class Verdict:
     min_agreement: float
     drift: float | None
     failures: tuple[str, ...]
+    flipped: np.ndarray | None = field(default=None, repr=False, compare=False)  # per row
 
     @property
     def passed(self) -> bool:
@@ -291,7 +292,7 @@ def judge(
         near_ties=ties if head.kind != "regression" else 0,
         near=int((flipped & (distance <= NEAR_BAND)).sum()), excused=int(spared.sum()),
         agreement=1.0 - flips / n if n else 1.0, band=band, tolerance=tol, relative_tolerance=rtol,
-        min_agreement=need, drift=drift, failures=tuple(failures),
+        min_agreement=need, drift=drift, failures=tuple(failures), flipped=flipped,
     )  # fmt: skip
 
 
@@ -301,35 +302,39 @@ def _judge_heads(
     at_export: np.ndarray | None,
 ) -> Verdict:  # fmt: skip
     """:func:`judge` for several heads: each head on its own columns, at its own threshold and
-    its kind's limits (a regression head's values, a probability head's tolerance); the
-    failures name the head. A sample flips when any head's decision does; the largest
-    difference is the largest of any head."""
+    its kind's limits (a regression head's values, a probability head's tolerance); it passes
+    when every head passes, and the failures name the head. The figures are the variant's: a
+    sample flips when any head's decision does (the agreement is the share of samples every
+    head decides as Keras), the largest difference is the largest of any head, the mean
+    difference is over every unit; near-ties and excused flips are summed over heads."""
     verdicts, columns = [], 0
     for part, s, t in zip(head.parts, head.slices(), threshold, strict=True):
         width = 1 if part.kind in ("binary", "multiclass", "regression") else part.units
         own = None if labels is None else labels[:, columns : columns + width]
         columns += width
+        own_excused = excused[:, len(verdicts)] if excused is not None and excused.ndim == 2 else excused
         verdicts.append(judge(
-            part, keras[:, s], outputs[:, s], precision, t, own, limits, excused,
+            part, keras[:, s], outputs[:, s], precision, t, own, limits, own_excused,
             None if at_export is None else at_export[:, s],
         ))  # fmt: skip
     n = len(keras)
-    flips = sum(v.flips for v in verdicts)
+    flipped = np.logical_or.reduce([v.flipped for v in verdicts if v.flipped is not None])
+    flips = int(flipped.sum()) if n else 0
     failures = tuple(
         f"head {part.name!r}: {failure}"
         for part, v in zip(head.parts, verdicts, strict=True)
         for failure in v.failures
     )
     drifts = [v.drift for v in verdicts if v.drift is not None]
+    units = [part.units for part in head.parts]
     return Verdict(
         n=n, max_abs_diff=max(v.max_abs_diff for v in verdicts),
-        mean_abs_diff=float(np.mean([v.mean_abs_diff for v in verdicts])),
+        mean_abs_diff=float(np.average([v.mean_abs_diff for v in verdicts], weights=units)),
         flips=flips, near_ties=sum(v.near_ties for v in verdicts), near=sum(v.near for v in verdicts),
-        excused=sum(v.excused for v in verdicts),
-        agreement=min(v.agreement for v in verdicts), band=max(v.band for v in verdicts),
-        tolerance=max(v.tolerance for v in verdicts), relative_tolerance=None,
-        min_agreement=max(v.min_agreement for v in verdicts),
-        drift=max(drifts) if drifts else None, failures=failures,
+        excused=sum(v.excused for v in verdicts), agreement=1.0 - flips / n if n else 1.0,
+        band=max(v.band for v in verdicts), tolerance=max(v.tolerance for v in verdicts),
+        relative_tolerance=None, min_agreement=max(v.min_agreement for v in verdicts),
+        drift=max(drifts) if drifts else None, failures=failures, flipped=flipped,
     )  # fmt: skip
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from keras_edge.runtime.data import rows
 from keras_edge.runtime.errors import UsageError, VerificationError
 from keras_edge.runtime.gate import Limits, decide, distance_to_decision, drift_band, judge
-from keras_edge.runtime.manifest import Manifest, read_checked
+from keras_edge.runtime.manifest import Head, Manifest, read_checked
 
 logger = logging.getLogger(__name__)
 
@@ -145,9 +145,8 @@ def check_classifier(clf: Any, golden: Golden) -> Check:
         # A flip is excused when the variant decides the row as it did at export (the export's
         # gate accepted that), or when its answer at export lay within the drift another machine
         # may show of the threshold (it may land on either side here).
-        own = head.with_threshold(info.threshold)
-        near = distance_to_decision(own, at_export) <= drift_band(head, info.precision, golden.keras)
-        excused = (labels == before).all(axis=1) | near
+        excused = _excused(head.with_threshold(info.threshold), labels, before, at_export, golden.keras,
+                           info.precision)  # fmt: skip
     parity = info.parity
     limits = Limits() if parity is None else Limits(
         parity.tolerance, parity.relative_tolerance, parity.min_agreement
@@ -174,6 +173,29 @@ def check_classifier(clf: Any, golden: Golden) -> Check:
         seconds=seconds,
         failures=tuple(failures),
     )
+
+
+def _excused(
+    own: Head, labels: np.ndarray, before: np.ndarray, at_export: np.ndarray, keras: np.ndarray,
+    precision: str,
+) -> np.ndarray:  # fmt: skip
+    """Rows whose flip is excused: decided as at export, or whose answer at export lay within
+    the drift band of the threshold. For several heads, one column per head: a head's flip is
+    excused by that head alone."""
+    if own.parts:
+        columns, start = [], 0
+        for part, s in zip(own.parts, own.slices(), strict=True):
+            width = part.units if part.kind == "multilabel" else 1
+            c = slice(start, start + width)
+            start += width
+            columns.append(_excused(part, labels[:, c], before[:, c], at_export[:, s], keras[:, s],
+                                    precision))  # fmt: skip
+        return np.stack(columns, axis=1)
+    distance = distance_to_decision(own, at_export)
+    if distance is None:  # a regression head decides nothing
+        return (labels == before).all(axis=1)
+    near = distance <= drift_band(own, precision, keras)
+    return (labels == before).all(axis=1) | near
 
 
 def raise_on_failure(checks: list[Check]) -> None:

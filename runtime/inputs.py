@@ -108,7 +108,12 @@ def check_input(x: Any, spec: InputSpec, multi: bool = False) -> np.ndarray:
         expected = (None, *feature_shape)
         what = f"input {spec.name!r}" if multi else "input"
         if x.ndim != rank:
-            hint = " (use x.reshape(1, -1) for one sample)" if x.ndim == rank - 1 else ""
+            hint = ""
+            if x.ndim == rank - 1:
+                hint = (
+                    " (use x.reshape(-1, 1) for samples of one feature)" if feature_shape == (1,)
+                    else " (use x.reshape(1, -1) for one sample)"
+                )  # fmt: skip
             raise InputError(
                 f"Expected {what} of rank {rank} with shape {expected}, got rank {x.ndim} "
                 f"with shape {x.shape}{hint}"
@@ -181,6 +186,12 @@ def check_inputs(x: Any, specs: tuple[InputSpec, ...]) -> list[np.ndarray]:
             f"{names}, got {got}"
         )
     multi = len(specs) > 1
+    # One value per sample for an input of one feature (a column: dict(frame), Keras's
+    # structured-data style) is that input's (n, 1).
+    arrays = [
+        np.asarray(a).reshape(-1, 1) if spec.shape == (None, 1) and np.ndim(a) == 1 else a
+        for a, spec in zip(arrays, specs, strict=True)
+    ]
     checked = [check_input(a, spec, multi) for a, spec in zip(arrays, specs, strict=True)]
     sizes = [len(a) for a in checked]
     if len(set(sizes)) > 1:

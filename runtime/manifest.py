@@ -187,7 +187,8 @@ class Head:
             raise ManifestError(f"Expected head output in {HEAD_OUTPUTS}, got {self.output!r}")
         if self.kind == "binary" and self.units != 1:
             raise ManifestError(f"Expected 1 output unit for a binary head, got {self.units}")
-        validate_threshold(self.kind, self.units, self.threshold, "the head")
+        where = "the head" if self.name is None else f"head {self.name!r}"
+        validate_threshold(self.kind, self.units, self.threshold, where)
 
     @classmethod
     def several(cls, parts: tuple[Head, ...], structure: str) -> Head:

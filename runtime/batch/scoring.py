@@ -10,7 +10,7 @@ scores the rest and leaves it out; ``null`` scores the rest and gives it empty o
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -259,16 +259,32 @@ def input_columns(specs: tuple[InputSpec, ...]) -> tuple[str, ...] | None:
     return None
 
 
-def by_input(x: np.ndarray, specs: tuple[InputSpec, ...]) -> dict[str, np.ndarray]:
-    """A chunk's (n, k) feature columns, read in the inputs' order, as a dict of (n, 1) arrays
-    by input name; whole numbers become the integer dtype of an integer input (a CSV holds
-    numbers; the input checks still refuse anything else)."""
+# Above this, a float32 (what a CSV's numbers are read as) no longer holds every integer.
+FLOAT32_EXACT = 2**24
+
+
+def by_input(
+    x: np.ndarray, specs: tuple[InputSpec, ...], names: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
+    """A table's (n, k) feature columns, named ``names`` (default: the inputs' names, in the
+    model's order), as a dict of (n, 1) arrays by input name, each column going to the input of
+    its name. Whole numbers become the integer dtype of an integer input (a CSV holds numbers;
+    the input checks still refuse anything else); integers a float32 cannot hold exactly (2^24
+    and above) are refused rather than rounded into another id."""
+    names = list(names) if names is not None else [s.name for s in specs]
     out = {}
-    for j, spec in enumerate(specs):
+    for spec in specs:
+        j = names.index(spec.name)
         column = np.ascontiguousarray(x[:, j : j + 1])
         if not spec.is_float and column.dtype.kind == "f":
             whole = np.isfinite(column) & (column == np.round(column))
             if whole.all():
+                if column.dtype.itemsize <= 4 and column.size and np.abs(column).max() >= FLOAT32_EXACT:
+                    raise UsageError(
+                        f"Expected integers below 2^24 = {FLOAT32_EXACT} in column {spec.name!r} of "
+                        f"a table read as float32 (a CSV), got up to {np.abs(column).max():.0f}: "
+                        f"larger ids cannot be read exactly; pass them as integers (an .npz)"
+                    )
                 column = column.astype(spec.dtype)
         out[spec.name] = column
     return out

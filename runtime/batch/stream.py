@@ -203,7 +203,7 @@ def one_column_each(clf: Classifier, source: Source) -> bool:
     names = source.feature_names
     return (
         names is not None and len(specs) > 1 and all(s.shape == (None, 1) for s in specs)
-        and list(names) == [s.name for s in specs]
+        and sorted(names) == sorted(s.name for s in specs)
     )  # fmt: skip
 
 
@@ -293,7 +293,7 @@ def score_stream(
         split = one_column_each(clf, source)
         for chunk in _Background().read(source.chunks(size)):
             if split:
-                chunk = replace(chunk, x=by_input(chunk.x, clf.manifest.inputs))
+                chunk = replace(chunk, x=by_input(chunk.x, clf.manifest.inputs, source.feature_names))
             _score_chunk(clf, chunk, options, metrics, put, summary)
             if progress is not None:
                 progress.update(summary.rows)

@@ -121,8 +121,8 @@ def _features(
             invalid |= nulls
         parts.append(values)
     x = np.stack(parts, axis=1) if parts else np.empty((len(invalid), 0), np.float32)
-    if one_each is not None and list(columns) == list(one_each):
-        x = by_input(x, specs)
+    if one_each is not None and sorted(columns) == sorted(one_each):
+        x = by_input(x, specs, columns)
     return x, (invalid if invalid.any() else None), reasons
 
 

@@ -48,7 +48,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     )
     heads = "".join(
         f"head      {f'{h.name}: ' if h.name else ''}{h.kind}, {h.output} output, labels "
-        f"{list(h.labels)}, threshold {h.threshold}\n"
+        f"{list(h.labels)}, threshold {threshold_text(h.threshold)}\n"
         for h in head.heads
     )
     structure = f" (predict answers a {head.structure} by head name)" if head.parts else ""

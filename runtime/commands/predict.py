@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keras_edge.runtime.classifier import Classifier
-from keras_edge.runtime.console import EXIT_OK, PER_HEAD_HELP, per_head
+from keras_edge.runtime.console import EXIT_OK, PER_HEAD_HELP, per_head, threshold_value
 from keras_edge.runtime.errors import UsageError
 from keras_edge.runtime.loading import load
 
@@ -94,16 +94,8 @@ def _names(text: str | None) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()] if text else []
 
 
-def _threshold(text: str) -> float | list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError as exc:
-        raise UsageError(f"Expected --threshold to be a number or a comma list, got {text!r}") from exc
-    return values[0] if len(values) == 1 else values
-
-
 def _set_threshold(clf: Classifier, texts: list[str]) -> None:
-    clf.threshold = per_head(texts, "--threshold", _threshold)  # checked like the manifest's
+    clf.threshold = per_head(texts, "--threshold", threshold_value)  # checked like the manifest's
 
 
 def run_predict(args: argparse.Namespace) -> int:

@@ -244,11 +244,15 @@ def test_several_heads_tune_each_head_with_labels_from_python_npz_and_csv(heads,
         np.testing.assert_allclose([e["threshold"] for e in tuned], [spam, topic], rtol=1e-6)
 
 
-def test_several_heads_refuse_what_they_cannot_have_yet(heads, tmp_path):
+def test_several_heads_plot_their_tuning_and_refuse_bad_labels(heads, tmp_path):
     model, x, _, _ = heads
-    with pytest.raises(UsageError, match="several heads"):
-        exporter.export(model, tmp_path / "d", validation=x[:100], tune="f1",
-                        plot=tmp_path / "p.png")  # fmt: skip
+    val = x[600:750]
+    y = {"spam": (val[:, 0] > 0.3).astype(int), "topic": val[:, 2:5].argmax(axis=1)}
+    exporter.export(model, tmp_path / "p", formats=["onnx"], validation=(val, y), tune="f1",
+                    plot=tmp_path / "p.png")  # fmt: skip
+    assert (tmp_path / "p.png").stat().st_size > 10_000  # one panel per tuned head
+    with pytest.raises(UsageError, match=r"class indices in \[0, 2\].*from 7 to 7"):
+        exporter.export(model, tmp_path / "d", validation=(val, {"topic": np.full(150, 7)}), tune="f1")
     with pytest.raises(UsageError, match="by head name"):
         exporter.export(model, tmp_path / "d", validation=x[:100], labels=["a", "b", "c"])
     assert not (tmp_path / "d").exists()

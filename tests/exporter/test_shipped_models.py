@@ -328,3 +328,36 @@ def test_int8_sensor_input_in_every_variant(tmp_path):
         np.testing.assert_array_equal(clf.predict(x[300:]), expected)
     with pytest.raises(InputError, match=r"in \[-128, 127\]"):
         runtime.load(tmp_path / "d").predict(np.full((1, 16), 200.0))
+
+
+def test_per_head_options_on_the_command_line(heads, tmp_path):
+    model, x, _, _ = heads
+    model.save(tmp_path / "heads.keras")
+    np.save(tmp_path / "val.npy", x[600:700])
+    proc = _cli("export", tmp_path / "heads.keras", "--out", tmp_path / "d", "--formats", "onnx",
+                "--validation", tmp_path / "val.npy", "--threshold", "spam=0.3",
+                "--threshold", "topic=0.6", "--head", "spam=binary")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    head = json.loads((tmp_path / "d" / "manifest.json").read_text())["head"]
+    # A threshold named for a softmax head is its minimum confidence.
+    thresholds = [(h["name"], h["threshold"]) for h in head["heads"]]
+    assert thresholds == [("spam", 0.3), ("topic", 0.6), ("urgent", 0.5)]
+    bad = _cli("export", tmp_path / "heads.keras", "--out", tmp_path / "e", "--formats", "onnx",
+               "--validation", tmp_path / "val.npy", "--head", "spam=multiclass")  # fmt: skip
+    assert bad.returncode == 2 and "Head 'spam': --head multiclass contradicts" in bad.stderr
+    assert not (tmp_path / "e").exists()
+
+
+def test_one_column_each_tables_in_any_column_order_and_as_1d_columns(tabular, tmp_path):
+    from keras_edge.runtime.batch.scoring import FLOAT32_EXACT, by_input
+
+    model, cols, folder, _ = tabular
+    expected = (model.predict({k: v[300:, None] for k, v in cols.items()}, verbose=0)[:, 0] > 0.5)
+    clf = runtime.load(folder / "dist")
+    np.testing.assert_array_equal(clf.predict({k: v[300:] for k, v in cols.items()}), expected)
+    out = _cli("predict", folder / "dist", folder / "test.csv", "--columns", "pclass,fare,age")
+    assert out.returncode == 0, out.stderr
+    np.testing.assert_array_equal([int(r.split(",")[1]) for r in out.stdout.splitlines()[1:]], expected)
+    specs = (runtime.manifest.InputSpec("id", (None, 1), "int64"),)
+    with pytest.raises(UsageError, match="below 2\\^24"):
+        by_input(np.array([[float(FLOAT32_EXACT)]], np.float32), specs)

@@ -182,7 +182,9 @@ def test_several_heads_thresholds_records_and_cli(heads, tmp_path):
     assert header[:5] == ["spam_probability", "topic_p_news", "topic_p_sport", "topic_p_tech",
                           "urgent_probability"]  # fmt: skip
     assert header[5:] == ["spam_class", "topic_class", "urgent_class"]
-    bad = _cli("predict", out, tmp_path / "x.npy", "--threshold", "0.2")
+    one = _cli("predict", out, tmp_path / "x.npy", "--threshold", "0.2")  # every sigmoid head
+    assert one.returncode == 0, one.stderr
+    bad = _cli("predict", out, tmp_path / "x.npy", "--threshold", "0.2,0.3")  # a list: which head?
     assert bad.returncode == 2 and "by head name" in bad.stderr
     verify = _cli("verify", out)
     assert verify.returncode == 0, verify.stdout + verify.stderr

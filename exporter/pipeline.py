@@ -271,8 +271,10 @@ class Pipeline:
             raise error(f"No variant could be made, nothing was written: {reasons}")
         job = self.job
         passed = [vid for vid, v in self.checked.items() if v.passed]
+        smallest = min((v.bytes for v in self.checked.values()), default=None)
         info = golden.write(self.staging, job.head, job.x_check, job.input_names,
-                            job.reference.proba, self.answers, job.reference.data)  # fmt: skip
+                            job.reference.proba, self.answers, job.reference.data,
+                            smallest)  # fmt: skip
         self.manifest = replace(
             self.manifest.with_variants(self.checked, passed[0] if passed else None, job.coverage),
             golden=info,

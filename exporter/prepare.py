@@ -106,14 +106,9 @@ def prepare(model: Any, options: ExportOptions, data: Data) -> Job:
             declared = declared.get(part.name or "", "auto")
         head_check.check_outputs(declared, part, raw[:, columns], name)
     keras_proba = to_probability(head, raw)
-    if head.parts and y_val is not None:  # one array per head, by head name
-        y_val = tuning.head_labels(head, y_val, len(x_check[0]), "validation")
-    elif isinstance(y_val, dict):
-        raise UsageError(f"Expected validation labels as one array for a model of one head, got a "
-                         f"dict of {sorted(map(str, y_val))}")  # fmt: skip
-    elif y_val is not None and len(y_val) != len(x_check[0]):
-        raise UsageError(f"Expected {len(x_check[0])} validation labels, got {len(y_val)}")
-    labels = None if y_val is None or head.parts else np.asarray(y_val)
+    if y_val is not None:  # one array; for several heads, one per head by name
+        y_val = tuning.labels_for(head, y_val, len(x_check[0]), "validation")
+    labels = None if y_val is None or head.parts else y_val
     reference = parity.Reference(proba=keras_proba, labels=labels, data=name, source=source)
     plan = tuning.plan(options.tune, data.tune, head, keras_model, specs, x_check, y_val, reference)
     if plan is not None:

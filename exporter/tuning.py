@@ -314,7 +314,7 @@ def plan(
             raise UsageError("Expected tuning data as (x, y) with labels y")
         xs = model_io.as_inputs(tune_data[0], specs, "tuning")
         n = len(xs[0])
-        y = _labels(head, tune_data[1], n, "tuning")
+        y = labels_for(head, tune_data[1], n, "tuning")
         keras_scores = to_probability(head, model_io.keras_outputs(keras_model, list(xs)))
         samples: list[Any] | None = [rows(xs, slice(i, i + 1)) for i in range(n)]
         data, optimistic = f"tuning data ({n} samples)", False
@@ -325,7 +325,7 @@ def plan(
                 "FILE with labels; for several heads, labels per head) or separate --tune-data "
                 "FILE; got none"
             )
-        y = _labels(head, y_val, len(reference.proba), "validation")
+        y = labels_for(head, y_val, len(reference.proba), "validation")
         keras_scores, samples, data, optimistic = reference.proba, None, reference.data, True
         logger.warning(
             "the threshold is tuned and reported on the same validation data: the objective "
@@ -339,11 +339,16 @@ def plan(
     return Plan(objective, kind, samples, y, data, optimistic, threshold, results, scores)
 
 
-def _labels(head: Head, y: Any, n: int, what: str) -> Any:
-    """The labels to tune on: one array of ``n`` rows, or for several heads a dict of them by
-    head name (:func:`head_labels`)."""
+def labels_for(head: Head, y: Any, n: int, what: str) -> Any:
+    """``what`` labels (validation, tuning) checked against the head: one array of ``n`` rows,
+    or for several heads a dict of them by head name (:func:`head_labels`)."""
     if head.parts:
         return head_labels(head, y, n, what)
+    if isinstance(y, dict):
+        raise UsageError(
+            f"Expected {what} labels as one array for a model of one head, got a dict of "
+            f"{sorted(map(str, y))}"
+        )
     y = np.asarray(y)
     if len(y) != n:
         raise UsageError(f"Expected {n} {what} labels, got {len(y)}")

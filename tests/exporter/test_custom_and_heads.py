@@ -11,10 +11,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,9 +28,7 @@ from keras_edge.exporter.errors import (
 )
 from keras_edge.runtime.errors import ManifestError, UsageError
 from keras_edge.runtime.manifest import CustomSource, ModelInfo
-
-CLI = [sys.executable, "-m", "keras_edge"]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+from tests.test_cli import one_line_error, run
 
 LAYERS = textwrap.dedent(
     '''
@@ -66,19 +62,6 @@ LAYERS = textwrap.dedent(
             return keras.ops.sigmoid(x)
     '''
 )
-
-
-def run(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600
-    )
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.startswith(("keras-edge", "usage"))]
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 def _data(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

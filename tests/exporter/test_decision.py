@@ -17,26 +17,32 @@ from keras_edge import exporter, runtime
 NODE_SCRIPT = Path(__file__).resolve().parent.parent / "node" / "read_class.js"
 
 
-def _bare_class(path: Path, x: np.ndarray) -> np.ndarray:
-    """The "class" output, read with the engine itself, not through keras-edge."""
+def bare_outputs(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every output by name, read with the engine itself, not through keras-edge; an int8
+    input is quantized here, as an integer-only target's caller does."""
     if path.suffix == ".onnx":
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run(["class"], {session.get_inputs()[0].name: x})[0]
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, {session.get_inputs()[0].name: x}), strict=True))
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
     detail = interpreter.get_input_details()[0]
-    if detail["dtype"] == np.int8:  # int8 io: quantized by the caller, as on an integer-only target
+    if detail["dtype"] == np.int8:
         scale, zero = detail["quantization"]
         x = np.clip(np.rint(x / scale) + zero, -128, 127).astype(np.int8)
     interpreter.resize_tensor_input(detail["index"], x.shape)
     interpreter.allocate_tensors()
     interpreter.set_tensor(detail["index"], x)
     interpreter.invoke()
-    out = {d["name"]: d["index"] for d in interpreter.get_output_details()}
-    return interpreter.get_tensor(out["class"])
+    return {d["name"]: interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()}
+
+
+def _bare_class(path: Path, x: np.ndarray) -> np.ndarray:
+    """The "class" output, read with the engine itself, not through keras-edge."""
+    return bare_outputs(path, x)["class"]
 
 
 @pytest.fixture(scope="module")

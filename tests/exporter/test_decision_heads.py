@@ -13,32 +13,10 @@ import numpy as np
 import pytest
 
 from keras_edge import exporter, runtime
+from tests.exporter.test_decision import bare_outputs
 
 VARIANTS = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
 DECIDED = ("spam", "topic", "urgent")  # the heads with a class output; "score" is a regression
-
-
-def _bare_outputs(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Every output by name, read with the engine itself, not through keras-edge; an int8
-    input is quantized here, as an integer-only target's caller does."""
-    if path.suffix == ".onnx":
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, {session.get_inputs()[0].name: x}), strict=True))
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    detail = interpreter.get_input_details()[0]
-    if detail["dtype"] == np.int8:
-        scale, zero = detail["quantization"]
-        x = np.clip(np.rint(x / scale) + zero, -128, 127).astype(np.int8)
-    interpreter.resize_tensor_input(detail["index"], x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], x)
-    interpreter.invoke()
-    return {d["name"]: interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()}
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +66,7 @@ def test_each_head_gets_its_class_output_equal_to_predict(decided, heads_model, 
         ("urgent", "binary", 0.5),
     ]  # fmt: skip
     clf = runtime.load(decided, variant=vid)
-    got = _bare_outputs(decided / manifest.variants[vid].file, x)
+    got = bare_outputs(decided / manifest.variants[vid].file, x)
     class_names = [name for name in got if name.startswith("class")]
     assert sorted(class_names) == [f"class_{name}" for name in DECIDED]  # none for "score"
     first = next(iter(got.values()))  # the probabilities stay the first output, unchanged
@@ -127,7 +105,7 @@ def test_a_full_int8_output_is_compared_on_its_integers_per_head(heads_model, tm
     clf = runtime.load(tmp_path / "d", variant="tflite-int8")
     assert clf.engine.output_quantization is not None
     assert clf.engine.output_quantization.dtype == np.int8
-    got = _bare_outputs(tmp_path / "d" / "tflite-int8.tflite", x)
+    got = bare_outputs(tmp_path / "d" / "tflite-int8.tflite", x)
     expected = clf.predict(x)
     for name in DECIDED:
         np.testing.assert_array_equal(got[f"class_{name}"], expected[name], err_msg=name)
@@ -146,7 +124,7 @@ def test_tuned_thresholds_are_the_ones_decided_in_the_graph(heads_model, tmp_pat
         assert spam != 0.5 and topic is not None, (vid, variant.threshold)
         clf = runtime.load(tmp_path / "d", variant=vid)
         assert clf.threshold == variant.threshold
-        got = _bare_outputs(tmp_path / "d" / variant.file, x)
+        got = bare_outputs(tmp_path / "d" / variant.file, x)
         expected = clf.predict(x)
         for name in DECIDED:
             np.testing.assert_array_equal(got[f"class_{name}"], expected[name], err_msg=f"{vid} {name}")

@@ -26,6 +26,12 @@ BIG_OVERHEAD_LIMIT = 1.1
 # should beat it. (fp16 and dynamic are in the tables, without a claim.)
 KERAS_EXPORT_OF = {"tflite": "keras-export-litert:raw", "onnx": "keras-export-onnx:raw"}
 VS_KERAS_EXPORT_LIMITS = {"no slower": 1.05, "should beat": 1.0}
+# Whether quantization paid: each quantized variant's bare call against the same export's fp32
+# on the same engine, at every batch size measured. int8's goals are issue 22's (LiteRT's
+# XNNPACK int8 kernels at 0.6x its float ones, ONNX Runtime's u8s8 QLinear kernels at 0.8x);
+# a dynamic variant must at least not be slower than fp32, or it has no speed to offer.
+VS_FP32_LIMITS = {("tflite", "int8"): 0.6, ("onnx", "int8"): 0.8,
+                  ("tflite", "dynamic"): 1.0, ("onnx", "dynamic"): 1.0}  # fmt: skip
 
 
 def p50(
@@ -71,7 +77,27 @@ def ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
     out += _overheads(results, ids)
     if 1 in batches:
         out += _vs_keras_exports(results, ids)
+    out += _vs_own_fp32(results, ids, sorted(batches))
     return out + _startup_checks(data["startup"], ids)
+
+
+def _vs_own_fp32(
+    results: list[dict[str, Any]], ids: list[str], batches: list[int]
+) -> list[dict[str, Any]]:
+    """Each int8 and dynamic variant's bare call over the same export's fp32 bare call on the
+    same engine, per batch size: a release build sees a quantized file that is slower."""
+    out = []
+    for vid in ids:
+        fmt, _, precision = vid.partition("-")
+        limit = VS_FP32_LIMITS.get((fmt, precision))
+        if limit is None or f"{fmt}-fp32" not in ids:
+            continue
+        for batch in batches:
+            ours, fp32 = p50(results, f"{vid}:raw", batch), p50(results, f"{fmt}-fp32:raw", batch)
+            if ours and fp32:
+                check = f"batch {batch}: {vid}:raw / {fmt}-fp32:raw (quantization paid)"
+                out.append(_check(check, ours / fp32, limit, "vs own fp32 <="))
+    return out
 
 
 def _check(check: str, value: float, limit: float, kind: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_edge.benchmarks import zoo_models
+from keras_edge.benchmarks import zoo_backbones, zoo_models
 from keras_edge.benchmarks.zoo_data import Case, Inputs
 from keras_edge.runtime.errors import UsageError
 
@@ -74,14 +74,16 @@ def save(case: Case, folder: str | Path) -> Path:
 
 def configure(name: str, p: argparse.ArgumentParser) -> None:
     """Add the arguments of ``keras-edge zoo NAME DIR`` to ``p``."""
-    p.add_argument("name", choices=list(CASES), metavar="NAME", help=f"the case: {', '.join(CASES)}")
+    names = [*CASES, *zoo_backbones.CASES]  # the backbones train for minutes: not in CASES
+    p.add_argument("name", choices=names, metavar="NAME", help=f"the case: {', '.join(names)}")
     p.add_argument("folder", type=Path, help="where to write model.keras, calib.npz and val.npz")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the case and save it for the command line."""
-    path = save(build(args.name), args.folder)
+    make = zoo_backbones.build if args.name in zoo_backbones.CASES else build
+    path = save(make(args.name), args.folder)
     print(f"wrote {path}, {args.folder / 'calib.npz'} and {args.folder / 'val.npz'}")
     return 0
 

@@ -448,6 +448,39 @@ def test_ratios_against_keras_exports_and_big_models():
     assert not [c for c in report.ratios(data) if c["kind"] == "vs Keras export <="]
 
 
+def test_ratios_say_whether_quantization_paid():
+    """int8 and dynamic against the same export's fp32 on the same engine, at every batch size:
+    a quantized file slower than its fp32 is a MISSED line, not a table to read."""
+    row = _ratio_row
+    times = {  # (batch 1, batch 32) p50 of the bare calls
+        "tflite-fp32": (200.0, 5000.0), "tflite-int8": (110.0, 3500.0),
+        "tflite-dynamic": (180.0, 5200.0), "onnx-fp32": (400.0, 9000.0),
+        "onnx-int8": (340.0, 6000.0), "onnx-dynamic": (410.0, 9100.0),
+    }  # fmt: skip
+    data = {
+        "results": [
+            row(f"{v}:raw", b, t) for v, ts in times.items() for b, t in zip((1, 32), ts, strict=True)
+        ],
+        "startup": [],
+        "variants": [{"id": v} for v in times],
+    }
+    paid = {c["check"]: c for c in report.ratios(data) if c["kind"] == "vs own fp32 <="}
+    assert len(paid) == 8  # int8 and dynamic of both engines, at both batch sizes
+    tflite = paid["batch 1: tflite-int8:raw / tflite-fp32:raw (quantization paid)"]
+    assert tflite["value"] == 110.0 / 200.0 and tflite["limit"] == 0.6 and tflite["met"]
+    assert not paid["batch 32: tflite-int8:raw / tflite-fp32:raw (quantization paid)"]["met"]  # 0.7
+    onnx = paid["batch 1: onnx-int8:raw / onnx-fp32:raw (quantization paid)"]
+    assert onnx["limit"] == 0.8 and not onnx["met"]  # 0.85
+    assert paid["batch 32: onnx-int8:raw / onnx-fp32:raw (quantization paid)"]["met"]  # 0.67
+    assert paid["batch 1: tflite-dynamic:raw / tflite-fp32:raw (quantization paid)"]["met"]  # 0.9
+    assert not paid["batch 1: onnx-dynamic:raw / onnx-fp32:raw (quantization paid)"]["met"]  # 1.025
+
+    # Without the export's fp32 of an engine, nothing to compare that engine's variants with.
+    data["variants"] = [{"id": v} for v in times if v != "onnx-fp32"]
+    left = [c["check"] for c in report.ratios(data) if c["kind"] == "vs own fp32 <="]
+    assert left and all(check.split(": ")[1].startswith("tflite-") for check in left)
+
+
 def _sigmoid_onnx() -> bytes:
     """A one-node ONNX model, (None, 2) -> Sigmoid, for a stand-in of Keras's ONNX export."""
     from onnx import TensorProto, helper

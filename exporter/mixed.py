@@ -4,10 +4,13 @@ that make it decide as Keras does.
 1. Group the graph's ops by the Keras layer they come from (tf2onnx and the TFLite converter
    keep the layer's scope in each op's name; an op no layer names belongs with its producer;
    a fused TFLite op that names several layers joins them into one group).
-2. Rank the groups once, on the parity data (at most ``SENSITIVITY_SAMPLES`` rows), by how far
-   the model's output moves when that group alone is quantized and everything else stays float
-   (ONNX Runtime's ``nodes_to_quantize``; TFLite's MLIR quantizer with every other op
-   denylisted). Quantizing one group at a time measures what each group does to the output,
+2. Rank the groups once, on the parity data (at most ``SENSITIVITY_SAMPLES`` rows, fewer for
+   large inputs), by how far the model's output moves when that group alone is quantized and
+   everything else stays float (ONNX Runtime's ``nodes_to_quantize``; TFLite's MLIR quantizer
+   with every other op denylisted). Above ``CHUNKED_ABOVE`` groups, runs of consecutive groups
+   are measured first and only the most sensitive runs group by group (see :func:`rank`); the
+   second int8 format reuses the first one's scores, the groups being the same Keras layers.
+   Quantizing one group at a time measures what each group does to the output,
    where errors compound and cancel; a per-tensor error of the all-int8 model
    (``qdq_loss_debug``'s SQNR) ranks the layers where noise shows, not where it is made, and
    kept MobileNetV3Small failing with half its ops in float.
@@ -26,7 +29,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,6 +46,13 @@ MAX_ATTEMPTS = 12
 # a Normalization model's first Dense ranked below its last (its error comes from the few
 # images that light a rarely inked pixel), and the search kept the wrong one in float.
 SENSITIVITY_SAMPLES = 512
+# At most this many input values in the rows a ranking runs on (512 rows of 4,096 values), and
+# at least this many rows: images are ranked on fewer rows than tables (see sensitivity_rows).
+SENSITIVITY_VALUES = 2**21
+MIN_SENSITIVITY_SAMPLES = 128
+# Above this many layer groups, ranking measures runs of consecutive groups first (see rank).
+CHUNKED_ABOVE = 32
+REFINED_CHUNKS = 3
 # Keras layers that prepare raw inputs: kept in float first.
 PREPROCESSING = ("Normalization", "Rescaling")
 
@@ -91,6 +101,25 @@ class Quantizer(Protocol):
         """A model with float input and output in which only ``nodes`` are quantized (none: the
         float model)."""
         ...
+
+
+class Pinned:
+    """A quantizer whose ``pinned`` ops stay float in every candidate (the ops the target's
+    kernel library has no int8 kernel for): the search neither ranks nor counts them."""
+
+    def __init__(self, quantizer: Quantizer, pinned: Sequence[str]) -> None:
+        self.quantizer, self.pinned = quantizer, tuple(pinned)
+        self.fmt = quantizer.fmt
+
+    def nodes(self) -> list[GraphNode]:
+        pinned = set(self.pinned)
+        return [n for n in self.quantizer.nodes() if n.key not in pinned]
+
+    def quantize(self, float_nodes: Sequence[str]) -> bytes:
+        return self.quantizer.quantize([*self.pinned, *float_nodes])
+
+    def only(self, nodes: Sequence[str]) -> bytes:
+        return self.quantizer.only(nodes)
 
 
 @dataclass(frozen=True)
@@ -226,30 +255,104 @@ def group(nodes: list[GraphNode], names: LayerNames) -> list[Group]:
     return groups
 
 
-def sensitivity_rows(n: int) -> np.ndarray:
-    """Evenly spaced row indices, at most ``SENSITIVITY_SAMPLES`` of ``n``."""
-    return np.unique(np.linspace(0, n - 1, min(n, SENSITIVITY_SAMPLES)).round().astype(int))
+def sensitivity_rows(n: int, row_size: int = 1) -> np.ndarray:
+    """Evenly spaced row indices of ``n``: at most ``SENSITIVITY_SAMPLES``, and at most
+    ``SENSITIVITY_VALUES`` input values in all (rows of ``row_size`` values), at least
+    ``MIN_SENSITIVITY_SAMPLES``. A ranking run costs rows x input size: 512 digits or table rows
+    cost what 170 64x64 images do. Decided from shapes, never from timings: the same export
+    ranks on the same rows."""
+    cap = max(MIN_SENSITIVITY_SAMPLES, min(SENSITIVITY_SAMPLES, SENSITIVITY_VALUES // max(1, row_size)))
+    return np.unique(np.linspace(0, n - 1, min(n, cap)).round().astype(int))
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Groups, most sensitive first, with their scores, and what ranking them cost: ``runs``
+    quantized models measured on ``rows`` parity rows (0: reused from another format)."""
+
+    ranked: list[tuple[Group, float]]
+    runs: int
+    rows: int
+    seconds: float
+
+    def scores(self) -> dict[str, float]:
+        """Each Keras layer's score (a fused group's score for each of its layers)."""
+        return {layer: score for g, score in self.ranked for layer in g.layers}
+
+    def describe(self) -> str:
+        if not self.runs:
+            return f"ranked {len(self.ranked)} layer group(s) from the other format's ranking"
+        return (
+            f"ranked {len(self.ranked)} layer group(s) in {self.seconds:.1f} s "
+            f"({self.runs} quantized run(s) on {self.rows} row(s))"
+        )
+
+
+def _ordered(groups: list[Group], scores: list[float]) -> list[tuple[Group, float]]:
+    """Preprocessing first, then by score, largest first; ties keep graph order."""
+    keyed = sorted(
+        zip(groups, scores, range(len(groups)), strict=True),
+        key=lambda t: (not t[0].preprocessing, -t[1], t[2]),
+    )
+    return [(g, score) for g, score, _ in keyed]
 
 
 def rank(
     groups: list[Group],
     quantizer: Quantizer,
     run: Callable[[bytes], np.ndarray],
-) -> list[tuple[Group, float]]:
+    rows: int = 0,
+) -> Ranking:
     """Each group with the mean squared change of the model's output when it alone is
-    quantized, largest first; preprocessing groups before all others. Ties keep graph order."""
+    quantized, largest first; preprocessing groups before all others. Ties keep graph order.
+
+    Up to ``CHUNKED_ABOVE`` groups each is measured. Above, the cost grows with the square
+    root of the layer count, not with it: the groups are cut into runs of ~sqrt(n) consecutive
+    ones (a network's blocks), each run is measured quantized alone, and the groups of the
+    ``REFINED_CHUNKS`` most sensitive runs are measured one by one; every other group is
+    scored by its run's share (its run's score over its size). EfficientNetB0's 173 groups:
+    13 + 42 runs instead of 173."""
+    started = time.perf_counter()
     reference = run(quantizer.only([])).astype(np.float64)
-    scored = []
-    for index, g in enumerate(groups):
+    runs = 0
+
+    def score(nodes: Sequence[str], label: str) -> float:
+        nonlocal runs
+        runs += 1
         try:
-            out = run(quantizer.only(g.nodes)).astype(np.float64)
-            score = float(np.mean((out - reference) ** 2))
+            out = run(quantizer.only(nodes)).astype(np.float64)
+            return float(np.mean((out - reference) ** 2))
         except Exception as exc:  # a converter or engine refusing one group: rank it last
-            logger.debug("sensitivity of %s not measured: %s", g.label, exc)
-            score = 0.0
-        scored.append((not g.preprocessing, -score, index, g))
-    scored.sort(key=lambda s: s[:3])
-    return [(g, -negative) for _, negative, _, g in scored]
+            logger.debug("sensitivity of %s not measured: %s", label, exc)
+            return 0.0
+
+    if len(groups) <= CHUNKED_ABOVE:
+        scores = [score(g.nodes, g.label) for g in groups]
+    else:
+        size = int(np.ceil(np.sqrt(len(groups))))
+        chunks = [list(range(i, min(i + size, len(groups)))) for i in range(0, len(groups), size)]
+        chunk_scores = [
+            score([k for i in c for k in groups[i].nodes], f"groups {c[0]}-{c[-1]}") for c in chunks
+        ]
+        scores = [0.0] * len(groups)
+        for c, total in zip(chunks, chunk_scores, strict=True):
+            for i in c:
+                scores[i] = total / len(c)
+        top = sorted(range(len(chunks)), key=lambda j: (-chunk_scores[j], j))[:REFINED_CHUNKS]
+        for j in top:
+            for i in chunks[j]:
+                scores[i] = score(groups[i].nodes, groups[i].label)
+    return Ranking(_ordered(groups, scores), runs, rows, time.perf_counter() - started)
+
+
+def reuse(groups: list[Group], scores: dict[str, float]) -> Ranking | None:
+    """This format's groups ranked by another format's layer scores (the layers are the same
+    Keras layers): each group by the largest score among its layers, groups with none last.
+    None when fewer than half of the groups name a scored layer."""
+    known = [max((scores[layer] for layer in g.layers if layer in scores), default=None) for g in groups]
+    if sum(k is not None for k in known) * 2 < len(groups):
+        return None
+    return Ranking(_ordered(groups, [-1.0 if k is None else k for k in known]), 0, 0, 0.0)
 
 
 def sizes(preprocessing: int, total: int) -> list[int]:
@@ -348,22 +451,29 @@ def fall_back(
     input_names: Sequence[str],
     gate: Callable[[bytes], Parity | None],
     progress: Callable[[str], None] | None = None,
-) -> Outcome:
+    scores: dict[str, float] | None = None,
+) -> tuple[Outcome, Ranking]:
     """Group ``quantizer``'s ops by the layers of the Keras ``model`` it was made from, rank the
-    groups on a few rows of ``xs`` (the parity inputs, one array per input), and search."""
+    groups on a few rows of ``xs`` (the parity inputs, one array per input), or by ``scores``
+    (another format's layer scores) where they cover the groups, and search. Returns the
+    outcome and the ranking (whose scores another format may reuse)."""
     nodes = quantizer.nodes()
     layers, containers = keras_layers(model)
     groups = group(nodes, LayerNames(str(model.name), layers, containers))
+    ranking = None if not scores else reuse(groups, scores)
+    if ranking is None:
+        if progress is not None:
+            progress(f"ranking {len(groups)} layer group(s) ({len(nodes)} ops) by sensitivity")
+        index = sensitivity_rows(len(xs[0]), int(sum(np.prod(x.shape[1:]) for x in xs)))
+        run = run_on(quantizer.fmt, tuple(x[index] for x in xs), input_names)
+        ranking = rank(groups, quantizer, run, rows=len(index))
     if progress is not None:
-        progress(f"ranking {len(groups)} layer group(s) ({len(nodes)} ops) by sensitivity")
-    index = sensitivity_rows(len(xs[0]))
-    started = time.perf_counter()
-    ranked = rank(groups, quantizer, run_on(quantizer.fmt, tuple(x[index] for x in xs), input_names))
+        progress(ranking.describe())
     logger.info(
-        "mixed precision, %s: ranked in %.1f s, most sensitive first: %s",
+        "mixed precision, %s: %s; most sensitive first: %s",
         quantizer.fmt,
-        time.perf_counter() - started,
-        ", ".join(f"{g.label} {score:.3g}" for g, score in ranked[:8]),
+        ranking.describe(),
+        ", ".join(f"{g.label} {score:.3g}" for g, score in ranking.ranked[:8]),
     )
-    outcome = search([g for g, _ in ranked], quantizer.quantize, gate, progress=progress)
-    return Outcome(data=outcome.data, groups=outcome.groups, attempts=outcome.attempts, ops=len(nodes))
+    outcome = search([g for g, _ in ranking.ranked], quantizer.quantize, gate, progress=progress)
+    return replace(outcome, ops=len(nodes)), ranking

@@ -27,6 +27,7 @@ from keras_edge.exporter import (
     decision,
     embed,
     golden,
+    kernels,
     mixed,
     parity,
     refusals,
@@ -43,7 +44,7 @@ from keras_edge.exporter.prepare import Job
 from keras_edge.runtime import embedded
 from keras_edge.runtime.data import rows
 from keras_edge.runtime.errors import KerasEdgeError
-from keras_edge.runtime.manifest import Manifest, Parity, Variant, sha256_file
+from keras_edge.runtime.manifest import Kernels, Manifest, Parity, Variant, sha256_file
 from keras_edge.runtime.report import REPORT_NAME, report_json
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,9 @@ class Pipeline:
         self.faults: list[str] = []  # of those, the ones a converter or engine failed on
         self.checked: dict[str, Variant] = {}  # gated, with their parity
         self.answers: dict[str, np.ndarray] = {}  # per-sample answers, for the golden set
-        self.quantizers: dict[str, Any] = {}  # calibrated ONNX int8 quantizers, for the fallback
+        self.quantizers: dict[str, Any] = {}  # calibrated int8 quantizers, for the fallback
+        self.kernels: dict[str, Kernels] = {}  # full-int8 TFLite: how XNNPACK takes it
+        self.layer_scores: dict[str, float] = {}  # mixed precision's ranking, by Keras layer
         self.samples = [rows(job.x_check, slice(i, i + 1)) for i in range(len(job.x_check[0]))]
         self._onnx_fp32: Any = None  # tf2onnx runs once; the quantized ONNX variants start from it
         self.manifest = Manifest(
@@ -101,9 +104,15 @@ class Pipeline:
                 self.quantizers[vid] = held.enter_context(quantizer)
                 data = quantizer.quantize([])
             elif fmt == "onnx":
+                if precision == "dynamic" and (why := self.dynamic_pays_nothing()) is not None:
+                    self.refused[vid] = why
+                    logger.warning("%s not written: %s", vid, why)
+                    return
                 data = to_onnx.from_fp32(self._onnx(), job.specs, precision, job.calibration)
             else:  # the public converter, int8 too; mixed precision only when the gate fails
                 data = to_tflite.convert(job.convertible, precision, job.calibration, options.int8_io)
+                if precision == "int8":
+                    data = self.covered(vid, data, held)
         except (ConversionError, UnsupportedOpError) as exc:
             self.refuse(vid, "conversion", exc)
             return
@@ -114,8 +123,76 @@ class Pipeline:
             logger.warning("%s", unchanged)
         self.variants[vid] = Variant(
             id=vid, file=path.name, format=fmt, precision=precision, sha256=sha256_file(path),
-            bytes=len(data), threshold=job.head.threshold,
+            bytes=len(data), threshold=job.head.threshold, kernels=self.kernels.get(vid),
         )  # fmt: skip
+
+    def covered(self, vid: str, data: bytes, held: contextlib.ExitStack) -> bytes:
+        """:meth:`cover_kernels`, or ``data`` as it is when the measurement or the re-quantization
+        fails (a file LiteRT cannot load is the gate's to report; a TensorFlow without the
+        private quantizer API still ships the public converter's int8)."""
+        try:
+            return self.cover_kernels(vid, data, held)
+        except (ConversionError, *ENGINE_ERRORS) as exc:
+            logger.warning("%s: XNNPACK's kernel coverage could not be measured or kept: %s",
+                           vid, " ".join(str(exc).split()))  # fmt: skip
+            return data
+
+    def cover_kernels(self, vid: str, data: bytes, held: contextlib.ExitStack) -> bytes:
+        """A full-int8 TFLite file as XNNPACK runs it in one piece: the ops XNNPACK leaves to
+        LiteRT's built-in kernels (an int8 ``HARD_SWISH``: MobileNetV3 split into 19
+        partitions, slower than float) are kept in float, which XNNPACK runs between a
+        dequantize and a quantize, when that leaves fewer partitions. Measured on the file,
+        not from a list: another LiteRT release covers other ops. The quantizer is kept for
+        mixed precision, with those ops float in every candidate."""
+        full = kernels.partitions(data)
+        fp32 = self.staging / f"tflite-fp32{EXTENSIONS['tflite']}"
+        # Ops XNNPACK leaves out of the fp32 file too (shape arithmetic) are no int8 gap.
+        float_gaps = {op for op, _ in kernels.partitions(fp32.read_bytes()).inner()} if (
+            "tflite-fp32" in self.variants) else set()  # fmt: skip
+        types = sorted({op for op, _ in full.inner()} - float_gaps)
+        record = Kernels(
+            engine=kernels.ENGINE, partitions=full.count, left_out=dict(full.left_types),
+            kept_float={}, int8_partitions=full.count,
+        )  # fmt: skip
+        self.kernels[vid] = record
+        if not types:
+            return data
+        quantizer = held.enter_context(
+            to_tflite.MixedInt8(self.job.convertible, self.job.calibration, self.options.int8_io)
+        )
+        pinned = [n for n in quantizer.nodes() if n.op in types]
+        candidate = quantizer.quantize([n.key for n in pinned])
+        covered = kernels.partitions(candidate)
+        if covered.count >= full.count:
+            logger.info("%s: keeping %s in float leaves %s; full int8 kept", vid, types,
+                        covered.describe())  # fmt: skip
+            return data
+        logger.info("%s: %s in full int8; %s kept in float: %s", vid, full.describe(),
+                    ", ".join(types), covered.describe())  # fmt: skip
+        self.quantizers[vid] = mixed.Pinned(quantizer, [n.key for n in pinned])
+        kept: dict[str, int] = {}
+        for n in pinned:
+            kept[n.op] = kept.get(n.op, 0) + 1
+        self.kernels[vid] = replace(
+            record, partitions=covered.count, left_out=dict(covered.left_types), kept_float=kept
+        )
+        return candidate
+
+    def dynamic_pays_nothing(self) -> str | None:
+        """Why onnx-dynamic would be fp32 under another name (its quantized ops hold under
+        ``MIN_DYNAMIC_SHARE`` of the weights: a CNN), or None when it quantizes enough."""
+        share, by_op = to_onnx.dynamic_share(self._onnx())
+        if share >= to_onnx.MIN_DYNAMIC_SHARE:
+            return None
+        heavy = ", ".join(f"{op} {n / max(1, sum(by_op.values())):.0%}" for op, n in
+                          sorted(by_op.items(), key=lambda kv: -kv[1])[:3])  # fmt: skip
+        return (
+            f"dynamic quantization would make int8 only {share * 100:.2g}% of the weights (it "
+            f"quantizes {'/'.join(to_onnx.DYNAMIC_OP_TYPES)}; ONNX Runtime's ConvInteger runs "
+            f"5-9x slower than float Conv on CPU, so convolutions stay float), and the weights "
+            f"here are {heavy}: the file would be onnx-fp32's size and speed; onnx-int8 "
+            f"(static) is the quantized ONNX variant for this model"
+        )
 
     def _onnx(self) -> Any:
         """The fp32 ONNX graph, converted once; a conversion error is kept and raised again
@@ -228,16 +305,21 @@ class Pipeline:
         outcome, failure = None, None
         try:
             quantizer = self.quantizers.get(vid) or held.enter_context(self._quantizer(fmt))
-            outcome = mixed.fall_back(
+            outcome, ranking = mixed.fall_back(
                 quantizer, self.job.convertible, self.job.x_check, self.job.input_names,
                 search.gate, lambda message: self.report(step, f"{vid} int8 fallback: {message}"),
+                scores=self.layer_scores,
             )  # fmt: skip
+            if ranking.runs:  # measured here: the other format's fallback reuses it
+                self.layer_scores = ranking.scores()
         except ENGINE_ERRORS as exc:  # converters raise untyped errors; private APIs may lack
             logger.warning("%s: mixed precision could not be tried: %s", vid, exc)
             failure = f"mixed precision could not be tried: {' '.join(str(exc).split())}"
         search.settle(None if outcome is None else outcome.data)
         logger.info("%s: int8 fallback searched for %.1f s", vid, time.perf_counter() - started)
         if outcome is not None:
+            if outcome.data is not None:
+                self.recheck_speed(vid, fmt, outcome)
             if outcome.data is not None and outcome.float_ops * 2 > outcome.ops:
                 logger.warning(
                     "%s passes its gate only with %d of its %d ops in float: little of int8's "
@@ -246,10 +328,37 @@ class Pipeline:
             failure = outcome.failure(int8_input=fmt == "tflite" and self.options.int8_io)
             record = outcome.record(search.full_bytes, full[0].label_agreement)
             self.variants[vid] = replace(self.variants[vid], fallback=record)
+            kept = self.variants[vid].kernels
+            if kept is not None and outcome.data is not None:  # the partitions of what ships
+                now = kernels.partitions(outcome.data)
+                self.variants[vid] = replace(self.variants[vid], kernels=replace(
+                    kept, partitions=now.count, left_out=dict(now.left_types)))  # fmt: skip
         final = search.result
         if failure is not None:
             final = replace(final, failures=(*final.failures, failure))
         return final, search.per_sample
+
+    def recheck_speed(self, vid: str, fmt: str, outcome: mixed.Outcome) -> None:
+        """Time the mixed-precision file against its format's fp32 (batch 1, one thread, on this
+        machine) and warn when the layers kept in float made it no faster: it then passes its
+        gate but has only its size to offer. Logged, not recorded: timings are not
+        reproducible, and the manifest is."""
+        fp32 = f"{fmt}-fp32"
+        if fp32 not in self.variants or outcome.data is None:
+            return
+        reference = (self.staging / self.variants[fp32].file).read_bytes()
+        try:
+            ratio = kernels.relative_time(fmt, outcome.data, reference, self.job.x_check,
+                                          self.job.input_names)  # fmt: skip
+        except ENGINE_ERRORS as exc:
+            logger.info("%s: speed not re-checked: %s", vid, exc)
+            return
+        groups = len(outcome.groups)
+        message = f"with {groups} layer group(s) in float it runs at {ratio:.2f}x {fp32}'s time"
+        if ratio >= 1.0:
+            logger.warning("%s %s here (batch 1, one thread): no faster than float", vid, message)
+        else:
+            logger.info("%s %s here (batch 1, one thread)", vid, message)
 
     def _quantizer(self, fmt: str) -> Any:
         """The calibrated quantizer mixed precision searches with: TensorFlow's calibrate-only

@@ -30,9 +30,13 @@ TOLERANCES = {
     # per call, with a scale from the batch's own range: measured 0.034 (seed MLP) and 0.065
     # (breast-cancer MLP); TFLite keeps activations float (~2e-3).
     "dynamic": 1e-1,
-    # Inputs and activations quantized too, output in steps of 1/256: measured 0.026-0.06 on
-    # the seed MLP; a few steps of error is normal, 0.1 is not.
-    "int8": 1e-1,
+    # Inputs and activations quantized too, output in steps of 1/256. For int8 the decisions
+    # are the criterion (MIN_AGREEMENT below); this bound only catches a gross error. Samples
+    # near the threshold move most (the sigmoid is steepest there): trained full-int8
+    # backbones measured 0.16 (MobileNetV3Small) and 0.23-0.245 (EfficientNetB0) at 99.75%
+    # agreement, mean 0.008-0.01. 0.1 made mixed precision keep layers in float that no
+    # decision needed, and cost int8 its speed (issue 22).
+    "int8": 3e-1,
 }
 # Minimum label agreement with Keras, per precision (overridable with --min-agreement).
 MIN_AGREEMENT = {"fp32": 1.0, "fp16": 0.999, "dynamic": 0.999, "int8": 0.99}

@@ -23,6 +23,7 @@ from keras_edge.runtime.records import (
     FallbackAttempt,  # noqa: F401
     GoldenInfo,
     InputSpec,
+    Kernels,
     ModelInfo,
     Parity,
     check_file_name,
@@ -287,6 +288,7 @@ class Variant:
     parity: Parity | None = None
     tuning: dict[str, Any] | None = None  # objective, and per label: threshold, value, counts
     fallback: Fallback | None = None  # int8 that missed its gate: the layers kept in float
+    kernels: Kernels | None = None  # full-int8 TFLite: XNNPACK's partitions, ops kept float for it
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -315,6 +317,8 @@ class Variant:
             "sha256": self.sha256,
             "threshold": threshold,
             "tuning": self.tuning,
+            # Only where measured (full-int8 TFLite): the other variants keep their bytes.
+            **({} if self.kernels is None else {"kernels": self.kernels.to_dict()}),
         }
 
     @classmethod
@@ -332,6 +336,7 @@ class Variant:
             parity=None if parity is None else Parity.from_dict(parity),
             tuning=data.get("tuning"),
             fallback=None if fallback is None else Fallback.from_dict(fallback),
+            kernels=None if data.get("kernels") is None else Kernels.from_dict(data["kernels"]),
         )
 
 

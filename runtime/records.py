@@ -235,6 +235,40 @@ class Fallback:
 
 
 @dataclass(frozen=True)
+class Kernels:
+    """How the target's kernel library runs a full-int8 TFLite variant: LiteRT's XNNPACK
+    delegate takes it in ``partitions`` partitions (one is the whole graph), and leaves the ops in
+    ``left_out`` (op type -> count) to LiteRT's slower built-in kernels. ``kept_float`` (op type
+    -> count) are the ops quantized by the converter that XNNPACK has no int8 kernel for, kept in
+    float for that reason (XNNPACK runs them in float between quantize and dequantize), not for
+    the decisions; the full-int8 file split into ``int8_partitions``. The decisions' float layers
+    are the ``fallback`` record's."""
+
+    engine: str
+    partitions: int
+    left_out: dict[str, int]
+    kept_float: dict[str, int]
+    int8_partitions: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Kernels:
+        if not isinstance(data, dict):
+            raise ManifestError(f"Expected the kernels record to be an object, got {data!r}")
+        try:
+            out = cls(**{f.name: require(data, f.name, "kernels") for f in fields(cls)})
+        except TypeError as exc:
+            raise ManifestError(f"Malformed kernels record {data!r}: {exc}") from exc
+        for name in ("left_out", "kept_float"):
+            counts = getattr(out, name)
+            if not isinstance(counts, dict) or not all(isinstance(n, int) for n in counts.values()):
+                raise ManifestError(f"Expected kernels.{name} to map op types to counts, got {counts!r}")
+        return out
+
+
+@dataclass(frozen=True)
 class CalibrationInfo:
     """The full-integer calibration data, and how well it covers the parity data.
 

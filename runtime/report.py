@@ -154,7 +154,29 @@ def format_table(manifest: Manifest) -> str:
         rows.append(cells)
     refused = "".join(f"{vid}: not written: {why}\n" for vid, why in sorted(manifest.refused.items()))
     table = text_table([title for title, _, _ in COLUMNS], rows)
-    return table + fallback_lines(manifest) + refused + larger_note(manifest)
+    return table + kernel_lines(manifest) + fallback_lines(manifest) + refused + larger_note(manifest)
+
+
+def kernel_lines(manifest: Manifest) -> str:
+    """One line per full-int8 TFLite variant whose ops XNNPACK does not all take in int8: what
+    was kept in float for the kernels (not for the decisions), and the partitions."""
+    lines = []
+    for v in sorted(manifest.variants.values(), key=export_order):
+        k = v.kernels
+        if k is None or not (k.kept_float or k.left_out):
+            continue
+        line = f"{v.id}: {k.engine} runs it in {k.partitions} partition(s)"
+        if k.kept_float:
+            kept = ", ".join(f"{n} {op}" for op, n in sorted(k.kept_float.items()))
+            line += (
+                f"; kept in float because {k.engine} has no int8 kernel for them: {kept} "
+                f"(all-int8 split it into {k.int8_partitions})"
+            )
+        if k.left_out:
+            left = ", ".join(f"{n} {op}" for op, n in sorted(k.left_out.items()))
+            line += f"; left to LiteRT's built-in kernels: {left}"
+        lines.append(line + "\n")
+    return "".join(lines)
 
 
 def larger_note(manifest: Manifest) -> str:

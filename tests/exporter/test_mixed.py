@@ -11,6 +11,7 @@ import importlib
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -293,6 +294,108 @@ def test_search_stops_at_its_attempts_and_never_tries_every_group_in_float():
     assert len(tried) == mixed.MAX_ATTEMPTS
 
 
+class _Additive:
+    """A stand-in quantizer whose output moves by each quantized node's own amount: ``only``
+    returns the nodes' names, and ``run`` sums their weights (a model where errors add up)."""
+
+    fmt = "synthetic"
+
+    def __init__(self, weights: dict[str, float]) -> None:
+        self.weights, self.calls = weights, 0
+
+    def only(self, nodes):
+        self.calls += 1
+        return ",".join(nodes).encode()
+
+    def run(self, data: bytes) -> np.ndarray:
+        names = [n for n in data.decode().split(",") if n]
+        return np.array([[np.sqrt(sum(self.weights[n] for n in names))]])
+
+
+def test_ranking_cost_grows_with_the_square_root_of_the_groups():
+    """173 groups (EfficientNetB0's TFLite graph) cost 13 runs of consecutive groups plus the
+    groups of the 3 most sensitive runs one by one, not 173 runs; the groups that matter still
+    come first, and preprocessing before all."""
+    weights = {f"n{i}": 0.001 for i in range(173)}
+    weights.update({"n40": 5.0, "n41": 3.0, "n120": 4.0})  # three layers that matter
+    groups = [Group(f"g{i}", (f"layer{i}",), (f"n{i}",), preprocessing=i == 0) for i in range(173)]
+    quantizer = _Additive(weights)
+    ranking = mixed.rank(groups, quantizer, quantizer.run, rows=170)
+    order = [g.label for g, _ in ranking.ranked]
+    assert order[:4] == ["g0", "g40", "g120", "g41"]
+    assert quantizer.calls == ranking.runs + 1  # + the float reference
+    assert ranking.runs == 13 + 3 * 14 and ranking.rows == 170  # 13 runs of up to 14 groups
+    described = ranking.describe()
+    assert "ranked 173 layer group(s)" in described and "55 quantized run(s)" in described
+    small = [Group(f"g{i}", (f"layer{i}",), (f"n{i}",)) for i in range(mixed.CHUNKED_ABOVE)]
+    assert mixed.rank(small, _Additive(weights), _Additive(weights).run).runs == mixed.CHUNKED_ABOVE
+
+
+def test_the_second_format_reuses_the_first_formats_layer_scores():
+    tflite = [Group("conv+bn", ("conv", "bn"), ("a",)), Group("dense", ("dense",), ("b",))]
+    scores = mixed.Ranking([(tflite[1], 0.5), (tflite[0], 0.2)], runs=2, rows=10, seconds=1.0).scores()
+    assert scores == {"dense": 0.5, "conv": 0.2, "bn": 0.2}
+    onnx = [Group("conv", ("conv",), ("c",)), Group("Cast__1", (), ("d",)),
+            Group("dense", ("dense",), ("e",)), Group("bn", ("bn",), ("f",))]  # fmt: skip
+    reused = mixed.reuse(onnx, scores)
+    assert [g.label for g, _ in reused.ranked] == ["dense", "conv", "bn", "Cast__1"]  # unknown last
+    assert reused.runs == 0 and "from the other format's ranking" in reused.describe()
+    assert mixed.reuse(onnx, {"dense": 1.0}) is None  # too few of its groups known: rank anew
+
+
+def test_ranking_rows_shrink_for_large_inputs_by_shape_not_by_time():
+    assert len(mixed.sensitivity_rows(397, 64)) == 397  # digits: every row up to 512
+    assert len(mixed.sensitivity_rows(5000, 30)) == mixed.SENSITIVITY_SAMPLES
+    assert len(mixed.sensitivity_rows(397, 64 * 64 * 3)) == 170  # 2**21 values of 64x64x3 images
+    assert len(mixed.sensitivity_rows(397, 224 * 224 * 3)) == mixed.MIN_SENSITIVITY_SAMPLES
+    assert len(mixed.sensitivity_rows(50, 224 * 224 * 3)) == 50
+
+
+def test_pinned_ops_stay_float_in_every_candidate_and_are_not_ranked():
+    class Recorder:
+        fmt = "tflite"
+
+        def __init__(self):
+            self.asked = []
+
+        def nodes(self):
+            return [GraphNode(k, "HARD_SWISH" if k.startswith("hs") else "CONV_2D", (k,))
+                    for k in ("c1", "hs1", "c2", "hs2")]  # fmt: skip
+
+        def quantize(self, float_nodes):
+            self.asked.append(list(float_nodes))
+            return b""
+
+        def only(self, nodes):
+            return b""
+
+    inner = Recorder()
+    pinned = mixed.Pinned(inner, ["hs1", "hs2"])
+    assert [n.key for n in pinned.nodes()] == ["c1", "c2"]
+    pinned.quantize([])
+    pinned.quantize(["c2"])
+    assert inner.asked == [["hs1", "hs2"], ["hs1", "hs2", "c2"]]
+
+
+def test_the_kernels_record_round_trips_and_malformed_ones_are_refused():
+    from keras_edge.runtime.manifest import Kernels, Variant
+
+    plain = {"bytes": 10, "file": "tflite-int8.tflite", "format": "tflite", "parity": None,
+             "precision": "int8", "sha256": "0" * 64, "threshold": 0.5, "tuning": None}  # fmt: skip
+    assert Variant.from_dict("tflite-int8", plain).kernels is None  # an older manifest
+    record = Kernels("LiteRT XNNPACK", 1, {}, {"HARD_SWISH": 18}, 19)
+    variant = Variant.from_dict("tflite-int8", {**plain, "kernels": record.to_dict()})
+    assert variant.kernels == record and Variant.from_dict("tflite-int8", variant.to_dict()) == variant
+    with pytest.raises(runtime.ManifestError, match="Expected the kernels record to be an object"):
+        Variant.from_dict("tflite-int8", {**plain, "kernels": ["HARD_SWISH"]})
+    broken = {**record.to_dict(), "kept_float": {"HARD_SWISH": "all"}}
+    with pytest.raises(runtime.ManifestError, match=r"kernels\.kept_float to map op types to counts"):
+        Variant.from_dict("tflite-int8", {**plain, "kernels": broken})
+    line = runtime.report.kernel_lines(SimpleNamespace(variants={variant.id: variant}))
+    assert line.startswith("tflite-int8: LiteRT XNNPACK runs it in 1 partition(s); kept in float")
+    assert "18 HARD_SWISH (all-int8 split it into 19)" in line
+
+
 @pytest.mark.slow
 def test_mobilenetv3small_int8_passes_with_layers_in_float(tmp_path):
     """MobileNetV3Small, untrained but for a few steps with fast BatchNormalization statistics:
@@ -307,7 +410,8 @@ def test_mobilenetv3small_int8_passes_with_layers_in_float(tmp_path):
         variant = manifest.variants[vid]
         fallback = variant.fallback
         assert fallback.int8_label_agreement < MIN_AGREEMENT  # what `none` ships and fails
-        assert variant.passed and variant.parity.label_agreement >= MIN_AGREEMENT
+        parity = variant.parity  # flips at int8's own ties (one output step) are excused
+        assert variant.passed and 1 - (parity.flips - parity.near_ties) / parity.n >= MIN_AGREEMENT
         assert fallback.float_layers[0] == rescaling  # its input preprocessing, first
         assert 0 < fallback.float_ops < fallback.ops  # not every op: still a quantized model
         assert variant.bytes < manifest.variants[vid.replace("int8", "fp32")].bytes

@@ -274,18 +274,20 @@ class Ranking:
     runs: int
     rows: int
     seconds: float
+    reused: int = 0  # groups scored from another format's ranking
 
     def scores(self) -> dict[str, float]:
         """Each Keras layer's score (a fused group's score for each of its layers)."""
         return {layer: score for g, score in self.ranked for layer in g.layers}
 
     def describe(self) -> str:
-        if not self.runs:
-            return f"ranked {len(self.ranked)} layer group(s) from the other format's ranking"
-        return (
+        text = (
             f"ranked {len(self.ranked)} layer group(s) in {self.seconds:.1f} s "
-            f"({self.runs} quantized run(s) on {self.rows} row(s))"
+            f"({self.runs} quantized run(s) on {self.rows} row(s)"
         )
+        if self.reused:
+            text += f"; {self.reused} scored from the other format's ranking"
+        return text + ")"
 
 
 def _ordered(groups: list[Group], scores: list[float]) -> list[tuple[Group, float]]:
@@ -302,6 +304,7 @@ def rank(
     quantizer: Quantizer,
     run: Callable[[bytes], np.ndarray],
     rows: int = 0,
+    known: dict[str, float] | None = None,
 ) -> Ranking:
     """Each group with the mean squared change of the model's output when it alone is
     quantized, largest first; preprocessing groups before all others. Ties keep graph order.
@@ -311,7 +314,13 @@ def rank(
     ones (a network's blocks), each run is measured quantized alone, and the groups of the
     ``REFINED_CHUNKS`` most sensitive runs are measured one by one; every other group is
     scored by its run's share (its run's score over its size). EfficientNetB0's 173 groups:
-    13 + 42 runs instead of 173."""
+    13 + 42 runs instead of 173.
+
+    ``known``: layer scores another format measured on the same rows (the same Keras layers).
+    A group naming a scored layer takes the largest of its layers' scores; only the others
+    (ops no layer of the other format names: an input transpose, a converter's glue) are
+    measured, as above. Ranked last unmeasured, one such group kept a MobileNetV3Small
+    failing with all its other groups in float."""
     started = time.perf_counter()
     reference = run(quantizer.only([])).astype(np.float64)
     runs = 0
@@ -326,15 +335,23 @@ def rank(
             logger.debug("sensitivity of %s not measured: %s", label, exc)
             return 0.0
 
-    if len(groups) <= CHUNKED_ABOVE:
-        scores = [score(g.nodes, g.label) for g in groups]
+    scores = [0.0] * len(groups)
+    todo: list[int] = []
+    for i, g in enumerate(groups):
+        reused = [known[layer] for layer in g.layers if known and layer in known]
+        if reused:
+            scores[i] = max(reused)
+        else:
+            todo.append(i)
+    if len(todo) <= CHUNKED_ABOVE:
+        for i in todo:
+            scores[i] = score(groups[i].nodes, groups[i].label)
     else:
-        size = int(np.ceil(np.sqrt(len(groups))))
-        chunks = [list(range(i, min(i + size, len(groups)))) for i in range(0, len(groups), size)]
+        size = int(np.ceil(np.sqrt(len(todo))))
+        chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
         chunk_scores = [
             score([k for i in c for k in groups[i].nodes], f"groups {c[0]}-{c[-1]}") for c in chunks
         ]
-        scores = [0.0] * len(groups)
         for c, total in zip(chunks, chunk_scores, strict=True):
             for i in c:
                 scores[i] = total / len(c)
@@ -342,17 +359,15 @@ def rank(
         for j in top:
             for i in chunks[j]:
                 scores[i] = score(groups[i].nodes, groups[i].label)
-    return Ranking(_ordered(groups, scores), runs, rows, time.perf_counter() - started)
+    reused = len(groups) - len(todo)
+    return Ranking(_ordered(groups, scores), runs, rows, time.perf_counter() - started, reused)
 
 
-def reuse(groups: list[Group], scores: dict[str, float]) -> Ranking | None:
-    """This format's groups ranked by another format's layer scores (the layers are the same
-    Keras layers): each group by the largest score among its layers, groups with none last.
-    None when fewer than half of the groups name a scored layer."""
-    known = [max((scores[layer] for layer in g.layers if layer in scores), default=None) for g in groups]
-    if sum(k is not None for k in known) * 2 < len(groups):
-        return None
-    return Ranking(_ordered(groups, [-1.0 if k is None else k for k in known]), 0, 0, 0.0)
+def covers(groups: list[Group], known: dict[str, float]) -> bool:
+    """Whether ``known`` (another format's layer scores) names a layer of at least half of
+    ``groups``: worth reusing, measuring only the rest."""
+    named = sum(any(layer in known for layer in g.layers) for g in groups)
+    return bool(known) and named * 2 >= len(groups)
 
 
 def sizes(preprocessing: int, total: int) -> list[int]:
@@ -460,13 +475,12 @@ def fall_back(
     nodes = quantizer.nodes()
     layers, containers = keras_layers(model)
     groups = group(nodes, LayerNames(str(model.name), layers, containers))
-    ranking = None if not scores else reuse(groups, scores)
-    if ranking is None:
-        if progress is not None:
-            progress(f"ranking {len(groups)} layer group(s) ({len(nodes)} ops) by sensitivity")
-        index = sensitivity_rows(len(xs[0]), int(sum(np.prod(x.shape[1:]) for x in xs)))
-        run = run_on(quantizer.fmt, tuple(x[index] for x in xs), input_names)
-        ranking = rank(groups, quantizer, run, rows=len(index))
+    known = scores if scores and covers(groups, scores) else None
+    if progress is not None:
+        progress(f"ranking {len(groups)} layer group(s) ({len(nodes)} ops) by sensitivity")
+    index = sensitivity_rows(len(xs[0]), int(sum(np.prod(x.shape[1:]) for x in xs)))
+    run = run_on(quantizer.fmt, tuple(x[index] for x in xs), input_names)
+    ranking = rank(groups, quantizer, run, rows=len(index), known=known)
     if progress is not None:
         progress(ranking.describe())
     logger.info(

@@ -310,7 +310,7 @@ class Pipeline:
                 search.gate, lambda message: self.report(step, f"{vid} int8 fallback: {message}"),
                 scores=self.layer_scores,
             )  # fmt: skip
-            if ranking.runs:  # measured here: the other format's fallback reuses it
+            if not self.layer_scores:  # the first format's: the other one's fallback reuses it
                 self.layer_scores = ranking.scores()
         except ENGINE_ERRORS as exc:  # converters raise untyped errors; private APIs may lack
             logger.warning("%s: mixed precision could not be tried: %s", vid, exc)

@@ -332,15 +332,20 @@ def test_ranking_cost_grows_with_the_square_root_of_the_groups():
 
 
 def test_the_second_format_reuses_the_first_formats_layer_scores():
+    """The groups naming a layer the first format scored take its score; the others (an input
+    transpose, glue no layer names) are measured, not ranked last unmeasured."""
     tflite = [Group("conv+bn", ("conv", "bn"), ("a",)), Group("dense", ("dense",), ("b",))]
     scores = mixed.Ranking([(tflite[1], 0.5), (tflite[0], 0.2)], runs=2, rows=10, seconds=1.0).scores()
     assert scores == {"dense": 0.5, "conv": 0.2, "bn": 0.2}
-    onnx = [Group("conv", ("conv",), ("c",)), Group("Cast__1", (), ("d",)),
+    onnx = [Group("conv", ("conv",), ("c",)), Group("Transpose__1", (), ("d",)),
             Group("dense", ("dense",), ("e",)), Group("bn", ("bn",), ("f",))]  # fmt: skip
-    reused = mixed.reuse(onnx, scores)
-    assert [g.label for g, _ in reused.ranked] == ["dense", "conv", "bn", "Cast__1"]  # unknown last
-    assert reused.runs == 0 and "from the other format's ranking" in reused.describe()
-    assert mixed.reuse(onnx, {"dense": 1.0}) is None  # too few of its groups known: rank anew
+    quantizer = _Additive({"c": 9.0, "d": 0.64, "e": 9.0, "f": 9.0})  # only "d" is measured
+    reused = mixed.rank(onnx, quantizer, quantizer.run, rows=10, known=scores)
+    assert [g.label for g, _ in reused.ranked] == ["Transpose__1", "dense", "conv", "bn"]
+    assert reused.runs == 1 and reused.reused == 3 and quantizer.calls == 2  # + the reference
+    assert "3 scored from the other format's ranking" in reused.describe()
+    assert mixed.covers(onnx, scores) and not mixed.covers(onnx, {"dense": 1.0})  # 1 of 4 named
+    assert not mixed.covers(onnx, {})
 
 
 def test_ranking_rows_shrink_for_large_inputs_by_shape_not_by_time():
@@ -399,7 +404,10 @@ def test_the_kernels_record_round_trips_and_malformed_ones_are_refused():
 @pytest.mark.slow
 def test_mobilenetv3small_int8_passes_with_layers_in_float(tmp_path):
     """MobileNetV3Small, untrained but for a few steps with fast BatchNormalization statistics:
-    full int8 misses the gate in both formats (86.5% and 91.5% here); with auto both pass."""
+    full int8 misses the gate in both formats (88.5% and 81% here); with auto both pass. Its
+    error is spread over the whole untrained network, so the ONNX variant keeps nearly every
+    layer in float (and says so); the trained backbones of ``keras-edge zoo
+    mobilenetv3small-64`` pass in full int8 (see the README's benchmarks)."""
     case = zoo.build("mobilenetv3small")
     manifest, error = _export(case, tmp_path / "d", "auto")
     assert error is None
@@ -414,7 +422,9 @@ def test_mobilenetv3small_int8_passes_with_layers_in_float(tmp_path):
         assert variant.passed and 1 - (parity.flips - parity.near_ties) / parity.n >= MIN_AGREEMENT
         assert fallback.float_layers[0] == rescaling  # its input preprocessing, first
         assert 0 < fallback.float_ops < fallback.ops  # not every op: still a quantized model
-        assert variant.bytes < manifest.variants[vid.replace("int8", "fp32")].bytes
+    tflite = manifest.variants["tflite-int8"]
+    assert tflite.bytes < manifest.variants["tflite-fp32"].bytes
+    assert tflite.kernels.kept_float == {"HARD_SWISH": 18} and tflite.kernels.partitions == 1
 
 
 def test_int8_uses_the_public_converter_and_a_missing_private_api_fails_one_variant(

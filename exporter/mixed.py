@@ -105,7 +105,9 @@ class Quantizer(Protocol):
 
 class Pinned:
     """A quantizer whose ``pinned`` ops stay float in every candidate (the ops the target's
-    kernel library has no int8 kernel for): the search neither ranks nor counts them."""
+    kernel library has no int8 kernel for): the search neither ranks nor counts them, so a
+    ``fallback`` record's ``float_ops`` and ``ops`` leave them out (the variant's ``kernels``
+    record counts them)."""
 
     def __init__(self, quantizer: Quantizer, pinned: Sequence[str]) -> None:
         self.quantizer, self.pinned = quantizer, tuple(pinned)
@@ -258,9 +260,9 @@ def group(nodes: list[GraphNode], names: LayerNames) -> list[Group]:
 def sensitivity_rows(n: int, row_size: int = 1) -> np.ndarray:
     """Evenly spaced row indices of ``n``: at most ``SENSITIVITY_SAMPLES``, and at most
     ``SENSITIVITY_VALUES`` input values in all (rows of ``row_size`` values), at least
-    ``MIN_SENSITIVITY_SAMPLES``. A ranking run costs rows x input size: 512 digits or table rows
-    cost what 170 64x64 images do. Decided from shapes, never from timings: the same export
-    ranks on the same rows."""
+    ``MIN_SENSITIVITY_SAMPLES``. A ranking run costs about rows x input size: 170 images of
+    64x64x3 are 2^21 values, 512 rows of 64 digits' pixels 2^15. Decided from shapes, never
+    from timings: the same export ranks on the same rows."""
     cap = max(MIN_SENSITIVITY_SAMPLES, min(SENSITIVITY_SAMPLES, SENSITIVITY_VALUES // max(1, row_size)))
     return np.unique(np.linspace(0, n - 1, min(n, cap)).round().astype(int))
 
@@ -277,7 +279,10 @@ class Ranking:
     reused: int = 0  # groups scored from another format's ranking
 
     def scores(self) -> dict[str, float]:
-        """Each Keras layer's score (a fused group's score for each of its layers)."""
+        """Each Keras layer's score (a fused group's score for each of its layers). Another
+        format ranks by these where its groups name the same layers: the order is what
+        carries over (the two quantizers' output errors are of one kind, not one scale), and
+        an unrefined run's share is an estimate either way."""
         return {layer: score for g, score in self.ranked for layer in g.layers}
 
     def describe(self) -> str:
@@ -325,7 +330,9 @@ def rank(
     reference = run(quantizer.only([])).astype(np.float64)
     runs = 0
 
-    def score(nodes: Sequence[str], label: str) -> float:
+    def score(nodes: Sequence[str], label: str) -> float | None:
+        """None when the quantizer or the engine refuses: one group is then ranked last; a
+        run of groups is measured group by group instead."""
         nonlocal runs
         runs += 1
         try:
@@ -333,7 +340,7 @@ def rank(
             return float(np.mean((out - reference) ** 2))
         except Exception as exc:  # a converter or engine refusing one group: rank it last
             logger.debug("sensitivity of %s not measured: %s", label, exc)
-            return 0.0
+            return None
 
     scores = [0.0] * len(groups)
     todo: list[int] = []
@@ -345,7 +352,7 @@ def rank(
             todo.append(i)
     if len(todo) <= CHUNKED_ABOVE:
         for i in todo:
-            scores[i] = score(groups[i].nodes, groups[i].label)
+            scores[i] = score(groups[i].nodes, groups[i].label) or 0.0
     else:
         size = int(np.ceil(np.sqrt(len(todo))))
         chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
@@ -354,11 +361,12 @@ def rank(
         ]
         for c, total in zip(chunks, chunk_scores, strict=True):
             for i in c:
-                scores[i] = total / len(c)
-        top = sorted(range(len(chunks)), key=lambda j: (-chunk_scores[j], j))[:REFINED_CHUNKS]
-        for j in top:
+                scores[i] = (total or 0.0) / len(c)
+        top = sorted(range(len(chunks)), key=lambda j: (-(chunk_scores[j] or 0.0), j))[:REFINED_CHUNKS]
+        failed = [j for j, c in enumerate(chunks) if chunk_scores[j] is None]
+        for j in [*top, *(j for j in failed if j not in top)]:  # a run that failed: one by one
             for i in chunks[j]:
-                scores[i] = score(groups[i].nodes, groups[i].label)
+                scores[i] = score(groups[i].nodes, groups[i].label) or 0.0
     reused = len(groups) - len(todo)
     return Ranking(_ordered(groups, scores), runs, rows, time.perf_counter() - started, reused)
 

@@ -149,7 +149,8 @@ class Pipeline:
         # Ops XNNPACK leaves out of the fp32 file too (shape arithmetic) are no int8 gap.
         float_gaps = {op for op, _ in kernels.partitions(fp32.read_bytes()).inner()} if (
             "tflite-fp32" in self.variants) else set()  # fmt: skip
-        types = sorted({op for op, _ in full.inner()} - float_gaps)
+        gaps = [(op, name) for op, name in full.inner() if op not in float_gaps]
+        types = sorted({op for op, _ in gaps})
         record = Kernels(
             engine=kernels.ENGINE, partitions=full.count, left_out=dict(full.left_types),
             kept_float={}, int8_partitions=full.count,
@@ -160,7 +161,13 @@ class Pipeline:
         quantizer = held.enter_context(
             to_tflite.MixedInt8(self.job.convertible, self.job.calibration, self.options.int8_io)
         )
-        pinned = [n for n in quantizer.nodes() if n.op in types]
+        self.quantizers[vid] = quantizer  # calibrated once: the fallback quantizes from it too
+        # The ops left out, by their output tensor (the float model's op keys are those names);
+        # by type where the names did not survive quantization.
+        names = {name for _, name in gaps}
+        pinned = [n for n in quantizer.nodes() if n.key in names]
+        if len(pinned) < len(gaps):
+            pinned = [n for n in quantizer.nodes() if n.op in types]
         candidate = quantizer.quantize([n.key for n in pinned])
         covered = kernels.partitions(candidate)
         if covered.count >= full.count:
@@ -330,9 +337,13 @@ class Pipeline:
             self.variants[vid] = replace(self.variants[vid], fallback=record)
             kept = self.variants[vid].kernels
             if kept is not None and outcome.data is not None:  # the partitions of what ships
-                now = kernels.partitions(outcome.data)
-                self.variants[vid] = replace(self.variants[vid], kernels=replace(
-                    kept, partitions=now.count, left_out=dict(now.left_types)))  # fmt: skip
+                try:
+                    now = kernels.partitions(outcome.data)
+                    self.variants[vid] = replace(self.variants[vid], kernels=replace(
+                        kept, partitions=now.count, left_out=dict(now.left_types)))  # fmt: skip
+                except ENGINE_ERRORS as exc:
+                    logger.warning("%s: partitions of the mixed-precision file not measured: %s",
+                                   vid, exc)  # fmt: skip
         final = search.result
         if failure is not None:
             final = replace(final, failures=(*final.failures, failure))
@@ -345,6 +356,9 @@ class Pipeline:
         reproducible, and the manifest is."""
         fp32 = f"{fmt}-fp32"
         if fp32 not in self.variants or outcome.data is None:
+            return
+        if fmt == "tflite" and self.options.int8_io:
+            logger.info("%s: speed not re-checked (int8 input: the fp32 file takes floats)", vid)
             return
         reference = (self.staging / self.variants[fp32].file).read_bytes()
         try:

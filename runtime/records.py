@@ -263,8 +263,17 @@ class Kernels:
             raise ManifestError(f"Malformed kernels record {data!r}: {exc}") from exc
         for name in ("left_out", "kept_float"):
             counts = getattr(out, name)
-            if not isinstance(counts, dict) or not all(isinstance(n, int) for n in counts.values()):
+            if not isinstance(counts, dict) or not all(
+                isinstance(op, str) and isinstance(n, int) and not isinstance(n, bool)
+                for op, n in counts.items()
+            ):
                 raise ManifestError(f"Expected kernels.{name} to map op types to counts, got {counts!r}")
+        for name in ("partitions", "int8_partitions"):
+            value = getattr(out, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ManifestError(f"Expected kernels.{name} to be a count, got {value!r}")
+        if not isinstance(out.engine, str):
+            raise ManifestError(f"Expected kernels.engine to be a name, got {out.engine!r}")
         return out
 
 

@@ -331,6 +331,24 @@ def test_ranking_cost_grows_with_the_square_root_of_the_groups():
     assert mixed.rank(small, _Additive(weights), _Additive(weights).run).runs == mixed.CHUNKED_ABOVE
 
 
+def test_a_run_of_groups_the_quantizer_refuses_is_measured_group_by_group():
+    """A run that cannot be quantized as a whole (a converter refusing one of its ops
+    together) is not scored 0 and forgotten: its groups are measured one by one."""
+    weights = {f"n{i}": 0.001 for i in range(40)}
+    weights["n3"] = 7.0  # the layer that matters sits in the run that fails
+
+    class Refusing(_Additive):
+        def only(self, nodes):
+            if len(nodes) > 1 and "n1" in nodes:
+                raise ValueError("quantizer refused the run")
+            return super().only(nodes)
+
+    groups = [Group(f"g{i}", (f"layer{i}",), (f"n{i}",)) for i in range(40)]
+    quantizer = Refusing(weights)
+    ranking = mixed.rank(groups, quantizer, quantizer.run)
+    assert ranking.ranked[0][0].label == "g3"
+
+
 def test_the_second_format_reuses_the_first_formats_layer_scores():
     """The groups naming a layer the first format scored take its score; the others (an input
     transpose, glue no layer names) are measured, not ranked last unmeasured."""
@@ -396,6 +414,9 @@ def test_the_kernels_record_round_trips_and_malformed_ones_are_refused():
     broken = {**record.to_dict(), "kept_float": {"HARD_SWISH": "all"}}
     with pytest.raises(runtime.ManifestError, match=r"kernels\.kept_float to map op types to counts"):
         Variant.from_dict("tflite-int8", {**plain, "kernels": broken})
+    counted = {**record.to_dict(), "partitions": "1"}
+    with pytest.raises(runtime.ManifestError, match=r"kernels\.partitions to be a count, got '1'"):
+        Variant.from_dict("tflite-int8", {**plain, "kernels": counted})
     line = runtime.report.kernel_lines(SimpleNamespace(variants={variant.id: variant}))
     assert line.startswith("tflite-int8: LiteRT XNNPACK runs it in 1 partition(s); kept in float")
     assert "18 HARD_SWISH (all-int8 split it into 19)" in line

@@ -62,6 +62,24 @@ def test_int8_near_ties_are_one_output_step():
     assert gate(0.49, 0.51, "int8").near_ties == 0
 
 
+def test_int8_is_judged_by_its_decisions_and_its_mean_error():
+    """int8's decisions are its gate: one sample at the threshold moving 0.25 (where a
+    quantized sigmoid is steepest) with its decision kept passes; answers off by 0.04 across
+    the board fail on the mean even when no decision flips; 0.35 on one sample still fails."""
+    assert gate(0.6, 0.85, "int8").passed  # 0.25 at one sample, same side of 0.5
+    assert not gate(0.6, 0.85, "fp16").passed  # float16's bound stays 0.01
+    failures = gate(0.6, 0.95, "int8").failures  # 0.35
+    assert failures == ("max abs probability difference 0.35 exceeds tolerance 0.3",)
+    rng = np.random.default_rng(1)
+    keras = rng.choice([0.1, 0.9], size=(N, 1)).astype(np.float32)
+    shifted = keras + np.float32(0.04)  # every answer off by 0.04, no decision moved
+    reference = parity.Reference(proba=keras, labels=None, data="test data")
+    result = parity.compare(BINARY, reference, shifted, "int8", 0.5)
+    assert result.flips == 0 and not result.passed
+    (failure,) = result.failures
+    assert failure.startswith("mean abs probability difference 0.04 exceeds 0.03"), failure
+
+
 def test_fp32_keeps_its_own_band():
     assert not gate(0.499848, 0.500002, "fp32").passed  # 1.5e-4 from t: fp32 resolves that
 

@@ -242,7 +242,8 @@ class Kernels:
     -> count) are the ops quantized by the converter that XNNPACK has no int8 kernel for, kept in
     float for that reason (XNNPACK runs them in float between quantize and dequantize), not for
     the decisions; the full-int8 file split into ``int8_partitions``. The decisions' float layers
-    are the ``fallback`` record's."""
+    are the ``fallback`` record's. Measured on the model's graph, before ``--with-decision``
+    adds its class outputs (integer ops XNNPACK may leave to LiteRT, after the model's own)."""
 
     engine: str
     partitions: int

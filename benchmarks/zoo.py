@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_edge.benchmarks import zoo_backbones, zoo_models
-from keras_edge.benchmarks.zoo_data import Case, Inputs
-from keras_edge.runtime.errors import UsageError
+from keras_edge.benchmarks.zoo_data import Case, Inputs, build_case
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +48,7 @@ CASES: dict[str, Callable[[], Case]] = {
 
 def build(name: str) -> Case:
     """Build, train and return the case ``name`` (one of :data:`CASES`)."""
-    if name not in CASES:
-        raise UsageError(f"Expected a case from {list(CASES)}, got {name!r}")
-    case = CASES[name]()
-    logger.info("built %s: %s", name, case.description)
-    return case
+    return build_case(CASES, name)
 
 
 def save(case: Case, folder: str | Path) -> Path:

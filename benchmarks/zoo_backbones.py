@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from keras_edge.benchmarks.zoo_data import Case, digits
+from keras_edge.benchmarks.zoo_data import Case, build_case, digits
 from keras_edge.benchmarks.zoo_models import _fit, _keras
 from keras_edge.exporter import captured_output
-from keras_edge.runtime.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +123,7 @@ CASES: dict[str, Callable[[], Case]] = {
 
 def build(name: str) -> Case:
     """Build, train and return the case ``name`` (one of :data:`CASES`)."""
-    if name not in CASES:
-        raise UsageError(f"Expected a case from {list(CASES)}, got {name!r}")
-    return CASES[name]()
+    return build_case(CASES, name)
 
 
 __all__ = ["CASES", "build", "camera_digits", "settle_batch_norm"]

@@ -5,6 +5,7 @@ is imported only when a dataset is read."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,3 +122,12 @@ def digits_flat() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def digit_tags(d: np.ndarray) -> np.ndarray:
     """Three labels per digit: even, >= 5, drawn with a closed loop (0, 6, 8, 9)."""
     return np.stack([d % 2 == 0, d >= 5, np.isin(d, [0, 6, 8, 9])], axis=1).astype(np.int64)
+
+
+def build_case(cases: Mapping[str, Callable[[], Case]], name: str) -> Case:
+    """Build, train and return the case ``name`` of ``cases`` (a zoo's registry)."""
+    if name not in cases:
+        raise UsageError(f"Expected a case from {list(cases)}, got {name!r}")
+    case = cases[name]()
+    logger.info("built %s: %s", name, case.description)
+    return case

@@ -28,6 +28,7 @@ from keras_edge.benchmarks.zoo_data import (
     VOCAB,
     Case,
     breast_cancer,
+    build_case,
     digit_tags,
     digits,
     digits_flat,
@@ -36,7 +37,6 @@ from keras_edge.benchmarks.zoo_data import (
     tokens,
 )
 from keras_edge.benchmarks.zoo_models import _fit, _keras, _upsample
-from keras_edge.runtime.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -271,11 +271,7 @@ CASES: dict[str, Callable[[], Case]] = {
 
 def build(name: str) -> Case:
     """Build, train and return the case ``name`` (one of :data:`CASES`)."""
-    if name not in CASES:
-        raise UsageError(f"Expected a case from {list(CASES)}, got {name!r}")
-    case = CASES[name]()
-    logger.info("built %s: %s", name, case.description)
-    return case
+    return build_case(CASES, name)
 
 
 __all__ = ["CASES", "build"]

@@ -42,7 +42,7 @@ TOLERANCES = {
 # difference is allowed to be large (int8: see above). The max bound lets the few samples at the
 # threshold move; this one keeps the rest where apps that read probabilities need them. Trained
 # full-int8 backbones measured 0.008-0.012; a wrong output scale or clipped input range moves
-# every answer.
+# every answer. Applied at export, on the parity data (see judge).
 MEAN_TOLERANCES = {"int8": 3e-2}
 # Minimum label agreement with Keras, per precision (overridable with --min-agreement).
 MIN_AGREEMENT = {"fp32": 1.0, "fp16": 0.999, "dynamic": 0.999, "int8": 0.99}
@@ -288,7 +288,11 @@ def judge(
     failures = _failures(head, n, (flips, ties, int(spared.sum()), counted), band, need, max_diff,
                          tol, rtol)  # fmt: skip
     mean_diff, mean_tol = float(diff.mean()) if n else 0.0, MEAN_TOLERANCES.get(precision)
-    if head.kind != "regression" and mean_tol is not None and mean_diff > mean_tol:
+    # At export only: the parity data is the model's own. The golden set verify runs on holds
+    # the rows nearest the threshold on purpose, where int8 moves most (EfficientNetB0's
+    # tflite-int8: mean 0.010 on its 397 rows, 0.036 on its 32 golden rows); on a device the
+    # answers are held to the export's own within DRIFT instead.
+    if head.kind != "regression" and at_export is None and mean_tol is not None and mean_diff > mean_tol:
         failures.append(
             f"mean abs probability difference {mean_diff:.3g} exceeds {mean_tol:.3g}: the "
             f"answers are off across the board, not only near the threshold"

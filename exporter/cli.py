@@ -120,6 +120,15 @@ def _variant_arguments(p: argparse.ArgumentParser) -> None:
         help="comma list of class names; for a model with several heads, NAME=a,b,c once per "
         "head, the option repeated (--labels topic=news,sport,tech)",
     )
+    p.add_argument(
+        "--input-normalization",
+        metavar="MEAN/STD",
+        help="what an app does to 0-255 pixels before a float image input, (pixel - MEAN) / STD, "
+        "written into the TFLite metadata for MediaPipe (127.5/127.5, 0/255, or one value per "
+        "channel: 123.7,116.3,103.5/58.4,57.1,57.4); default: none when the model starts with a "
+        "Rescaling/Normalization layer, else read off the data's range ([0,1]: 0/255, [-1,1]: "
+        "127.5/127.5, wider: raw pixels)",
+    )
     p.add_argument("--min-agreement", type=float, help="minimum label agreement for every variant")
     p.add_argument(
         "--int8-io",
@@ -218,7 +227,7 @@ def _options(args: argparse.Namespace, names: tuple[str, ...] | None) -> Any:
         with_decision=args.with_decision, plot=args.plot,
         min_confidence=per_head(args.min_confidence, "--min-confidence", _confidence),
         force=args.force, allow_constant=args.allow_constant,
-        custom_objects=args.custom_objects,
+        custom_objects=args.custom_objects, input_normalization=args.input_normalization,
         strict=False,  # the table first, then the ParityError (exit 3) below
     )  # fmt: skip
 

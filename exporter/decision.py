@@ -253,7 +253,8 @@ def _threshold_class(g: _Graph, out_index: int, head: Head, threshold: Any, name
     return result
 
 
-def _greater(g: _Graph, source: int, head: Head, threshold: Any, base: str) -> int:
+def _greater(g: _Graph, source: int, head: Head, threshold: Any, base: str,
+             cut_base: str = "cut") -> int:  # fmt: skip
     """A BOOL tensor ``keras_edge_<base>`` (one per head), ``source > cut``, with the float cut,
     or for a full-int8 output the integer cut (same scale) that gives the labels of dequantizing
     first.
@@ -266,7 +267,7 @@ def _greater(g: _Graph, source: int, head: Head, threshold: Any, base: str) -> i
     types, src = g.types, g.graph.tensors[source]
     dims, sig = _shape(src)
     cuts = np.asarray(decision_cut(head, threshold), dtype=np.float32).reshape(-1)
-    name, cut_name = _named(f"keras_edge_{base}", head), _named("keras_edge_cut", head)
+    name, cut_name = _named(f"keras_edge_{base}", head), _named(f"keras_edge_{cut_base}", head)
 
     def greater(left: int, cut: int) -> int:
         above = g.tensor(name, types.BOOL, dims, sig)

@@ -63,6 +63,7 @@ def export(
     require_data: bool = False,
     strict: bool = False,
     custom_objects: Sequence[str | Path] | Mapping[str, Any] | None = None,
+    input_normalization: str | tuple[Any, Any] | None = None,
 ) -> ExportResult:
     """Export a Keras model to TFLite/ONNX variants in ``out`` and prove each one.
 
@@ -99,7 +100,7 @@ def export(
         min_confidence=min_confidence, int8_fallback=int8_fallback, tune=tune,
         with_decision=with_decision, plot=plot, force=force, allow_constant=allow_constant,
         feature_names=feature_names, require_data=require_data, strict=strict,
-        custom_objects=custom_objects,
+        custom_objects=custom_objects, input_normalization=input_normalization,
     )  # fmt: skip
     return run(model, out, options, Data(calibration, validation, tune_data), progress)
 

@@ -107,6 +107,11 @@ class ExportOptions:
     feature_names: the names of the model's features (one input of shape (None, k)), kept
         in the manifest and every artifact so that files' columns are matched by name. By
         default, the columns of a pandas DataFrame given as calibration or validation data.
+    input_normalization: what an app does to 0-255 pixels before a float image input, written
+        into the TFLite metadata for MediaPipe: ``"MEAN/STD"`` (each a number or a comma list
+        per channel, ``"127.5/127.5"``) or a pair of tuples. By default: none needed when the
+        model starts with its own ``Rescaling``/``Normalization``, else read off the data's
+        range (see :func:`keras_edge.exporter.platforms.normalizations`).
     require_data: refuse (UsageError, exit 2, nothing written) an export that has neither
         validation nor calibration data, instead of gating on the synthetic probe set.
     strict: raise :class:`ParityError` when a variant fails its gate (as ``keras-edge
@@ -133,6 +138,7 @@ class ExportOptions:
     force: bool = False
     allow_constant: bool = False
     feature_names: tuple[str, ...] | None = None
+    input_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     require_data: bool = False
     strict: bool = False
 
@@ -190,6 +196,7 @@ class ExportOptions:
             labels=_per_head("labels", arguments.pop("labels", None), lambda v: _names("labels", v)),
             plot=None if plot is None else Path(plot),
             feature_names=_names("feature_names", arguments.pop("feature_names", None)),
+            input_normalization=_normalization(arguments.pop("input_normalization", None)),
             custom_objects=CustomCode.parse(arguments.pop("custom_objects", None)),
             **arguments,
         )
@@ -212,6 +219,21 @@ class ExportOptions:
         """(id, format, precision) in a fixed order: formats, then fp32 before quantized."""
         precisions = ["fp32", *[q for q in QUANTIZATIONS if q in self.quantize]]
         return [(f"{fmt}-{p}", fmt, p) for fmt in FORMATS if fmt in self.formats for p in precisions]
+
+
+def _normalization(value: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``input_normalization=`` as ``(mean, std)`` tuples: from ``"MEAN/STD"`` or a pair."""
+    from keras_edge.exporter.platforms import parse_normalization
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_normalization(value)
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        as_text = "/".join(",".join(str(v) for v in (p if isinstance(p, (list, tuple)) else [p]))
+                           for p in value)  # fmt: skip
+        return parse_normalization(as_text)
+    raise UsageError(f"Expected input_normalization= 'MEAN/STD' or (mean, std), got {value!r}")
 
 
 def _threshold(value: Any) -> float | tuple[float, ...]:

@@ -30,6 +30,7 @@ from keras_edge.exporter import (
     kernels,
     mixed,
     parity,
+    platforms,
     refusals,
     to_onnx,
     to_tflite,
@@ -72,6 +73,9 @@ class Pipeline:
         self.layer_scores: dict[str, float] = {}  # mixed precision's ranking, by Keras layer
         self.samples = [rows(job.x_check, slice(i, i + 1)) for i in range(len(job.x_check[0]))]
         self._onnx_fp32: Any = None  # tf2onnx runs once; the quantized ONNX variants start from it
+        self.normalizations = platforms.normalizations(
+            job.keras_model, job.specs, job.x_check, job.reference.source, options.input_normalization
+        ) if "tflite" in options.formats else {}  # fmt: skip
         self.manifest = Manifest(
             model=job.info, inputs=job.specs, head=job.head, variants={}, default_variant=None,
             tools=_tools({p for _, _, p in self.plan}, set(options.formats)),
@@ -220,7 +224,8 @@ class Pipeline:
         graph (ONNX Runtime's int8 Softmax moved by one output step when the output got a
         second consumer)."""
         v = replace(self.variants[vid], threshold=threshold, tuning=tuned)
-        data = _decided(self.originals[vid], self.manifest, v, self.options.with_decision)
+        data = _decided(self.originals[vid], self.manifest, v, self.options.with_decision,
+                        self.normalizations)  # fmt: skip
         (self.staging / v.file).write_bytes(data)
         self.variants[vid] = replace(v, sha256=sha256_file(self.staging / v.file), bytes=len(data))
         replace(self.manifest, variants=dict(self.variants)).write(self.staging)
@@ -451,14 +456,20 @@ class _Search:
             self.gate(chosen)
 
 
-def _decided(data: bytes, manifest: Manifest, variant: Variant, with_decision: bool) -> bytes:
-    """The artifact's bytes with the variant's decision record inside, and with
-    ``with_decision`` its ``class`` output."""
-    if with_decision and manifest.head.kind != "regression":
+def _decided(data: bytes, manifest: Manifest, variant: Variant, with_decision: bool,
+             norms: dict[str, platforms.Normalization]) -> bytes:  # fmt: skip
+    """The artifact's bytes with the variant's decision record inside, with ``with_decision``
+    its ``class`` output, and what the platforms' own runtimes read (:mod:`.platforms`): a
+    TFLite file's decision output first, its standard metadata and label files last (they are
+    appended after the flatbuffer, which nothing may re-pack afterwards)."""
+    head, record = manifest.head, embedded.record(manifest, variant)
+    if with_decision and head.kind != "regression":
         add = decision.into_onnx if variant.format == "onnx" else decision.into_tflite
-        data = add(data, manifest.head, variant.threshold)
-    into = embed.into_onnx if variant.format == "onnx" else embed.into_tflite
-    return into(data, embedded.record(manifest, variant))
+        data = add(data, head, variant.threshold)
+    if variant.format == "onnx":
+        return platforms.into_onnx(embed.into_onnx(data, record), head, variant.threshold)
+    data = embed.into_tflite(platforms.decision_outputs(data, head, variant.threshold), record)
+    return platforms.standard_metadata(data, manifest, variant, norms)
 
 
 def _tools(precisions: set[str], formats: set[str]) -> dict[str, str]:

@@ -58,12 +58,25 @@ def class_output_name(head_name: str | None) -> str:
     return CLASS_OUTPUT if head_name is None else f"{CLASS_OUTPUT_PREFIX}{head_name}"
 
 
+# The TFLite decision output written for MediaPipe (:mod:`keras_edge.exporter.platforms`): the
+# decided class's probability at its index, 0 elsewhere; ``keras_edge_decision/<head>`` per head.
+DECIDED_OUTPUT = "keras_edge_decision"
+
+
+def decided_output_name(head_name: str | None) -> str:
+    """The name of a head's TFLite decision output: ``keras_edge_decision`` for one head."""
+    return DECIDED_OUTPUT if head_name is None else f"{DECIDED_OUTPUT}/{head_name}"
+
+
 def is_class_output(name: str, dtype: str) -> bool:
-    """Whether an artifact's output is an in-graph class output (``--with-decision``), which the
-    runtime leaves alone: it decides on the probability output, whose threshold can change at run
-    time. Only int64 outputs count, so that a probability output whose name happens to start with
-    ``class_`` is never taken for one. ``dtype``: ONNX Runtime's type (``tensor(int64)``) or a
-    numpy dtype's name (``int64``)."""
+    """Whether an artifact's output is one the runtime leaves alone: an in-graph class output
+    (``--with-decision``, int64) or a TFLite decision output for MediaPipe (float32). The runtime
+    decides on the probability output, whose threshold can change at run time. Only those
+    dtypes count, so that a probability output whose name happens to start with ``class_`` is
+    never taken for one. ``dtype``: ONNX Runtime's type (``tensor(int64)``) or a numpy dtype's
+    name (``int64``)."""
+    if name == DECIDED_OUTPUT or name.startswith(DECIDED_OUTPUT + "/"):
+        return dtype in ("tensor(float)", "float32")
     named = name == CLASS_OUTPUT or name.startswith(CLASS_OUTPUT_PREFIX)
     return named and dtype in ("tensor(int64)", "int64")
 

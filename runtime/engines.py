@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from keras_edge.runtime.engine_base import (
     CLASS_OUTPUT,
     CLASS_OUTPUT_PREFIX,
+    DECIDED_OUTPUT,
     DEFAULT_THREADS,
     ENGINE_EXTRAS,
     ENGINE_MODULES,
@@ -27,6 +28,7 @@ from keras_edge.runtime.engine_base import (
     Quantization,
     available_devices,
     class_output_name,
+    decided_output_name,
     engine_installed,
     is_class_output,
     missing_engine,
@@ -38,6 +40,7 @@ from keras_edge.runtime.onnx_engine import OnnxEngine
 __all__ = [
     "CLASS_OUTPUT",
     "CLASS_OUTPUT_PREFIX",
+    "DECIDED_OUTPUT",
     "DEFAULT_THREADS",
     "ENGINE_EXTRAS",
     "ENGINE_MODULES",
@@ -50,6 +53,7 @@ __all__ = [
     "Quantization",
     "available_devices",
     "class_output_name",
+    "decided_output_name",
     "engine_installed",
     "is_class_output",
     "make_engine",

@@ -1,0 +1,648 @@
+"""What the platforms' own runtimes read, written into every artifact beside keras-edge's record.
+
+**TFLite** gets the standard model metadata (``metadata_schema.fbs`` of TFLite Support and
+MediaPipe, file identifier ``M001``): a ``Model.metadata`` entry named ``TFLITE_METADATA``
+pointing at a ``ModelMetadata`` flatbuffer (name, description, version, one ``TensorMetadata``
+per input and per output), and the label files it names appended to the model as a zip, as
+TFLite Support's ``MetadataPopulator`` does. MediaPipe Tasks (Android, iOS, web, Python: one C++
+core), the TFLite Support Library and Android Studio's model binding read it.
+
+- Each image input (``[1, H, W, 1 or 3]`` float32) gets ``ImageProperties`` and the
+  ``NormalizationOptions`` an app applies to 0-255 pixels, ``(pixel - mean) / std``
+  (:class:`Normalization`); other inputs get ``FeatureProperties``.
+- A classifier's file decides in MediaPipe as keras-edge decides. MediaPipe ranks each output's
+  scores and keeps a category whose score is ``>=`` the score threshold; keras-edge decides
+  ``p > t`` on one sigmoid unit, or argmax. So every classifier head gets a float32 output
+  ``keras_edge_decision`` (``keras_edge_decision/<head>`` with several heads), placed *first*
+  so that it is MediaPipe's head 0, named ``decision`` in the metadata: the decided class's
+  probability at its index, 0 elsewhere (binary: two columns, ``[1 - p, 0]`` or ``[0, p]``;
+  multiclass: the argmax's probability, none above the minimum confidence -> all 0; multilabel:
+  ``p_i`` where ``p_i > t_i``). Its score threshold is the smallest positive float32, so the
+  zeros are dropped and the app gets exactly keras-edge's classes, each with its probability,
+  and no category for "unknown". The decision uses the runtime's own cut
+  (:func:`keras_edge.exporter.decision._greater`: the integer cut on an int8 output), so a score
+  that lands on the threshold is decided as keras-edge decides it. The probability output
+  follows, with its labels and, where one number says it (one threshold), the threshold made
+  MediaPipe's rule: the next float32 above it (``score >= next`` is ``score > t``).
+- keras-edge's runtime leaves ``keras_edge_decision`` outputs alone, as it does ``class`` ones.
+
+**ONNX** gets the keys OpenVINO's Model API reads, ``model_info <key>`` in ``metadata_props``:
+``model_type``, ``labels`` (space-separated), ``confidence_threshold``, ``multilabel``;
+ONNX Runtime shows them to every binding as ``custom_metadata_map``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import zipfile
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from keras_edge.exporter import _tf
+from keras_edge.exporter.decision import (
+    _decided_heads,
+    _Graph,
+    _greater,
+    _named,
+    _onnx_columns,
+    _shape,
+    _tflite_columns,
+)
+from keras_edge.exporter.embed import pack_tflite
+from keras_edge.runtime.classifier import decision_cut
+from keras_edge.runtime.engines import decided_output_name
+from keras_edge.runtime.errors import UsageError
+from keras_edge.runtime.manifest import Head, Manifest, Variant
+
+logger = logging.getLogger(__name__)
+
+METADATA_NAME = "TFLITE_METADATA"  # the entry MediaPipe and TFLite Support look for
+MIN_PARSER_VERSION = "1.0.0"  # no field written here is newer than the schema's 1.0.0
+DECISION_HEAD = "decision"
+# Keeps every positive score, drops the zeros of a decision output.
+KEEP_POSITIVE = float(np.finfo(np.float32).tiny)
+# Leading layers that preprocess raw inputs inside the graph.
+PREPROCESSING = ("Rescaling", "Normalization")
+# Layers that do nothing at inference, looked through on the way to the first real layer.
+INACTIVE = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomContrast", "RandomTranslation",
+            "RandomBrightness", "Dropout", "GaussianNoise", "GaussianDropout", "InputLayer")  # fmt: skip
+ONNX_PREFIX = "model_info "
+
+# metadata_schema.fbs: union member numbers, enum values, file identifier
+_FEATURE_PROPERTIES, _IMAGE_PROPERTIES = 1, 2
+_NORMALIZATION, _SCORE_THRESHOLDING = 1, 3
+_RGB, _GRAYSCALE = 1, 2
+_TENSOR_AXIS_LABELS = 2
+_IDENTIFIER = b"M001"
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """What an app does to 0-255 pixels before the model: ``(pixel - mean) / std``, per channel
+    (one value for all), and why (``source``: where it was read)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+
+    def describe(self) -> str:
+        return f"mean {list(self.mean)}, std {list(self.std)} ({self.source})"
+
+
+IDENTITY = (0.0,), (1.0,)
+
+
+def parse_normalization(text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``--input-normalization MEAN/STD``, each one number or one per channel (comma list):
+    ``127.5/127.5``, ``0/255``, ``123.7,116.3,103.5/58.4,57.1,57.4``."""
+    expected = "MEAN/STD, each a number or a comma list per channel (e.g. 127.5/127.5 or 0/255)"
+    parts = text.split("/")
+    if len(parts) != 2:
+        raise UsageError(f"Expected --input-normalization {expected}, got {text!r}")
+    try:
+        mean, std = (tuple(float(v) for v in part.split(",")) for part in parts)
+    except ValueError:
+        raise UsageError(f"Expected --input-normalization {expected}, got {text!r}") from None
+    if not all(math.isfinite(v) for v in (*mean, *std)) or any(s <= 0 for s in std):
+        raise UsageError(
+            f"Expected finite means and positive stds in --input-normalization, got {text!r}"
+        )
+    if len(mean) != len(std) and 1 not in (len(mean), len(std)):
+        raise UsageError(
+            f"Expected as many means as stds in --input-normalization (or one of either), got {text!r}"
+        )
+    return mean, std
+
+
+def is_image(spec: Any) -> bool:
+    """An input MediaPipe's image tasks take: one image, ``[batch, H, W, 1 or 3]``, float or uint8."""
+    shape = spec.shape
+    return (len(shape) == 4 and shape[-1] in (1, 3) and all(isinstance(d, int) for d in shape[1:])
+            and spec.dtype in ("float32", "uint8"))  # fmt: skip
+
+
+Pair = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def normalizations(
+    model: Any, specs: Any, x_check: Any, data_source: str | None, given: Pair | None
+) -> dict[str, Normalization]:
+    """Each float image input's normalization: the model's own leading ``Rescaling`` /
+    ``Normalization`` means the app feeds raw pixels (mean 0, std 1); else ``given``
+    (``--input-normalization``); else read off the export's data: values in [0, 1] are pixels
+    / 255 (std 255), in [-1, 1] pixels / 127.5 - 1 (mean 127.5, std 127.5), anything wider
+    raw pixels; with no data (the synthetic probe set) raw pixels, with a warning."""
+    out: dict[str, Normalization] = {}
+    for position, spec in enumerate(specs):
+        if not is_image(spec) or spec.dtype != "float32":
+            continue
+        leading = _leading_layer(model, position)
+        if leading is not None:
+            out[spec.name] = Normalization(*IDENTITY, f"the model's own leading {leading}")
+        elif given is not None:
+            out[spec.name] = Normalization(*given, "--input-normalization")
+        elif data_source in (None, "synthetic"):
+            logger.warning(
+                "input %r: no leading Rescaling/Normalization layer, no --input-normalization and "
+                "no data: the TFLite metadata says the model takes raw 0-255 pixels (mean 0, std "
+                "1); give --input-normalization MEAN/STD if it does not", spec.name,
+            )  # fmt: skip
+            out[spec.name] = Normalization(*IDENTITY, "default: raw pixels")
+        else:
+            out[spec.name] = _from_range(np.asarray(x_check[position]), data_source)
+        logger.info("input %r: TFLite NormalizationOptions %s", spec.name, out[spec.name].describe())
+    return out
+
+
+def _from_range(x: np.ndarray, data_source: str) -> Normalization:
+    low, high = float(np.min(x)), float(np.max(x))
+    where = f"the {data_source} data's range [{low:.3g}, {high:.3g}]"
+    if low >= 0.0 and high <= 1.0:
+        return Normalization((0.0,), (255.0,), f"{where}: pixels / 255")
+    if low >= -1.0 and high <= 1.0:
+        return Normalization((127.5,), (127.5,), f"{where}: pixels / 127.5 - 1")
+    return Normalization(*IDENTITY, f"{where}: raw pixels")
+
+
+def _leading_layer(model: Any, position: int) -> str | None:
+    """The class name of the first layer that acts on input ``position`` at inference, when it is
+    a preprocessing one (looking through augmentation, dropout and nested models)."""
+    try:
+        tensor = model.inputs[position]
+        return _first_preprocessing(model, tensor)
+    except Exception as exc:  # an unusual model: the caller falls back to the flag or the data
+        logger.debug("could not follow input %d to its first layer: %s", position, exc)
+        return None
+
+
+def _first_preprocessing(model: Any, tensor: Any) -> str | None:
+    operations = getattr(model, "operations", None) or getattr(model, "layers", [])
+    for op in operations:
+        inbound = [t for node in getattr(op, "_inbound_nodes", []) for t in node.input_tensors]
+        if not any(t is tensor for t in inbound):
+            continue
+        name = type(op).__name__
+        if name in PREPROCESSING:
+            return name
+        if hasattr(op, "operations") and op.inputs:  # a nested model: its own first layer
+            inner = _first_preprocessing(op, op.inputs[0])
+            if inner is not None:
+                return inner
+            if name not in ("Sequential", "Functional"):
+                return None
+        elif name not in INACTIVE:
+            return None
+        return _first_preprocessing(model, op.output)
+    return None
+
+
+# -- TFLite: decision outputs ------------------------------------------------------------------
+def decision_outputs(data: bytes, head: Head, threshold: Any) -> bytes:
+    """``data`` with a float32 decision output per classifier head, first among the outputs."""
+    g = _Graph(data)
+    out_index = g.graph.outputs[0]
+    added = []
+    for part, t, columns, _ in _decided_heads(head, threshold):
+        source = out_index if columns is None else _columns(g, out_index, part, columns)
+        added.append((_decision(g, source, part, t), decided_output_name(part.name)))
+    if not added:
+        return data
+    g.graph.outputs = [*(i for i, _ in added), *g.graph.outputs]
+    for sig in g.model.signatureDefs or []:
+        entries = []
+        for index, name in added:
+            entry = g.schema.TensorMapT()
+            entry.name, entry.tensorIndex = name, index
+            entries.append(entry)
+        sig.outputs = [*entries, *(sig.outputs or [])]
+    return pack_tflite(g.model, len(data))
+
+
+def _columns(g: _Graph, out_index: int, head: Head, columns: slice) -> int:
+    return _tflite_columns(g, out_index, replace_name(head, "decided"), columns)
+
+
+def replace_name(head: Head, prefix: str) -> Head:
+    """``head`` renamed so that the tensors made for it here do not share names with the
+    ``--with-decision`` ones."""
+    return replace(head, name=f"{prefix}/{head.name}") if head.name is not None else head
+
+
+def _decision(g: _Graph, source: int, head: Head, threshold: Any) -> int:
+    """The decision output of one head, from ``source`` (its output or its columns)."""
+    types, schema = g.types, g.schema
+    src = g.graph.tensors[source]
+    dims, sig = _shape(src)
+    named = replace_name(head, "decided")
+    rows, rows_sig = dims[:1], sig[:1]
+
+    def t(base: str, dtype: int, d: list[int], s: list[int], value: Any = None) -> int:
+        return g.tensor(_named(f"keras_edge_decided_{base}", named), dtype, d, s, value)
+
+    def binary_op(code: int, left: int, right: int, out: int, options: Any, kind: int) -> int:
+        g.operator(code, [left, right], [out], options, kind)
+        return out
+
+    # the probabilities, float32
+    prob = source
+    if src.type != types.FLOAT32:
+        prob = t("dequantized", types.FLOAT32, dims, sig)
+        g.operator(g.ops.DEQUANTIZE, [source], [prob])
+    if head.output == "logit":
+        squashed = t("probability", types.FLOAT32, dims, sig)
+        if head.kind == "multiclass":
+            options = schema.SoftmaxOptionsT()
+            options.beta = 1.0
+            g.operator(g.ops.SOFTMAX, [prob], [squashed], options, schema.BuiltinOptions.SoftmaxOptions)
+        else:
+            g.operator(g.ops.LOGISTIC, [prob], [squashed])
+        prob = squashed
+    mul, mul_kind = schema.MulOptionsT(), schema.BuiltinOptions.MulOptions
+    name = decided_output_name(head.name)
+    if head.kind == "multiclass":
+        axis = t("axis", types.INT32, [1], [1], np.array([1], np.int32))
+        top = t("top", types.INT32, rows, rows_sig)
+        options = schema.ArgMaxOptionsT()
+        options.outputType = types.INT32
+        g.operator(g.ops.ARG_MAX, [source, axis], [top], options, schema.BuiltinOptions.ArgMaxOptions)
+        depth = t("depth", types.INT32, [], [], np.array(head.units, np.int32))
+        on = t("on", types.FLOAT32, [], [], np.array(1.0, np.float32))
+        off = t("off", types.FLOAT32, [], [], np.array(0.0, np.float32))
+        onehot = t("onehot", types.FLOAT32, dims, sig)
+        hot = schema.OneHotOptionsT()
+        hot.axis = -1
+        g.operator(
+            g.ops.ONE_HOT, [top, depth, on, off], [onehot], hot, schema.BuiltinOptions.OneHotOptions
+        )
+        if threshold is None:
+            return binary_op(
+                g.ops.MUL, prob, onehot, g.tensor(name, types.FLOAT32, dims, sig), mul, mul_kind
+            )
+        kept = binary_op(g.ops.MUL, prob, onehot, t("kept", types.FLOAT32, dims, sig), mul, mul_kind)
+        best = t("best", src.type, rows, rows_sig)
+        g.graph.tensors[best].quantization = src.quantization
+        reducer = schema.ReducerOptionsT()
+        reducer.keepDims = False
+        g.operator(
+            g.ops.REDUCE_MAX, [source, axis], [best], reducer, schema.BuiltinOptions.ReducerOptions
+        )
+        sure = _greater(g, best, named, threshold, "decided_sure", "decided_cut")
+        flag = t("flag", types.FLOAT32, rows, rows_sig)
+        g.cast(sure, flag, types.BOOL, types.FLOAT32)
+        column = t("column", types.INT32, [2], [2], np.array([-1, 1], np.int32))
+        standing = t("standing", types.FLOAT32, [dims[0], 1], [sig[0], 1])
+        g.operator(g.ops.RESHAPE, [flag, column], [standing])
+        return binary_op(
+            g.ops.MUL, kept, standing, g.tensor(name, types.FLOAT32, dims, sig), mul, mul_kind
+        )
+    above = _greater(g, source, named, threshold, "decided_above", "decided_cut")
+    flag = t("flag", types.FLOAT32, dims, sig)
+    g.cast(above, flag, types.BOOL, types.FLOAT32)
+    if head.kind == "multilabel":
+        return binary_op(g.ops.MUL, prob, flag, g.tensor(name, types.FLOAT32, dims, sig), mul, mul_kind)
+    # binary: [(1 - p) * (1 - flag), p * flag]
+    one = t("one", types.FLOAT32, [1], [1], np.array([1.0], np.float32))
+    sub, sub_kind = schema.SubOptionsT(), schema.BuiltinOptions.SubOptions
+    rest = binary_op(g.ops.SUB, one, prob, t("rest", types.FLOAT32, dims, sig), sub, sub_kind)
+    below = binary_op(g.ops.SUB, one, flag, t("below", types.FLOAT32, dims, sig), sub, sub_kind)
+    negative = binary_op(g.ops.MUL, rest, below, t("negative", types.FLOAT32, dims, sig), mul, mul_kind)
+    positive = binary_op(g.ops.MUL, prob, flag, t("positive", types.FLOAT32, dims, sig), mul, mul_kind)
+    result = g.tensor(name, types.FLOAT32, [dims[0], 2], [sig[0], 2])
+    concat = schema.ConcatenationOptionsT()
+    concat.axis = 1
+    g.operator(g.ops.CONCATENATION, [negative, positive], [result], concat,
+               schema.BuiltinOptions.ConcatenationOptions)  # fmt: skip
+    return result
+
+
+# -- TFLite: the metadata ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Output:
+    """One output's metadata: its name, description, labels (a file) and score threshold."""
+
+    name: str
+    description: str
+    labels: tuple[str, ...] = ()
+    label_file: str | None = None
+    score_threshold: float | None = None
+
+
+def standard_metadata(data: bytes, manifest: Manifest, variant: Variant,
+                      norms: dict[str, Normalization]) -> bytes:  # fmt: skip
+    """``data`` (its outputs final) with the ``TFLITE_METADATA`` entry and its label files
+    appended as a zip; deterministic: the same inputs give the same bytes."""
+    schema = _tf.module("ai_edge_litert.schema_py_generated")
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    graph = model.subgraphs[0]
+    outputs = [
+        _describe_output(graph.tensors[i], manifest.head, variant.threshold) for i in graph.outputs
+    ]
+    files = {o.label_file: "\n".join(o.labels) + "\n" for o in outputs if o.label_file is not None}
+    blob = _metadata_bytes(manifest, variant, _input_tensors(graph, manifest, norms), outputs)
+    model.metadata = [m for m in (model.metadata or []) if _name(m.name) != METADATA_NAME]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(blob, dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
+    model.metadata.append(entry)
+    return pack_tflite(model, len(data)) + _zip(files)
+
+
+def _name(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _zip(files: dict[str, str]) -> bytes:
+    """The associated files as a zip, stored (not deflated), with fixed dates: the same files
+    give the same bytes."""
+    if not files:
+        return b""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, files[name].encode("utf-8"))
+    return out.getvalue()
+
+
+def _input_tensors(graph: Any, manifest: Manifest, norms: dict[str, Normalization]) -> list[dict]:
+    """Per input of the graph, in its order: name, whether an image, its normalization."""
+    specs = {s.name: s for s in manifest.inputs}
+    out = []
+    for index in graph.inputs:
+        tensor = graph.tensors[index]
+        raw = _name(tensor.name)
+        spec = specs.get(raw) or specs.get(_tflite_input_name(raw)) or (
+            manifest.inputs[0] if len(manifest.inputs) == 1 else None)  # fmt: skip
+        name = spec.name if spec is not None else raw
+        image = spec is not None and is_image(spec)
+        channels = int(spec.shape[-1]) if image else 0
+        out.append({"name": name, "image": image, "channels": channels,
+                    "size": (int(spec.shape[2]), int(spec.shape[1])) if image else None,
+                    "norm": norms.get(name)})  # fmt: skip
+    return out
+
+
+def _tflite_input_name(name: str) -> str:
+    """The Keras input name in a converter's TFLite input name (``serving_default_x:0`` -> x)."""
+    base = name.split(":")[0]
+    return base[len("serving_default_") :] if base.startswith("serving_default_") else base
+
+
+def _describe_output(tensor: Any, head: Head, threshold: Any) -> _Output:
+    name = _name(tensor.name)
+    heads = head.parts or (head,)
+    thresholds = threshold if head.parts else (threshold,)
+    for part, t in zip(heads, thresholds, strict=True):
+        if name == decided_output_name(part.name):
+            labels = part.labels if part.kind != "binary" else tuple(part.labels)
+            where = DECISION_HEAD if part.name is None else f"{DECISION_HEAD}/{part.name}"
+            return _Output(
+                where, _decision_text(part, t), labels, f"labels_{_file_part(where)}.txt", KEEP_POSITIVE
+            )
+    if tensor.type == 4:  # INT64: a --with-decision class output
+        return _Output(name, "the class index keras-edge decides (-1: below the minimum confidence)")
+    if head.parts:
+        labels = tuple(label for part in head.parts for label in _unit_labels(part))
+        return _Output("probability", "every head's units side by side, in head order; "
+                       "decide with the decision heads", labels, "labels_probability.txt")  # fmt: skip
+    if head.kind == "regression":
+        return _Output("value", "the model's values (a regression head)")
+    return _Output("probability", _probability_text(head, threshold), _unit_labels(head),
+                   "labels_probability.txt", _raw_threshold(head, threshold))  # fmt: skip
+
+
+def _file_part(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _unit_labels(head: Head) -> tuple[str, ...]:
+    """One label per unit: a binary head's one unit is its positive class."""
+    return (head.labels[-1],) if head.kind == "binary" else tuple(head.labels)
+
+
+def _raw_threshold(head: Head, threshold: Any) -> float | None:
+    """MediaPipe's score threshold for the probability output, where one number says
+    keras-edge's rule: the next float32 above the cut (``score >= next`` is ``score > cut``)."""
+    cut = decision_cut(head, threshold)
+    if cut is None:
+        return None
+    cuts = np.unique(np.asarray(cut, dtype=np.float32).reshape(-1))
+    if len(cuts) != 1:
+        return None
+    return float(np.nextafter(cuts[0], np.float32(np.inf)))
+
+
+def _decision_text(head: Head, threshold: Any) -> str:
+    if head.kind == "binary":
+        return (f"keras-edge's decision: the class's probability at its index, 0 at the other "
+                f"({head.labels[-1]} when p > {threshold})")  # fmt: skip
+    if head.kind == "multiclass":
+        sure = "" if threshold is None else f"; all 0 (unknown) unless it is above {threshold}"
+        return f"keras-edge's decision: the top class's probability at its index, 0 elsewhere{sure}"
+    return (f"keras-edge's decision: each label's probability where p > its threshold "
+            f"{list(threshold)}, else 0")  # fmt: skip
+
+
+def _probability_text(head: Head, threshold: Any) -> str:
+    what = "logits" if head.output == "logit" else "probabilities"
+    if head.kind == "binary":
+        return f"{what} of {head.labels[-1]!r}; keras-edge decides p > {threshold}"
+    if head.kind == "multilabel":
+        return f"{what} per label; keras-edge decides p > {list(threshold)}"
+    return f"class {what}; keras-edge decides argmax" + (
+        "" if threshold is None else f", unknown unless the top probability is above {threshold}"
+    )
+
+
+def _metadata_bytes(manifest: Manifest, variant: Variant, inputs: list[dict],
+                    outputs: list[_Output]) -> bytes:  # fmt: skip
+    """The ``ModelMetadata`` flatbuffer (``metadata_schema.fbs``), built field by field."""
+    flatbuffers = _tf.module("flatbuffers")
+    b = flatbuffers.Builder(1024)
+
+    def string(text: str | None) -> int | None:
+        return None if text is None else b.CreateString(text)
+
+    def table(fields: list[tuple[int, str, Any]]) -> int:
+        """A table of (slot, kind, value): kind 'o' an offset, 'b' a byte, 'I' a uint32, 'f' a
+        float32; None values are left out."""
+        b.StartObject(max(slot for slot, _, _ in fields) + 1)
+        for slot, kind, value in fields:
+            if value is None:
+                continue
+            if kind == "o":
+                b.PrependUOffsetTRelativeSlot(slot, value, 0)
+            elif kind == "b":
+                b.PrependUint8Slot(slot, value, 0)
+            elif kind == "I":
+                b.PrependUint32Slot(slot, value, 0)
+            else:
+                b.PrependFloat32Slot(slot, value, 0.0)
+        return b.EndObject()
+
+    def vector(offsets: list[int]) -> int:
+        b.StartVector(4, len(offsets), 4)
+        for offset in reversed(offsets):
+            b.PrependUOffsetTRelative(offset)
+        return b.EndVector()
+
+    def floats(values: tuple[float, ...]) -> int:
+        b.StartVector(4, len(values), 4)
+        for value in reversed(values):
+            b.PrependFloat32(value)
+        return b.EndVector()
+
+    def process_unit(kind: int, options: int) -> int:
+        return table([(0, "b", kind), (1, "o", options)])
+
+    def tensor(name: str, description: str | None, content: int | None, units: list[int],
+               files: list[int]) -> int:  # fmt: skip
+        return table([
+            (0, "o", string(name)), (1, "o", string(description)), (3, "o", content),
+            (4, "o", vector(units) if units else None), (6, "o", vector(files) if files else None),
+        ])  # fmt: skip
+
+    input_tables = []
+    for item in inputs:
+        units = []
+        if item["norm"] is not None:
+            options = table([(0, "o", floats(item["norm"].mean)), (1, "o", floats(item["norm"].std))])
+            units.append(process_unit(_NORMALIZATION, options))
+        if item["image"]:
+            width, height = item["size"]
+            size = table([(0, "I", width), (1, "I", height)])
+            space = _RGB if item["channels"] == 3 else _GRAYSCALE
+            properties, kind = table([(0, "b", space), (1, "o", size)]), _IMAGE_PROPERTIES
+            description = "an image, RGB" if item["channels"] == 3 else "an image, grayscale"
+        else:
+            properties, kind = table([(0, "b", None)]), _FEATURE_PROPERTIES
+            description = "features"
+        content = table([(0, "b", kind), (1, "o", properties)])
+        input_tables.append(tensor(item["name"], description, content, units, []))
+    output_tables = []
+    for out in outputs:
+        units, files = [], []
+        if out.score_threshold is not None:
+            units.append(process_unit(_SCORE_THRESHOLDING, table([(0, "f", out.score_threshold)])))
+        if out.label_file is not None:
+            files.append(table([(0, "o", string(out.label_file)),
+                                (1, "o", string("one label per unit, in order")),
+                                (2, "b", _TENSOR_AXIS_LABELS)]))  # fmt: skip
+        content = table([(0, "b", _FEATURE_PROPERTIES), (1, "o", table([(0, "b", None)]))])
+        output_tables.append(tensor(out.name, out.description, content, units, files))
+    subgraph = table([(2, "o", vector(input_tables)), (3, "o", vector(output_tables))])
+    info = manifest.model
+    model = table([
+        (0, "o", string(info.name)),
+        (1, "o", string(f"{manifest.head.kind} classifier exported by keras-edge, variant "
+                        f"{variant.id}; source sha256 {info.source_sha256}")),
+        (2, "o", string(variant.id)),
+        (3, "o", vector([subgraph])),
+        (7, "o", string(MIN_PARSER_VERSION)),
+    ])  # fmt: skip
+    b.Finish(model, file_identifier=_IDENTIFIER)
+    return bytes(b.Output())
+
+
+# -- ONNX --------------------------------------------------------------------------------------
+def onnx_keys(head: Head, threshold: Any) -> dict[str, str]:
+    """OpenVINO Model API's ``model_info`` keys for a one-head classifier (none otherwise). The
+    Model API reads the first output, the decision output: single-label, it takes the argmax
+    (keras-edge's class: the others are 0) and ignores ``confidence_threshold``, written as the
+    variant's threshold for the reader; multilabel, it keeps ``sigmoid(x) > threshold``, so the
+    threshold is 0.5: exactly the decided labels (``x > 0``), whatever keras-edge's thresholds."""
+    if head.parts or head.kind == "regression":
+        return {}
+    labels = " ".join(label.replace(" ", "_") for label in head.labels)
+    keys = {"model_type": "Classification", "labels": labels}
+    if head.kind == "multilabel":
+        keys["multilabel"] = "True"
+        keys["confidence_threshold"] = "0.5"
+    elif threshold is not None:
+        keys["confidence_threshold"] = repr(float(threshold))
+    return {ONNX_PREFIX + key: value for key, value in keys.items()}
+
+
+def into_onnx(data: bytes, head: Head, threshold: Any) -> bytes:
+    """``data`` with a decision output per classifier head, first among the outputs (as in
+    TFLite), and the Model API's keys."""
+    onnx = _tf.module("onnx")
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    out = graph.output[0]
+    batch = out.type.tensor_type.shape.dim[0]
+    batch_dim = batch.dim_param or (batch.dim_value if batch.dim_value else "batch")
+    added = []
+    for part, t, columns, _ in _decided_heads(head, threshold):
+        named = replace_name(part, "decided")
+        source = out.name if columns is None else _onnx_columns(onnx, graph, out.name, named, columns)
+        name = decided_output_name(part.name)
+        _onnx_decision(onnx, graph, source, part, t, name)
+        units = 2 if part.kind == "binary" else part.units
+        added.append(
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [batch_dim, units])
+        )
+    outputs = [*added, *graph.output]
+    del graph.output[:]
+    graph.output.extend(outputs)
+    keys = onnx_keys(head, threshold)
+    kept = [p for p in model.metadata_props if not p.key.startswith(ONNX_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key in sorted(keys):
+        model.metadata_props.add(key=key, value=keys[key])
+    return model.SerializeToString(deterministic=True)
+
+
+def _onnx_decision(onnx: Any, graph: Any, source: str, head: Head, threshold: Any, name: str) -> None:
+    """The nodes of one head's decision output ``name`` (see the module's docstring)."""
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    named = replace_name(head, "decided")
+
+    def n(base: str) -> str:
+        return _named(f"keras_edge_decided_{base}", named)
+
+    def const(base: str, value: Any) -> str:
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value), n(base)))
+        return n(base)
+
+    def node(op: str, inputs: list[str], out: str, **attrs: Any) -> str:
+        graph.node.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+    prob = source
+    if head.output == "logit":
+        prob = node("Softmax" if head.kind == "multiclass" else "Sigmoid", [source], n("probability"),
+                    **({"axis": 1} if head.kind == "multiclass" else {}))  # fmt: skip
+    cut = decision_cut(head, threshold)
+    if head.kind == "multiclass":
+        top = node("ArgMax", [source], n("top"), axis=1, keepdims=0)
+        depth = const("depth", np.array(head.units, np.int64))
+        values = const("values", np.array([0.0, 1.0], np.float32))
+        hot = node("OneHot", [top, depth, values], n("onehot"), axis=-1)
+        if cut is None:
+            node("Mul", [prob, hot], name)
+            return
+        kept = node("Mul", [prob, hot], n("kept"))
+        best = node("ReduceMax", [source], n("best"), axes=[1], keepdims=1)
+        sure = node("Greater", [best, const("cut", np.array([cut], np.float32))], n("sure"))
+        node("Mul", [kept, node("Cast", [sure], n("flag"), to=onnx.TensorProto.FLOAT)], name)
+        return
+    cuts = np.asarray(cut, dtype=np.float32).reshape(-1)
+    above = node("Greater", [source, const("cut", cuts)], n("above"))
+    flag = node("Cast", [above], n("flag"), to=onnx.TensorProto.FLOAT)
+    if head.kind == "multilabel":
+        node("Mul", [prob, flag], name)
+        return
+    one = const("one", np.array([1.0], np.float32))
+    negative = node("Mul", [node("Sub", [one, prob], n("rest")), node("Sub", [one, flag], n("below"))],
+                    n("negative"))  # fmt: skip
+    positive = node("Mul", [prob, flag], n("positive"))
+    node("Concat", [negative, positive], name, axis=1)

@@ -1,0 +1,225 @@
+"""The artifacts in the platforms' own clients, with no code of ours between: MediaPipe Tasks'
+ImageClassifier (the C++ core of Android, iOS and the web) on every .tflite, OpenVINO's Model
+API on every .onnx; and the standard metadata itself (TFLite ``TFLITE_METADATA``, ONNX
+``model_info`` keys), through the gate, the tuning, the decision output and re-export."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from keras_edge import exporter, runtime
+from keras_edge.exporter import platforms
+from keras_edge.runtime.errors import UsageError
+
+SIDE = 24  # the digits, 3x: 24x24x3 camera pixels
+
+
+def camera_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The digits as (n, 24, 24, 3) whole pixel values 0..255, with seeded sensor noise (whole
+    values: MediaPipe takes uint8 images, keras-edge gets the same values as float32)."""
+    d = load_digits()
+    x = np.repeat(np.repeat(d.images[..., None], 3, axis=1), 3, axis=2) * 16.0
+    x = np.repeat(x, 3, axis=3) + np.random.default_rng(23).normal(0.0, 8.0, (len(x), SIDE, SIDE, 3))
+    return np.clip(x, 0, 255).round().astype(np.float32), d.target
+
+
+def cnn(units: int, activation: str, rescale: bool = True) -> keras.Model:
+    """A small CNN written as keras-io's image classification examples write it."""
+    inputs = keras.Input((SIDE, SIDE, 3), name="image")
+    h = keras.layers.Rescaling(1.0 / 255)(inputs) if rescale else inputs
+    h = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(h)
+    h = keras.layers.Conv2D(32, 3, strides=2, activation="relu")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, keras.layers.Dense(units, activation=activation)(h))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Three exports of every variant: a 3-class softmax classifier (which digit mod 3), and a
+    binary sigmoid one (is the digit >= 5?) at 0.5 and at 0.3; and 60 held-out images."""
+    x, digit = camera_digits()
+    keras.utils.set_random_seed(0)
+    three = cnn(3, "softmax")
+    three.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    three.fit(x[:1200], digit[:1200] % 3, epochs=15, batch_size=64, verbose=0)
+    binary = cnn(1, "sigmoid")
+    binary.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+    binary.fit(x[:1200], (digit[:1200] >= 5).astype("float32"), epochs=15, batch_size=64, verbose=0)
+    root = tmp_path_factory.mktemp("platforms")
+    dists = {}
+    for name, model, labels, threshold, y in (
+        ("three", three, ["zero", "one", "two"], 0.5, digit % 3),
+        ("binary-0.5", binary, ["small", "big"], 0.5, digit >= 5),
+        ("binary-0.3", binary, ["small", "big"], 0.3, digit >= 5),
+    ):
+        dists[name] = root / name
+        exporter.export(model, dists[name], quantize="all", calibration=x[:300], labels=labels,
+                        validation=(x[1200:1500], y[1200:1500]), threshold=threshold)  # fmt: skip
+    return dists, x[1500:1560]
+
+
+def tflite_variants(dist):
+    return [vid for vid in runtime.load(dist).manifest.variants if vid.startswith("tflite")]
+
+
+def expected(clf, x):
+    """keras-edge's class and its probability per image (a binary head's negative class: 1 - p)."""
+    labels, proba = clf.predict_labels(x), clf.predict_proba(x)
+    if clf.head.kind == "binary":
+        p = proba[:, 0]
+        return labels, np.where(labels == clf.head.labels[1], p, np.float32(1) - p)
+    return labels, proba.max(axis=1)
+
+
+@pytest.mark.parametrize("name", ["three", "binary-0.5", "binary-0.3"])
+def test_mediapipe_image_classifier_decides_like_keras_edge(images, name):
+    mp = pytest.importorskip("mediapipe", reason="the mediapipe package is not installed here")
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    dists, x = images
+    seen = set()
+    for vid in tflite_variants(dists[name]):
+        clf = runtime.load(dists[name], variant=vid)
+        labels, scores = expected(clf, x)
+        seen |= set(labels)
+        options = vision.ImageClassifierOptions(
+            base_options=BaseOptions(model_asset_path=str(dists[name] / f"{vid}.tflite"))
+        )
+        with vision.ImageClassifier.create_from_options(options) as classifier:  # defaults only
+            for image, label, score in zip(x, labels, scores, strict=True):
+                pixels = mp.Image(image_format=mp.ImageFormat.SRGB, data=image.astype(np.uint8))
+                result = classifier.classify(pixels)
+                decision = result.classifications[0]
+                assert decision.head_name == "decision"
+                assert [c.category_name for c in decision.categories] == [label], vid
+                assert decision.categories[0].score == pytest.approx(score, abs=1e-6), vid
+                probability = result.classifications[1]
+                assert probability.head_name == "probability"
+                if clf.head.kind == "binary":  # its score threshold is keras-edge's rule
+                    kept = [c.category_name for c in probability.categories]
+                    assert kept == (["big"] if label == "big" else []), vid
+    assert len(seen) >= 2, f"the test images are all one class: {seen}"
+
+
+def _metadata(path):
+    """The TFLITE_METADATA flatbuffer of a .tflite, parsed with MediaPipe's own generated
+    schema code, and the files of its zip."""
+    pytest.importorskip("mediapipe", reason="the mediapipe package is not installed here")
+    from ai_edge_litert import schema_py_generated as schema
+    from mediapipe.tasks.metadata import metadata_schema_py_generated as meta
+
+    data = path.read_bytes()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    entry = next(m for m in model.metadata if m.name in (b"TFLITE_METADATA", "TFLITE_METADATA"))
+    blob = bytes(model.buffers[entry.buffer].data)
+    assert meta.ModelMetadata.ModelMetadataBufferHasIdentifier(blob, 0)
+    files = zipfile.ZipFile(io.BytesIO(data))
+    return meta.ModelMetadataT.InitFromPackedBuf(bytearray(blob), 0), {
+        n: files.read(n).decode() for n in files.namelist()
+    }
+
+
+def _decision_output(path, x):
+    """The file's decision output, row by row, in LiteRT's own interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    (image,), out = interpreter.get_input_details(), interpreter.get_output_details()
+    decision = next(d for d in out if d["name"] == "keras_edge_decision")
+    rows = []
+    for row in x:
+        interpreter.set_tensor(image["index"], row[None].astype(np.float32))
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(decision["index"])[0])
+    return np.array(rows)
+
+
+def _threshold(tensor):
+    units = [u for u in tensor.processUnits or [] if u.optionsType == 3]  # ScoreThresholdingOptions
+    return units[0].options.globalScoreThreshold if units else None
+
+
+def test_metadata_survives_tuning_gate_decision_and_reexport(tmp_path):
+    """Tuned thresholds, --with-decision and an int8 variant: each file's metadata carries its
+    own threshold in MediaPipe's rule, the labels, the normalization read off the data (no
+    Rescaling in this model: values in [0, 1] are pixels / 255), and exporting again gives the
+    same bytes."""
+    x, digit = camera_digits()
+    x, y = x / 255.0, (digit >= 5).astype("float32")
+    keras.utils.set_random_seed(1)
+    model = cnn(1, "sigmoid", rescale=False)
+    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+    model.fit(x[:1000], y[:1000], epochs=8, batch_size=64, verbose=0)
+    kwargs = dict(formats=["tflite", "onnx"], quantize="int8", calibration=x[:200],
+                  validation=(x[1000:1300], y[1000:1300]), tune="f1", tune_data=(x[1300:], y[1300:]),
+                  labels=["small", "big"], with_decision=True)  # fmt: skip
+    first = exporter.export(model, tmp_path / "a", **kwargs)
+    again = exporter.export(model, tmp_path / "b", **kwargs)
+    manifest = first.manifest
+    for vid, variant in manifest.variants.items():
+        name = variant.file
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), vid
+        assert variant.parity.passed, vid
+        if variant.format != "tflite":
+            continue
+        meta, files = _metadata(tmp_path / "a" / name)
+        assert meta.minParserVersion == b"1.0.0" and meta.version == vid.encode()
+        image = meta.subgraphMetadata[0].inputTensorMetadata[0]
+        norm = image.processUnits[0].options
+        assert (list(norm.mean), list(norm.std)) == ([0.0], [255.0])
+        decision, probability, klass = meta.subgraphMetadata[0].outputTensorMetadata
+        assert (decision.name, probability.name, klass.name) == (b"decision", b"probability", b"class")
+        t = np.float32(variant.threshold)
+        assert _threshold(probability) == np.nextafter(t, np.float32(np.inf))  # p > t as p >= next
+        assert _threshold(decision) == np.finfo(np.float32).tiny
+        assert files == {"labels_decision.txt": "small\nbig\n", "labels_probability.txt": "big\n"}
+        clf = runtime.load(tmp_path / "a", variant=vid)  # the runtime ignores the decision output
+        assert clf.threshold == variant.threshold
+        scores = _decision_output(tmp_path / "a" / name, x[1300:])
+        np.testing.assert_array_equal(scores.argmax(axis=1), clf.predict(x[1300:]))
+    tuned = {v.threshold for v in manifest.variants.values()}
+    assert tuned != {0.5}, f"tuning left every threshold at 0.5: {tuned}"
+
+
+def test_onnx_keys_for_the_model_api(images):
+    ort = pytest.importorskip("onnxruntime")
+    dists, _ = images
+    for name, labels, threshold in (("three", "zero one two", None), ("binary-0.3", "small big", "0.3")):
+        session = ort.InferenceSession(str(dists[name] / "onnx-fp32.onnx"))
+        keys = session.get_modelmeta().custom_metadata_map
+        assert keys["model_info model_type"] == "Classification"
+        assert keys["model_info labels"] == labels
+        assert keys.get("model_info confidence_threshold") == threshold
+        assert session.get_outputs()[0].name == "keras_edge_decision"
+
+
+@pytest.mark.parametrize("name", ["three", "binary-0.5", "binary-0.3"])
+def test_openvino_model_api_returns_keras_edge_labels(images, name):
+    pytest.importorskip("model_api", reason="openvino-model-api is not installed here")
+    from model_api.adapters import OpenvinoAdapter, create_core
+    from model_api.models import ClassificationModel
+
+    dists, x = images
+    for vid in [v for v in runtime.load(dists[name]).manifest.variants if v.startswith("onnx")]:
+        labels, _ = expected(runtime.load(dists[name], variant=vid), x)
+        # OpenVINO's CPU plugin computes in bf16 where the CPU has it, unless told f32
+        adapter = OpenvinoAdapter(create_core(), str(dists[name] / f"{vid}.onnx"), device="CPU",
+                                  plugin_config={"INFERENCE_PRECISION_HINT": "f32"})  # fmt: skip
+        model = ClassificationModel.create_model(adapter, preload=True)
+        got = [model(image.astype(np.uint8)).top_labels[0].name for image in x]
+        assert got == list(labels), vid
+
+
+def test_input_normalization_is_checked():
+    assert platforms.parse_normalization("127.5/127.5") == ((127.5,), (127.5,))
+    assert platforms.parse_normalization("1,2,3/4,5,6") == ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))
+    for bad in ("127.5", "a/b", "0/0", "1,2/3,4,5", "nan/1"):
+        with pytest.raises(UsageError, match="input-normalization"):
+            platforms.parse_normalization(bad)

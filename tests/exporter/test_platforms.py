@@ -5,8 +5,16 @@ API on every .onnx; and the standard metadata itself (TFLite ``TFLITE_METADATA``
 
 from __future__ import annotations
 
+import functools
+import http.server
 import io
+import json
+import os
+import shutil
+import subprocess
+import threading
 import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -18,6 +26,8 @@ from keras_edge.exporter import platforms
 from keras_edge.runtime.errors import UsageError
 
 SIDE = 24  # the digits, 3x: 24x24x3 camera pixels
+BROWSER = Path(__file__).resolve().parent.parent / "browser"
+NPM_PACKAGES = ("@mediapipe/tasks-vision", "onnxruntime-web", "playwright-core")
 
 
 def camera_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -61,6 +71,11 @@ def images(tmp_path_factory):
         dists[name] = root / name
         exporter.export(model, dists[name], quantize="all", calibration=x[:300], labels=labels,
                         validation=(x[1200:1500], y[1200:1500]), threshold=threshold)  # fmt: skip
+        if name != "binary-0.5":  # with a class output, for the browser's onnxruntime-web
+            dists[f"{name}-class"] = root / f"{name}-class"
+            exporter.export(model, dists[f"{name}-class"], formats="onnx", quantize="all",
+                            calibration=x[:300], labels=labels, threshold=threshold,
+                            validation=(x[1200:1500], y[1200:1500]), with_decision=True)  # fmt: skip
     return dists, x[1500:1560]
 
 
@@ -223,3 +238,79 @@ def test_input_normalization_is_checked():
     for bad in ("127.5", "a/b", "0/0", "1,2/3,4,5", "nan/1"):
         with pytest.raises(UsageError, match="input-normalization"):
             platforms.parse_normalization(bad)
+
+
+@pytest.fixture(scope="module")
+def npm_modules(tmp_path_factory):
+    """The browser libraries from npm (no install scripts: nothing is fetched but the packages),
+    in ``$KERAS_EDGE_NODE_MODULES`` when set (a cache between runs)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are not installed here")
+    cache = Path(os.environ.get("KERAS_EDGE_NODE_MODULES", tmp_path_factory.mktemp("npm")))
+    modules = cache / "node_modules"
+    if not all((modules / name).is_dir() for name in NPM_PACKAGES):
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--ignore-scripts", "--no-audit", "--no-fund",
+                        "--prefix", str(cache), *NPM_PACKAGES], check=True,
+                       capture_output=True, timeout=600)  # fmt: skip
+    return modules
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".mjs": "text/javascript", ".wasm": "application/wasm"}  # fmt: skip
+
+    def log_message(self, *args):  # the test's output stays the test's
+        pass
+
+
+def test_a_browser_decides_like_keras_edge(images, npm_modules, tmp_path):
+    """Headless Chromium loads a page from localhost that runs MediaPipe Tasks for the web on
+    each .tflite and onnxruntime-web on each .onnx with a class output, both from npm with their
+    wasm served from the same origin; their classes are keras-edge's on every image."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed here (.ci/run installs it)")
+    dists, x = images
+    site = tmp_path / "site"
+    site.mkdir()
+    for name in ("page.html", "page.mjs"):
+        shutil.copy(BROWSER / name, site / name)
+    (site / "node_modules").symlink_to(npm_modules)
+    (site / "images.bin").write_bytes(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+    tflite = {f"{name}/{vid}": runtime.load(dists[name], variant=vid)
+              for name in ("three", "binary-0.3") for vid in tflite_variants(dists[name])}  # fmt: skip
+    onnx = {f"{name}/{vid}": runtime.load(dists[name], variant=vid)
+            for name in ("three-class", "binary-0.3-class")
+            for vid in runtime.load(dists[name]).manifest.variants}  # fmt: skip
+    for name in ("three", "binary-0.3", "three-class", "binary-0.3-class"):
+        (site / name).symlink_to(dists[name])
+    cases = {
+        "images": {"file": "images.bin", "shape": list(x.shape)},
+        "mediapipe": [{"id": case, "model": f"{case}.tflite"} for case in tflite],
+        "onnx": [{"id": case, "model": f"{case}.onnx"} for case in onnx],
+    }
+    (site / "cases.json").write_text(json.dumps(cases), encoding="utf-8")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/page.html"
+        proc = subprocess.run(["node", str(BROWSER / "drive.cjs"), str(npm_modules), url, chromium],
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stderr[:3000]
+    answers = json.loads(proc.stdout)
+    for case, clf in tflite.items():
+        labels, scores = expected(clf, x)
+        heads = answers["mediapipe"][case]
+        # The wasm build's kernels are not x86's: scores within 1e-5 in float; quantized
+        # activations (dynamic, int8) within half an int8 step (1/512)
+        step = 1e-5 if case.endswith(("fp32", "fp16")) else 1 / 512
+        for got, label, score in zip(heads, labels, scores, strict=True):
+            assert got[0]["head"] == "decision" and [c[0] for c in got[0]["categories"]] == [label], case
+            assert got[0]["categories"][0][1] == pytest.approx(score, abs=step), case
+    for case, clf in onnx.items():
+        assert answers["onnx"][case]["classes"] == list(clf.predict_labels(x)), case
+        t = answers["onnx"][case]["threshold"]
+        assert (None if t is None else float(t)) == clf.threshold, case

@@ -15,6 +15,7 @@ import subprocess
 import threading
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import keras
 import numpy as np
@@ -176,7 +177,7 @@ def test_metadata_survives_tuning_gate_decision_and_reexport(tmp_path):
                   validation=(x[1000:1300], y[1000:1300]), tune="f1", tune_data=(x[1300:], y[1300:]),
                   labels=["small", "big"], with_decision=True)  # fmt: skip
     first = exporter.export(model, tmp_path / "a", **kwargs)
-    again = exporter.export(model, tmp_path / "b", **kwargs)
+    exporter.export(model, tmp_path / "b", **kwargs)
     manifest = first.manifest
     for vid, variant in manifest.variants.items():
         name = variant.file
@@ -257,7 +258,7 @@ def npm_modules(tmp_path_factory):
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+    extensions_map: ClassVar[dict[str, str]] = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".mjs": "text/javascript", ".wasm": "application/wasm"}  # fmt: skip
 
     def log_message(self, *args):  # the test's output stays the test's
@@ -291,7 +292,8 @@ def test_a_browser_decides_like_keras_edge(images, npm_modules, tmp_path):
         "onnx": [{"id": case, "model": f"{case}.onnx"} for case in onnx],
     }
     (site / "cases.json").write_text(json.dumps(cases), encoding="utf-8")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
+    handler = functools.partial(_Quiet, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/page.html"

@@ -33,6 +33,7 @@ from keras_edge.runtime.engines import (
     OnnxEngine,
     Quantization,
     engine_installed,
+    is_class_output,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ def bare_call(engine: OnnxEngine | LiteRTEngine, batch: int) -> tuple[Call, Conv
 def _invoke(interpreter: Any) -> Call:
     """``set_tensor``/``invoke``/``get_tensor`` on an interpreter already sized for the batch."""
     i_in = interpreter.get_input_details()[0]["index"]
-    i_out = interpreter.get_output_details()[0]["index"]
+    i_out = next(d["index"] for d in interpreter.get_output_details()
+                 if not is_class_output(d["name"], np.dtype(d["dtype"]).name))  # fmt: skip
     set_tensor, invoke, get_tensor = interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor
 
     def call(x: np.ndarray) -> np.ndarray:
@@ -203,7 +205,7 @@ def _bare_session(artifact: bytes, threads: int) -> Callable[[int], tuple[Call, 
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(artifact, sess_options=options, providers=["CPUExecutionProvider"])
     run, name = session.run, session.get_inputs()[0].name
-    out = [session.get_outputs()[0].name]
+    out = [next(o.name for o in session.get_outputs() if not is_class_output(o.name, o.type))]
 
     def prepare(b: int) -> tuple[Call, Convert]:
         return (lambda x: run(out, {name: x})[0]), _same

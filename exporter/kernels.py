@@ -29,6 +29,11 @@ ENGINE = "LiteRT XNNPACK"
 EDGE_OPS = ("QUANTIZE", "DEQUANTIZE")
 
 
+def _added(name: str) -> bool:
+    """Whether a tensor is one keras-edge adds after the output (the decision outputs' ops)."""
+    return name.startswith("keras_edge_") or name == "class" or name.startswith("class_")
+
+
 @dataclass(frozen=True)
 class Partitions:
     """How LiteRT's default delegate (XNNPACK) takes a model: ``count`` partitions, and the ops
@@ -42,8 +47,10 @@ class Partitions:
         return Counter(op for op, _ in self.left)
 
     def inner(self) -> tuple[tuple[str, str], ...]:
-        """The ops left out that split the graph (the float edges' QUANTIZE/DEQUANTIZE not)."""
-        return tuple((op, name) for op, name in self.left if op not in EDGE_OPS)
+        """The ops left out that split the graph: not the float edges' QUANTIZE/DEQUANTIZE, nor
+        the decision ops keras-edge adds after the model's output (``keras_edge_*`` tensors,
+        ``class`` outputs: boolean and integer ops that run after the delegate)."""
+        return tuple((op, name) for op, name in self.left if op not in EDGE_OPS and not _added(name))
 
     def describe(self) -> str:
         kinds = ", ".join(f"{n} {op}" for op, n in sorted(self.left_types.items()))

@@ -466,10 +466,12 @@ def _decided(data: bytes, manifest: Manifest, variant: Variant, with_decision: b
     if with_decision and head.kind != "regression":
         add = decision.into_onnx if variant.format == "onnx" else decision.into_tflite
         data = add(data, head, variant.threshold)
+    decided = platforms.wants_decision_output(manifest)
     if variant.format == "onnx":
-        return platforms.into_onnx(embed.into_onnx(data, record), head, variant.threshold)
-    data = embed.into_tflite(platforms.decision_outputs(data, head, variant.threshold), record)
-    return platforms.standard_metadata(data, manifest, variant, norms)
+        return platforms.into_onnx(embed.into_onnx(data, record), head, variant.threshold, decided)
+    if decided:
+        data = platforms.decision_outputs(data, head, variant.threshold)
+    return platforms.standard_metadata(embed.into_tflite(data, record), manifest, variant, norms)
 
 
 def _tools(precisions: set[str], formats: set[str]) -> dict[str, str]:

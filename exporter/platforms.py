@@ -33,6 +33,7 @@ ONNX Runtime shows them to every binding as ``custom_metadata_map``.
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import math
@@ -233,90 +234,82 @@ def replace_name(head: Head, prefix: str) -> Head:
 
 
 def _decision(g: _Graph, source: int, head: Head, threshold: Any) -> int:
-    """The decision output of one head, from ``source`` (its output or its columns)."""
+    """The decision output of one head, from ``source`` (its output or its columns).
+
+    Float arithmetic (``1 - p``, the two columns) hangs off the model's output, so that XNNPACK
+    takes it into the partition that computes the output; the decision itself is boolean
+    (GREATER, ONE_HOT, LOGICAL_*) and ends in a SELECT_V2, ops that LiteRT runs after the
+    delegate: the file has as many XNNPACK partitions as without the output."""
     types, schema = g.types, g.schema
     src = g.graph.tensors[source]
     dims, sig = _shape(src)
     named = replace_name(head, "decided")
     rows, rows_sig = dims[:1], sig[:1]
+    name = decided_output_name(head.name)
 
     def t(base: str, dtype: int, d: list[int], s: list[int], value: Any = None) -> int:
         return g.tensor(_named(f"keras_edge_decided_{base}", named), dtype, d, s, value)
 
-    def binary_op(code: int, left: int, right: int, out: int, options: Any, kind: int) -> int:
-        g.operator(code, [left, right], [out], options, kind)
+    def op(code: int, inputs: list[int], out: int, options: Any = None, kind: int = 0) -> int:
+        g.operator(code, inputs, [out], options, kind)
         return out
+
+    def select(mask: int, scores: int, d: list[int], s: list[int]) -> int:
+        """``scores`` where ``mask``, else 0: the output."""
+        zero = t("zero", types.FLOAT32, [], [], np.array(0.0, np.float32))
+        return op(g.ops.SELECT_V2, [mask, scores, zero], g.tensor(name, types.FLOAT32, d, s))
 
     # the probabilities, float32
     prob = source
     if src.type != types.FLOAT32:
-        prob = t("dequantized", types.FLOAT32, dims, sig)
-        g.operator(g.ops.DEQUANTIZE, [source], [prob])
+        prob = op(g.ops.DEQUANTIZE, [source], t("dequantized", types.FLOAT32, dims, sig))
     if head.output == "logit":
         squashed = t("probability", types.FLOAT32, dims, sig)
         if head.kind == "multiclass":
             options = schema.SoftmaxOptionsT()
             options.beta = 1.0
-            g.operator(g.ops.SOFTMAX, [prob], [squashed], options, schema.BuiltinOptions.SoftmaxOptions)
+            op(g.ops.SOFTMAX, [prob], squashed, options, schema.BuiltinOptions.SoftmaxOptions)
         else:
-            g.operator(g.ops.LOGISTIC, [prob], [squashed])
+            op(g.ops.LOGISTIC, [prob], squashed)
         prob = squashed
-    mul, mul_kind = schema.MulOptionsT(), schema.BuiltinOptions.MulOptions
-    name = decided_output_name(head.name)
     if head.kind == "multiclass":
         axis = t("axis", types.INT32, [1], [1], np.array([1], np.int32))
-        top = t("top", types.INT32, rows, rows_sig)
         options = schema.ArgMaxOptionsT()
         options.outputType = types.INT32
-        g.operator(g.ops.ARG_MAX, [source, axis], [top], options, schema.BuiltinOptions.ArgMaxOptions)
+        top = op(g.ops.ARG_MAX, [source, axis], t("top", types.INT32, rows, rows_sig), options,
+                 schema.BuiltinOptions.ArgMaxOptions)  # fmt: skip
         depth = t("depth", types.INT32, [], [], np.array(head.units, np.int32))
-        on = t("on", types.FLOAT32, [], [], np.array(1.0, np.float32))
-        off = t("off", types.FLOAT32, [], [], np.array(0.0, np.float32))
-        onehot = t("onehot", types.FLOAT32, dims, sig)
+        on = t("on", types.BOOL, [], [], np.array(True))
+        off = t("off", types.BOOL, [], [], np.array(False))
         hot = schema.OneHotOptionsT()
         hot.axis = -1
-        g.operator(
-            g.ops.ONE_HOT, [top, depth, on, off], [onehot], hot, schema.BuiltinOptions.OneHotOptions
-        )
-        if threshold is None:
-            return binary_op(
-                g.ops.MUL, prob, onehot, g.tensor(name, types.FLOAT32, dims, sig), mul, mul_kind
-            )
-        kept = binary_op(g.ops.MUL, prob, onehot, t("kept", types.FLOAT32, dims, sig), mul, mul_kind)
-        best = t("best", src.type, rows, rows_sig)
-        g.graph.tensors[best].quantization = src.quantization
-        reducer = schema.ReducerOptionsT()
-        reducer.keepDims = False
-        g.operator(
-            g.ops.REDUCE_MAX, [source, axis], [best], reducer, schema.BuiltinOptions.ReducerOptions
-        )
-        sure = _greater(g, best, named, threshold, "decided_sure", "decided_cut")
-        flag = t("flag", types.FLOAT32, rows, rows_sig)
-        g.cast(sure, flag, types.BOOL, types.FLOAT32)
-        column = t("column", types.INT32, [2], [2], np.array([-1, 1], np.int32))
-        standing = t("standing", types.FLOAT32, [dims[0], 1], [sig[0], 1])
-        g.operator(g.ops.RESHAPE, [flag, column], [standing])
-        return binary_op(
-            g.ops.MUL, kept, standing, g.tensor(name, types.FLOAT32, dims, sig), mul, mul_kind
-        )
+        mask = op(g.ops.ONE_HOT, [top, depth, on, off], t("onehot", types.BOOL, dims, sig), hot,
+                  schema.BuiltinOptions.OneHotOptions)  # fmt: skip
+        if threshold is not None:  # and the top probability above the minimum confidence
+            best = t("best", src.type, [dims[0], 1], [sig[0], 1])
+            g.graph.tensors[best].quantization = copy.deepcopy(src.quantization)
+            reducer = schema.ReducerOptionsT()
+            reducer.keepDims = True
+            op(g.ops.REDUCE_MAX, [source, axis], best, reducer, schema.BuiltinOptions.ReducerOptions)
+            sure = _greater(g, best, named, threshold, "decided_sure", "decided_cut")
+            mask = op(g.ops.LOGICAL_AND, [mask, sure], t("kept", types.BOOL, dims, sig))
+        return select(mask, prob, dims, sig)
     above = _greater(g, source, named, threshold, "decided_above", "decided_cut")
-    flag = t("flag", types.FLOAT32, dims, sig)
-    g.cast(above, flag, types.BOOL, types.FLOAT32)
     if head.kind == "multilabel":
-        return binary_op(g.ops.MUL, prob, flag, g.tensor(name, types.FLOAT32, dims, sig), mul, mul_kind)
-    # binary: [(1 - p) * (1 - flag), p * flag]
-    one = t("one", types.FLOAT32, [1], [1], np.array([1.0], np.float32))
-    sub, sub_kind = schema.SubOptionsT(), schema.BuiltinOptions.SubOptions
-    rest = binary_op(g.ops.SUB, one, prob, t("rest", types.FLOAT32, dims, sig), sub, sub_kind)
-    below = binary_op(g.ops.SUB, one, flag, t("below", types.FLOAT32, dims, sig), sub, sub_kind)
-    negative = binary_op(g.ops.MUL, rest, below, t("negative", types.FLOAT32, dims, sig), mul, mul_kind)
-    positive = binary_op(g.ops.MUL, prob, flag, t("positive", types.FLOAT32, dims, sig), mul, mul_kind)
-    result = g.tensor(name, types.FLOAT32, [dims[0], 2], [sig[0], 2])
-    concat = schema.ConcatenationOptionsT()
+        return select(above, prob, dims, sig)
+    # binary: [1 - p, p] where [p <= cut, p > cut]
+    two, two_sig = [dims[0], 2], [sig[0], 2]
+    concat, concat_kind = schema.ConcatenationOptionsT(), schema.BuiltinOptions.ConcatenationOptions
     concat.axis = 1
-    g.operator(g.ops.CONCATENATION, [negative, positive], [result], concat,
-               schema.BuiltinOptions.ConcatenationOptions)  # fmt: skip
-    return result
+    one = t("one", types.FLOAT32, [1], [1], np.array([1.0], np.float32))
+    rest = op(g.ops.SUB, [one, prob], t("rest", types.FLOAT32, dims, sig), schema.SubOptionsT(),
+              schema.BuiltinOptions.SubOptions)  # fmt: skip
+    both = t("both", types.FLOAT32, two, two_sig)
+    op(g.ops.CONCATENATION, [rest, prob], both, concat, concat_kind)
+    below = op(g.ops.LOGICAL_NOT, [above], t("below", types.BOOL, dims, sig))
+    mask = op(g.ops.CONCATENATION, [below, above], t("mask", types.BOOL, two, two_sig), concat,
+              concat_kind)  # fmt: skip
+    return select(mask, both, two, two_sig)
 
 
 # -- TFLite: the metadata ----------------------------------------------------------------------
@@ -552,27 +545,41 @@ def _metadata_bytes(manifest: Manifest, variant: Variant, inputs: list[dict],
 
 
 # -- ONNX --------------------------------------------------------------------------------------
-def onnx_keys(head: Head, threshold: Any) -> dict[str, str]:
+def onnx_keys(head: Head, threshold: Any, decided: bool = True) -> dict[str, str]:
     """OpenVINO Model API's ``model_info`` keys for a one-head classifier (none otherwise). The
     Model API reads the first output, the decision output: single-label, it takes the argmax
     (keras-edge's class: the others are 0) and ignores ``confidence_threshold``, written as the
     variant's threshold for the reader; multilabel, it keeps ``sigmoid(x) > threshold``, so the
-    threshold is 0.5: exactly the decided labels (``x > 0``), whatever keras-edge's thresholds."""
+    threshold is 0.5: exactly the decided labels (``x > 0``), whatever keras-edge's thresholds.
+    Without a decision output (not an image model), a multilabel head's threshold is written
+    when all its labels share one."""
     if head.parts or head.kind == "regression":
         return {}
     labels = " ".join(label.replace(" ", "_") for label in head.labels)
     keys = {"model_type": "Classification", "labels": labels}
     if head.kind == "multilabel":
         keys["multilabel"] = "True"
-        keys["confidence_threshold"] = "0.5"
+        if decided:
+            keys["confidence_threshold"] = "0.5"
+        elif len(set(threshold)) == 1:
+            keys["confidence_threshold"] = repr(float(threshold[0]))
     elif threshold is not None:
         keys["confidence_threshold"] = repr(float(threshold))
     return {ONNX_PREFIX + key: value for key, value in keys.items()}
 
 
-def into_onnx(data: bytes, head: Head, threshold: Any) -> bytes:
-    """``data`` with a decision output per classifier head, first among the outputs (as in
-    TFLite), and the Model API's keys."""
+def wants_decision_output(manifest: Manifest) -> bool:
+    """Whether the artifacts get decision outputs: a model of one image input, which the
+    platforms' image classifiers (MediaPipe's ImageClassifier, OpenVINO's Model API
+    ClassificationModel) load. Other models have no such client, and their artifacts stay as
+    they were: no op is added to what every call of theirs runs."""
+    one_image = len(manifest.inputs) == 1 and is_image(manifest.inputs[0])
+    return one_image and manifest.head.kind != "regression"
+
+
+def into_onnx(data: bytes, head: Head, threshold: Any, decided: bool = True) -> bytes:
+    """``data`` with the Model API's keys and, with ``decided``, a decision output per classifier
+    head, first among the outputs (as in TFLite)."""
     onnx = _tf.module("onnx")
     model = onnx.load_from_string(data)
     graph = model.graph
@@ -580,7 +587,7 @@ def into_onnx(data: bytes, head: Head, threshold: Any) -> bytes:
     batch = out.type.tensor_type.shape.dim[0]
     batch_dim = batch.dim_param or (batch.dim_value if batch.dim_value else "batch")
     added = []
-    for part, t, columns, _ in _decided_heads(head, threshold):
+    for part, t, columns, _ in _decided_heads(head, threshold) if decided else []:
         named = replace_name(part, "decided")
         source = out.name if columns is None else _onnx_columns(onnx, graph, out.name, named, columns)
         name = decided_output_name(part.name)
@@ -592,7 +599,7 @@ def into_onnx(data: bytes, head: Head, threshold: Any) -> bytes:
     outputs = [*added, *graph.output]
     del graph.output[:]
     graph.output.extend(outputs)
-    keys = onnx_keys(head, threshold)
+    keys = onnx_keys(head, threshold, decided)
     kept = [p for p in model.metadata_props if not p.key.startswith(ONNX_PREFIX)]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
@@ -621,28 +628,26 @@ def _onnx_decision(onnx: Any, graph: Any, source: str, head: Head, threshold: An
     if head.output == "logit":
         prob = node("Softmax" if head.kind == "multiclass" else "Sigmoid", [source], n("probability"),
                     **({"axis": 1} if head.kind == "multiclass" else {}))  # fmt: skip
+    zero = const("zero", np.array(0.0, np.float32))
     cut = decision_cut(head, threshold)
     if head.kind == "multiclass":
         top = node("ArgMax", [source], n("top"), axis=1, keepdims=0)
         depth = const("depth", np.array(head.units, np.int64))
         values = const("values", np.array([0.0, 1.0], np.float32))
         hot = node("OneHot", [top, depth, values], n("onehot"), axis=-1)
-        if cut is None:
-            node("Mul", [prob, hot], name)
-            return
-        kept = node("Mul", [prob, hot], n("kept"))
-        best = node("ReduceMax", [source], n("best"), axes=[1], keepdims=1)
-        sure = node("Greater", [best, const("cut", np.array([cut], np.float32))], n("sure"))
-        node("Mul", [kept, node("Cast", [sure], n("flag"), to=onnx.TensorProto.FLOAT)], name)
+        mask = node("Cast", [hot], n("hot"), to=onnx.TensorProto.BOOL)
+        if cut is not None:
+            best = node("ReduceMax", [source], n("best"), axes=[1], keepdims=1)
+            sure = node("Greater", [best, const("cut", np.array([cut], np.float32))], n("sure"))
+            mask = node("And", [mask, sure], n("kept"))
+        node("Where", [mask, prob, zero], name)
         return
     cuts = np.asarray(cut, dtype=np.float32).reshape(-1)
     above = node("Greater", [source, const("cut", cuts)], n("above"))
-    flag = node("Cast", [above], n("flag"), to=onnx.TensorProto.FLOAT)
     if head.kind == "multilabel":
-        node("Mul", [prob, flag], name)
+        node("Where", [above, prob, zero], name)
         return
-    one = const("one", np.array([1.0], np.float32))
-    negative = node("Mul", [node("Sub", [one, prob], n("rest")), node("Sub", [one, flag], n("below"))],
-                    n("negative"))  # fmt: skip
-    positive = node("Mul", [prob, flag], n("positive"))
-    node("Concat", [negative, positive], name, axis=1)
+    rest = node("Sub", [const("one", np.array([1.0], np.float32)), prob], n("rest"))
+    both = node("Concat", [rest, prob], n("both"), axis=1)
+    mask = node("Concat", [node("Not", [above], n("below")), above], n("mask"), axis=1)
+    node("Where", [mask, both, zero], name)

@@ -123,6 +123,42 @@ def test_mediapipe_image_classifier_decides_like_keras_edge(images, name):
     assert len(seen) >= 2, f"the test images are all one class: {seen}"
 
 
+@pytest.mark.parametrize("kind", ["logit", "multilabel"])
+def test_mediapipe_on_logits_multilabel_and_a_minimum_confidence(kind, tmp_path):
+    """A binary head on logits (``from_logits=True``, as keras-io's examples train), and a
+    multilabel head with a threshold per label: MediaPipe's decision head gives keras-edge's
+    labels (multilabel: the set of labels above their own thresholds) on every image."""
+    mp = pytest.importorskip("mediapipe", reason="the mediapipe package is not installed here")
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    x, digit = camera_digits()
+    keras.utils.set_random_seed(2)
+    if kind == "logit":
+        model, y = cnn(1, None), (digit >= 5).astype("float32")
+        model.compile(keras.optimizers.Adam(0.01), keras.losses.BinaryCrossentropy(from_logits=True))
+        options = dict(head="logit", labels=["small", "big"], threshold=0.3)
+    else:
+        model, y = cnn(2, "sigmoid"), np.stack([digit >= 5, digit % 2 == 0], axis=1).astype("float32")
+        model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+        options = dict(labels=["big", "even"], threshold=[0.3, 0.6])
+    model.fit(x[:1200], y[:1200], epochs=15, batch_size=64, verbose=0)
+    result = exporter.export(model, tmp_path / "d", formats="tflite", quantize="int8",
+                             calibration=x[:300], validation=(x[1200:1500], y[1200:1500]),
+                             **options)  # fmt: skip
+    held_out = x[1500:1560]
+    for vid in result.manifest.variants:
+        labels = runtime.load(tmp_path / "d", variant=vid).predict_labels(held_out)
+        settings = vision.ImageClassifierOptions(
+            base_options=BaseOptions(model_asset_path=str(tmp_path / "d" / f"{vid}.tflite"))
+        )
+        with vision.ImageClassifier.create_from_options(settings) as classifier:
+            for image, label in zip(held_out, labels, strict=True):
+                pixels = mp.Image(image_format=mp.ImageFormat.SRGB, data=image.astype(np.uint8))
+                decision = classifier.classify(pixels).classifications[0]
+                got = [c.category_name for c in decision.categories]
+                assert sorted(got) == sorted(label if kind == "multilabel" else [label]), vid
+
+
 def _metadata(path):
     """The TFLITE_METADATA flatbuffer of a .tflite, parsed with MediaPipe's own generated
     schema code, and the files of its zip."""

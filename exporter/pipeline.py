@@ -80,6 +80,9 @@ class Pipeline:
             model=job.info, inputs=job.specs, head=job.head, variants={}, default_variant=None,
             tools=_tools({p for _, _, p in self.plan}, set(options.formats)),
         )  # fmt: skip
+        if "tflite" in options.formats and platforms.wants_decision_output(self.manifest):
+            for why in platforms.mediapipe_cannot(options.with_decision, options.int8_io):
+                logger.warning("%s", why)
 
     # -- steps ---------------------------------------------------------------------------------
     def run(self, held: contextlib.ExitStack) -> Manifest:

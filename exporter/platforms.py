@@ -12,22 +12,26 @@ core), the TFLite Support Library and Android Studio's model binding read it.
   (:class:`Normalization`); other inputs get ``FeatureProperties``.
 - A classifier's file decides in MediaPipe as keras-edge decides. MediaPipe ranks each output's
   scores and keeps a category whose score is ``>=`` the score threshold; keras-edge decides
-  ``p > t`` on one sigmoid unit, or argmax. So every classifier head gets a float32 output
-  ``keras_edge_decision`` (``keras_edge_decision/<head>`` with several heads), placed *first*
-  so that it is MediaPipe's head 0, named ``decision`` in the metadata: the decided class's
-  probability at its index, 0 elsewhere (binary: two columns, ``[1 - p, 0]`` or ``[0, p]``;
-  multiclass: the argmax's probability, none above the minimum confidence -> all 0; multilabel:
-  ``p_i`` where ``p_i > t_i``). Its score threshold is the smallest positive float32, so the
-  zeros are dropped and the app gets exactly keras-edge's classes, each with its probability,
-  and no category for "unknown". The decision uses the runtime's own cut
-  (:func:`keras_edge.exporter.decision._greater`: the integer cut on an int8 output), so a score
-  that lands on the threshold is decided as keras-edge decides it. The probability output
-  follows, with its labels and, where one number says it (one threshold), the threshold made
-  MediaPipe's rule: the next float32 above it (``score >= next`` is ``score > t``).
+  ``p > t`` on one sigmoid unit, or argmax. So a model of one image input (what MediaPipe's
+  ImageClassifier and OpenVINO's ClassificationModel load) gets, per classifier head, a float32
+  output ``keras_edge_decision`` (``keras_edge_decision/<head>`` with several heads), placed
+  *first* so that it is MediaPipe's head 0, named ``decision`` in the metadata: the decided
+  class's probability at its index, 0 elsewhere (binary: two columns, ``[1 - p, 0]`` or
+  ``[0, p]``; multiclass: the argmax's probability, and with a minimum confidence a first
+  column ``unknown`` holding the top probability where it is not above it; multilabel: ``p_i``
+  where ``p_i > t_i``). Its score threshold is the smallest positive float32, so the zeros are
+  dropped and the app gets exactly keras-edge's ``predict_labels``, each with its probability.
+  The decision uses the runtime's own cut (:func:`keras_edge.exporter.decision._greater`: the
+  integer cut on an int8 output), so a score that lands on the threshold is decided as
+  keras-edge decides it. The probability output follows, with its labels and, where one number
+  says it (one threshold), the threshold made MediaPipe's rule: the next float32 above it
+  (``score >= next`` is ``score > t``). Other models get the metadata alone: no op is added to
+  what they run.
 - keras-edge's runtime leaves ``keras_edge_decision`` outputs alone, as it does ``class`` ones.
 
-**ONNX** gets the keys OpenVINO's Model API reads, ``model_info <key>`` in ``metadata_props``:
-``model_type``, ``labels`` (space-separated), ``confidence_threshold``, ``multilabel``;
+**ONNX** gets the same decision output (an image model's), and the keys OpenVINO's Model API
+reads, ``model_info <key>`` in ``metadata_props``: ``model_type``, ``labels`` (space-separated,
+the decision output's columns), ``confidence_threshold``, ``multilabel`` (:func:`onnx_keys`);
 ONNX Runtime shows them to every binding as ``custom_metadata_map``.
 """
 
@@ -57,6 +61,7 @@ from keras_edge.exporter.embed import pack_tflite
 from keras_edge.runtime.classifier import decision_cut
 from keras_edge.runtime.engines import decided_output_name
 from keras_edge.runtime.errors import UsageError
+from keras_edge.runtime.gate import UNKNOWN_LABEL
 from keras_edge.runtime.manifest import Head, Manifest, Variant
 
 logger = logging.getLogger(__name__)
@@ -180,25 +185,42 @@ def _leading_layer(model: Any, position: int) -> str | None:
         return None
 
 
+_PASS = ""  # a nested model of inactive layers only: look past it
+
+
 def _first_preprocessing(model: Any, tensor: Any) -> str | None:
-    operations = getattr(model, "operations", None) or getattr(model, "layers", [])
-    for op in operations:
+    """Follow ``tensor`` through ``model``'s graph to the first layer that acts on it."""
+    for op in getattr(model, "operations", None) or model.layers:
         inbound = [t for node in getattr(op, "_inbound_nodes", []) for t in node.input_tensors]
         if not any(t is tensor for t in inbound):
             continue
         name = type(op).__name__
         if name in PREPROCESSING:
             return name
-        if hasattr(op, "operations") and op.inputs:  # a nested model: its own first layer
-            inner = _first_preprocessing(op, op.inputs[0])
-            if inner is not None:
+        if hasattr(op, "layers"):  # a nested Sequential or Functional model
+            inner = _first_in_order(op.layers)
+            if inner != _PASS:
                 return inner
-            if name not in ("Sequential", "Functional"):
-                return None
         elif name not in INACTIVE:
             return None
         return _first_preprocessing(model, op.output)
     return None
+
+
+def _first_in_order(layers: Any) -> str | None:
+    """A nested model's first acting layer, in its layer order: a preprocessing layer's name,
+    None for any other, ``_PASS`` when every layer is inactive at inference."""
+    for layer in layers:
+        name = type(layer).__name__
+        if name in PREPROCESSING:
+            return name
+        if hasattr(layer, "layers"):
+            inner = _first_in_order(layer.layers)
+            if inner != _PASS:
+                return inner
+        elif name not in INACTIVE:
+            return None
+    return _PASS
 
 
 # -- TFLite: decision outputs ------------------------------------------------------------------
@@ -285,15 +307,28 @@ def _decision(g: _Graph, source: int, head: Head, threshold: Any) -> int:
         hot.axis = -1
         mask = op(g.ops.ONE_HOT, [top, depth, on, off], t("onehot", types.BOOL, dims, sig), hot,
                   schema.BuiltinOptions.OneHotOptions)  # fmt: skip
-        if threshold is not None:  # and the top probability above the minimum confidence
-            best = t("best", src.type, [dims[0], 1], [sig[0], 1])
-            g.graph.tensors[best].quantization = copy.deepcopy(src.quantization)
-            reducer = schema.ReducerOptionsT()
-            reducer.keepDims = True
-            op(g.ops.REDUCE_MAX, [source, axis], best, reducer, schema.BuiltinOptions.ReducerOptions)
-            sure = _greater(g, best, named, threshold, "decided_sure", "decided_cut")
-            mask = op(g.ops.LOGICAL_AND, [mask, sure], t("kept", types.BOOL, dims, sig))
-        return select(mask, prob, dims, sig)
+        if threshold is None:
+            return select(mask, prob, dims, sig)
+        # a minimum confidence: a first column, "unknown", holds the top probability where it
+        # is not above it; the class's column where it is
+        column, wide, wide_sig = [dims[0], 1], [dims[0], head.units + 1], [sig[0], head.units + 1]
+        reducer, reducer_kind = schema.ReducerOptionsT(), schema.BuiltinOptions.ReducerOptions
+        reducer.keepDims = True
+        best = t("best", src.type, column, [sig[0], 1])
+        g.graph.tensors[best].quantization = copy.deepcopy(src.quantization)
+        op(g.ops.REDUCE_MAX, [source, axis], best, reducer, reducer_kind)
+        top_p = op(g.ops.REDUCE_MAX, [prob, axis], t("top_p", types.FLOAT32, column, [sig[0], 1]),
+                   reducer, reducer_kind)  # fmt: skip
+        concat, concat_kind = schema.ConcatenationOptionsT(), schema.BuiltinOptions.ConcatenationOptions
+        concat.axis = 1
+        scores = op(g.ops.CONCATENATION, [top_p, prob], t("scores", types.FLOAT32, wide, wide_sig),
+                    concat, concat_kind)  # fmt: skip
+        sure = _greater(g, best, named, threshold, "decided_sure", "decided_cut")
+        unsure = op(g.ops.LOGICAL_NOT, [sure], t("unsure", types.BOOL, column, [sig[0], 1]))
+        kept = op(g.ops.LOGICAL_AND, [mask, sure], t("kept", types.BOOL, dims, sig))
+        mask = op(g.ops.CONCATENATION, [unsure, kept], t("mask", types.BOOL, wide, wide_sig), concat,
+                  concat_kind)  # fmt: skip
+        return select(mask, scores, wide, wide_sig)
     above = _greater(g, source, named, threshold, "decided_above", "decided_cut")
     if head.kind == "multilabel":
         return select(above, prob, dims, sig)
@@ -394,7 +429,7 @@ def _describe_output(tensor: Any, head: Head, threshold: Any) -> _Output:
     thresholds = threshold if head.parts else (threshold,)
     for part, t in zip(heads, thresholds, strict=True):
         if name == decided_output_name(part.name):
-            labels = part.labels if part.kind != "binary" else tuple(part.labels)
+            labels = decision_labels(part, t)
             where = DECISION_HEAD if part.name is None else f"{DECISION_HEAD}/{part.name}"
             return _Output(
                 where, _decision_text(part, t), labels, f"labels_{_file_part(where)}.txt", KEEP_POSITIVE
@@ -409,6 +444,14 @@ def _describe_output(tensor: Any, head: Head, threshold: Any) -> _Output:
         return _Output("value", "the model's values (a regression head)")
     return _Output("probability", _probability_text(head, threshold), _unit_labels(head),
                    "labels_probability.txt", _raw_threshold(head, threshold))  # fmt: skip
+
+
+def decision_labels(head: Head, threshold: Any) -> tuple[str, ...]:
+    """The decision output's columns: the labels, with "unknown" first for a multiclass head with
+    a minimum confidence (the runtime's ``predict_labels`` says "unknown" there too)."""
+    if head.kind == "multiclass" and threshold is not None:
+        return (UNKNOWN_LABEL, *head.labels)
+    return tuple(head.labels)
 
 
 def _file_part(name: str) -> str:
@@ -437,8 +480,10 @@ def _decision_text(head: Head, threshold: Any) -> str:
         return (f"keras-edge's decision: the class's probability at its index, 0 at the other "
                 f"({head.labels[-1]} when p > {threshold})")  # fmt: skip
     if head.kind == "multiclass":
-        sure = "" if threshold is None else f"; all 0 (unknown) unless it is above {threshold}"
-        return f"keras-edge's decision: the top class's probability at its index, 0 elsewhere{sure}"
+        if threshold is None:
+            return "keras-edge's decision: the top class's probability at its index, 0 elsewhere"
+        return (f"keras-edge's decision: the top class's probability at its index when it is above "
+                f"{threshold}, else at 'unknown' (first); 0 elsewhere")  # fmt: skip
     return (f"keras-edge's decision: each label's probability where p > its threshold "
             f"{list(threshold)}, else 0")  # fmt: skip
 
@@ -555,7 +600,8 @@ def onnx_keys(head: Head, threshold: Any, decided: bool = True) -> dict[str, str
     when all its labels share one."""
     if head.parts or head.kind == "regression":
         return {}
-    labels = " ".join(label.replace(" ", "_") for label in head.labels)
+    labels = " ".join(label.replace(" ", "_") for label in (decision_labels(head, threshold)
+                                                              if decided else head.labels))  # fmt: skip
     keys = {"model_type": "Classification", "labels": labels}
     if head.kind == "multilabel":
         keys["multilabel"] = "True"
@@ -577,6 +623,23 @@ def wants_decision_output(manifest: Manifest) -> bool:
     return one_image and manifest.head.kind != "regression"
 
 
+def mediapipe_cannot(with_decision: bool, int8_io: bool) -> list[str]:
+    """What keeps an image model's .tflite files out of MediaPipe Tasks, said at export."""
+    out = []
+    if with_decision:
+        out.append(
+            "--with-decision: MediaPipe Tasks refuses a .tflite with an int64 output (it takes "
+            "float32, uint8 and bool ones), so these .tflite files do not load in its "
+            "ImageClassifier; without the flag their 'decision' head gives MediaPipe the class"
+        )
+    if int8_io:
+        out.append(
+            "--int8-io: MediaPipe Tasks takes uint8 or float32 images, so tflite-int8 (int8 "
+            "input) does not load in its ImageClassifier; the other .tflite files do"
+        )
+    return out
+
+
 def into_onnx(data: bytes, head: Head, threshold: Any, decided: bool = True) -> bytes:
     """``data`` with the Model API's keys and, with ``decided``, a decision output per classifier
     head, first among the outputs (as in TFLite)."""
@@ -592,7 +655,7 @@ def into_onnx(data: bytes, head: Head, threshold: Any, decided: bool = True) -> 
         source = out.name if columns is None else _onnx_columns(onnx, graph, out.name, named, columns)
         name = decided_output_name(part.name)
         _onnx_decision(onnx, graph, source, part, t, name)
-        units = 2 if part.kind == "binary" else part.units
+        units = len(decision_labels(part, t))
         added.append(
             onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [batch_dim, units])
         )
@@ -636,11 +699,16 @@ def _onnx_decision(onnx: Any, graph: Any, source: str, head: Head, threshold: An
         values = const("values", np.array([0.0, 1.0], np.float32))
         hot = node("OneHot", [top, depth, values], n("onehot"), axis=-1)
         mask = node("Cast", [hot], n("hot"), to=onnx.TensorProto.BOOL)
-        if cut is not None:
-            best = node("ReduceMax", [source], n("best"), axes=[1], keepdims=1)
-            sure = node("Greater", [best, const("cut", np.array([cut], np.float32))], n("sure"))
-            mask = node("And", [mask, sure], n("kept"))
-        node("Where", [mask, prob, zero], name)
+        if cut is None:
+            node("Where", [mask, prob, zero], name)
+            return
+        best = node("ReduceMax", [source], n("best"), axes=[1], keepdims=1)
+        scores = node("Concat", [node("ReduceMax", [prob], n("top_p"), axes=[1], keepdims=1), prob],
+                      n("scores"), axis=1)  # fmt: skip
+        sure = node("Greater", [best, const("cut", np.array([cut], np.float32))], n("sure"))
+        kept = node("And", [mask, sure], n("kept"))
+        mask = node("Concat", [node("Not", [sure], n("unsure")), kept], n("mask"), axis=1)
+        node("Where", [mask, scores, zero], name)
         return
     cuts = np.asarray(cut, dtype=np.float32).reshape(-1)
     above = node("Greater", [source, const("cut", cuts)], n("above"))

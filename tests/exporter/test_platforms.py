@@ -28,7 +28,8 @@ from keras_edge.runtime.errors import UsageError
 
 SIDE = 24  # the digits, 3x: 24x24x3 camera pixels
 BROWSER = Path(__file__).resolve().parent.parent / "browser"
-NPM_PACKAGES = ("@mediapipe/tasks-vision", "onnxruntime-web", "playwright-core")
+NPM_PACKAGES = ("@mediapipe/tasks-vision", "onnxruntime-web", "playwright-core", "onnxruntime-node")
+NODE_SCRIPT = Path(__file__).resolve().parent.parent / "node" / "read_class.js"
 
 
 def camera_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -123,11 +124,13 @@ def test_mediapipe_image_classifier_decides_like_keras_edge(images, name):
     assert len(seen) >= 2, f"the test images are all one class: {seen}"
 
 
-@pytest.mark.parametrize("kind", ["logit", "multilabel"])
+@pytest.mark.parametrize("kind", ["logit", "multilabel", "confidence"])
 def test_mediapipe_on_logits_multilabel_and_a_minimum_confidence(kind, tmp_path):
-    """A binary head on logits (``from_logits=True``, as keras-io's examples train), and a
-    multilabel head with a threshold per label: MediaPipe's decision head gives keras-edge's
-    labels (multilabel: the set of labels above their own thresholds) on every image."""
+    """A binary head on logits (``from_logits=True``, as keras-io's examples train), a
+    multilabel head with a threshold per label, and a multiclass one with a minimum confidence:
+    MediaPipe's decision head gives keras-edge's labels (multilabel: the set of labels above
+    their own thresholds; "unknown" where the top probability is not above the minimum) on
+    every image; and OpenVINO's Model API the same from the .onnx."""
     mp = pytest.importorskip("mediapipe", reason="the mediapipe package is not installed here")
     from mediapipe.tasks.python import BaseOptions, vision
 
@@ -137,17 +140,23 @@ def test_mediapipe_on_logits_multilabel_and_a_minimum_confidence(kind, tmp_path)
         model, y = cnn(1, None), (digit >= 5).astype("float32")
         model.compile(keras.optimizers.Adam(0.01), keras.losses.BinaryCrossentropy(from_logits=True))
         options = dict(head="logit", labels=["small", "big"], threshold=0.3)
-    else:
+    elif kind == "multilabel":
         model, y = cnn(2, "sigmoid"), np.stack([digit >= 5, digit % 2 == 0], axis=1).astype("float32")
         model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
         options = dict(labels=["big", "even"], threshold=[0.3, 0.6])
+    else:
+        model, y = cnn(3, "softmax"), digit % 3
+        model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+        options = dict(labels=["zero", "one", "two"], min_confidence=0.8)
     model.fit(x[:1200], y[:1200], epochs=15, batch_size=64, verbose=0)
-    result = exporter.export(model, tmp_path / "d", formats="tflite", quantize="int8",
+    result = exporter.export(model, tmp_path / "d", quantize="int8",
                              calibration=x[:300], validation=(x[1200:1500], y[1200:1500]),
                              **options)  # fmt: skip
     held_out = x[1500:1560]
-    for vid in result.manifest.variants:
+    seen = set()
+    for vid in [v for v in result.manifest.variants if v.startswith("tflite")]:
         labels = runtime.load(tmp_path / "d", variant=vid).predict_labels(held_out)
+        seen |= {str(label) for label in labels}
         settings = vision.ImageClassifierOptions(
             base_options=BaseOptions(model_asset_path=str(tmp_path / "d" / f"{vid}.tflite"))
         )
@@ -157,6 +166,29 @@ def test_mediapipe_on_logits_multilabel_and_a_minimum_confidence(kind, tmp_path)
                 decision = classifier.classify(pixels).classifications[0]
                 got = [c.category_name for c in decision.categories]
                 assert sorted(got) == sorted(label if kind == "multilabel" else [label]), vid
+    if kind == "confidence":
+        assert "unknown" in seen and len(seen) >= 3, seen
+    _model_api_agrees(tmp_path / "d", held_out)
+
+
+def _model_api_agrees(dist, x):
+    """OpenVINO Model API's ClassificationModel on each .onnx of ``dist``: keras-edge's labels."""
+    pytest.importorskip("model_api", reason="openvino-model-api is not installed here")
+    from model_api.adapters import OpenvinoAdapter, create_core
+    from model_api.models import ClassificationModel
+
+    for vid in [v for v in runtime.load(dist).manifest.variants if v.startswith("onnx")]:
+        clf = runtime.load(dist, variant=vid)
+        labels = clf.predict_labels(x)
+        # OpenVINO's CPU plugin computes in bf16 where the CPU has it, unless told f32
+        adapter = OpenvinoAdapter(create_core(), str(dist / f"{vid}.onnx"), device="CPU",
+                                  plugin_config={"INFERENCE_PRECISION_HINT": "f32"})  # fmt: skip
+        model = ClassificationModel.create_model(adapter, preload=True)
+        answers = [model(image.astype(np.uint8)).top_labels for image in x]
+        if clf.head.kind == "multilabel":  # every label above its own threshold
+            assert [sorted(a.name for a in got) for got in answers] == [sorted(w) for w in labels], vid
+        else:
+            assert [got[0].name for got in answers] == list(labels), vid
 
 
 def _metadata(path):
@@ -254,19 +286,8 @@ def test_onnx_keys_for_the_model_api(images):
 
 @pytest.mark.parametrize("name", ["three", "binary-0.5", "binary-0.3"])
 def test_openvino_model_api_returns_keras_edge_labels(images, name):
-    pytest.importorskip("model_api", reason="openvino-model-api is not installed here")
-    from model_api.adapters import OpenvinoAdapter, create_core
-    from model_api.models import ClassificationModel
-
     dists, x = images
-    for vid in [v for v in runtime.load(dists[name]).manifest.variants if v.startswith("onnx")]:
-        labels, _ = expected(runtime.load(dists[name], variant=vid), x)
-        # OpenVINO's CPU plugin computes in bf16 where the CPU has it, unless told f32
-        adapter = OpenvinoAdapter(create_core(), str(dists[name] / f"{vid}.onnx"), device="CPU",
-                                  plugin_config={"INFERENCE_PRECISION_HINT": "f32"})  # fmt: skip
-        model = ClassificationModel.create_model(adapter, preload=True)
-        got = [model(image.astype(np.uint8)).top_labels[0].name for image in x]
-        assert got == list(labels), vid
+    _model_api_agrees(dists[name], x)
 
 
 def test_input_normalization_is_checked():
@@ -352,3 +373,75 @@ def test_a_browser_decides_like_keras_edge(images, npm_modules, tmp_path):
         assert answers["onnx"][case]["classes"] == list(clf.predict_labels(x)), case
         t = answers["onnx"][case]["threshold"]
         assert (None if t is None else float(t)) == clf.threshold, case
+
+
+def test_a_nodejs_client_reads_an_image_models_labels_threshold_and_class(images, npm_modules, tmp_path):
+    """onnxruntime-node (the binding an Electron or server app uses) on each .onnx with a class
+    output: the class, and the labels and threshold from the file's ``model_info`` keys."""
+    dists, x = images
+    (tmp_path / "x.f32").write_bytes(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+    for name in ("three-class", "binary-0.3-class"):
+        for vid in runtime.load(dists[name]).manifest.variants:
+            proc = subprocess.run(
+                ["node", str(NODE_SCRIPT), str(dists[name] / f"{vid}.onnx"), str(tmp_path / "x.f32"),
+                 str(len(x)), ",".join(str(d) for d in x.shape[1:])],
+                capture_output=True, text=True, timeout=300,
+                env={**os.environ, "NODE_PATH": str(npm_modules)},
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            answer = json.loads(proc.stdout)
+            clf = runtime.load(dists[name], variant=vid)
+            assert [answer["labels"][c] for c in answer["classes"]] == list(clf.predict_labels(x)), vid
+            t = answer["confidence_threshold"]
+            assert (None if t is None else float(t)) == clf.threshold == answer["threshold"], vid
+
+
+def _spec(model):
+    from keras_edge.runtime.records import InputSpec
+
+    return [InputSpec(name="image", shape=(None, *model.inputs[0].shape[1:]), dtype="float32")]
+
+
+def test_normalization_is_read_from_the_models_own_preprocessing():
+    """keras-io's way (augmentation, then Rescaling, in a Sequential of their own) and a Keras
+    application that rescales inside: the app feeds raw pixels (mean 0, std 1), whatever the
+    data's range."""
+    augment = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.1)])
+    inputs = keras.Input((SIDE, SIDE, 3))
+    h = keras.layers.Rescaling(1.0 / 127.5, offset=-1)(augment(inputs))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(h))
+    keras_io = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(h))
+    application = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), weights=None, classes=3, include_preprocessing=True,
+        minimalistic=True,
+    )  # fmt: skip
+    sequential = keras.Sequential([keras.Input((SIDE, SIDE, 3)), keras.layers.RandomFlip(),
+                                   keras.layers.Normalization(mean=120.0, variance=900.0),
+                                   keras.layers.Flatten(), keras.layers.Dense(1)])  # fmt: skip
+    cases = ((keras_io, "Rescaling"), (application, "Rescaling"), (sequential, "Normalization"))
+    for model, layer in cases:
+        x = np.random.default_rng(0).uniform(0, 1, (4, *model.inputs[0].shape[1:])).astype("float32")
+        norm = platforms.normalizations(model, _spec(model), [x], "validation", None)["image"]
+        assert (norm.mean, norm.std) == ((0.0,), (1.0,)), norm
+        assert layer in norm.source
+
+
+@pytest.mark.parametrize("low, high, given, expected", [
+    (0.0, 1.0, None, ((0.0,), (255.0,))),
+    (-1.0, 1.0, None, ((127.5,), (127.5,))),
+    (0.0, 255.0, None, ((0.0,), (1.0,))),
+    (0.0, 1.0, ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0)), ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))),
+])  # fmt: skip
+def test_normalization_without_preprocessing_layers(low, high, given, expected):
+    model = cnn(3, "softmax", rescale=False)
+    x = np.linspace(low, high, 2 * SIDE * SIDE * 3, dtype=np.float32).reshape(2, SIDE, SIDE, 3)
+    norm = platforms.normalizations(model, _spec(model), [x], "validation", given)["image"]
+    assert (norm.mean, norm.std) == expected, norm
+
+
+def test_normalization_without_data_says_raw_pixels_and_warns(caplog):
+    model = cnn(3, "softmax", rescale=False)
+    x = np.zeros((2, SIDE, SIDE, 3), np.float32)
+    norm = platforms.normalizations(model, _spec(model), [x], "synthetic", None)["image"]
+    assert (norm.mean, norm.std) == ((0.0,), (1.0,))
+    assert "--input-normalization" in caplog.text

@@ -1,6 +1,8 @@
 // A non-Python consumer: reads an exported .onnx with onnxruntime-node, runs it on the inputs
-// in a raw float32 file, and prints the embedded keras-edge threshold and the "class" output.
+// in a raw float32 file, and prints the embedded keras-edge threshold and the "class" output,
+// with the labels and threshold of the standard "model_info" keys (OpenVINO's Model API's).
 // usage: node read_class.js MODEL.onnx INPUTS.f32 ROWS FEATURES
+// (FEATURES: the number of features, or one row's shape as a comma list, 24,24,3 for images)
 const fs = require("fs");
 const ort = require("onnxruntime-node");
 
@@ -47,13 +49,17 @@ function metadata(buf) {
 async function main() {
   const [model, inputs, rows, features] = process.argv.slice(2);
   const bytes = fs.readFileSync(model);
-  const record = JSON.parse(metadata(bytes).keras_edge);
+  const props = metadata(bytes);
+  const record = JSON.parse(props.keras_edge);
   const raw = fs.readFileSync(inputs);
   const data = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
   const session = await ort.InferenceSession.create(bytes);
-  const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", data, [Number(rows), Number(features)]) };
+  const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", data, [Number(rows), ...features.split(",").map(Number)]) };
   const result = await session.run(feeds, ["class"]);
   const classes = Array.from(result["class"].data, (v) => Number(v));
-  console.log(JSON.stringify({ threshold: record.head.threshold, rule: record.decision_rule, classes }));
+  const labels = props["model_info labels"] ? props["model_info labels"].split(" ") : null;
+  const standard = props["model_info confidence_threshold"] ?? null;
+  console.log(JSON.stringify({ threshold: record.head.threshold, rule: record.decision_rule, classes,
+                               labels, confidence_threshold: standard }));
 }
 main().catch((err) => { console.error(err.message); process.exit(1); });

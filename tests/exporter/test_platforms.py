@@ -445,3 +445,43 @@ def test_normalization_without_data_says_raw_pixels_and_warns(caplog):
     norm = platforms.normalizations(model, _spec(model), [x], "synthetic", None)["image"]
     assert (norm.mean, norm.std) == ((0.0,), (1.0,))
     assert "--input-normalization" in caplog.text
+
+
+def test_mediapipe_gets_one_decision_head_per_head(tmp_path):
+    """A model with a dict of outputs (a binary head at 0.3, a multiclass one with a minimum
+    confidence): MediaPipe's heads ``decision/<name>`` give each head's ``predict_labels``."""
+    mp = pytest.importorskip("mediapipe", reason="the mediapipe package is not installed here")
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    x, digit = camera_digits()
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((SIDE, SIDE, 3), name="image")
+    h = keras.layers.Rescaling(1 / 255)(inputs)
+    h = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(h)
+    h = keras.layers.Conv2D(32, 3, strides=2, activation="relu")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inputs, {"even": keras.layers.Dense(1, activation="sigmoid", name="even")(h),
+                                 "digit": keras.layers.Dense(3, activation="softmax", name="digit")(h)})  # fmt: skip
+    y = {"even": (digit % 2 == 0).astype("float32"), "digit": digit % 3}
+    model.compile(keras.optimizers.Adam(0.01), {"even": "binary_crossentropy",
+                                                "digit": "sparse_categorical_crossentropy"})  # fmt: skip
+    model.fit(x[:1200], {k: v[:1200] for k, v in y.items()}, epochs=15, batch_size=64, verbose=0)
+    result = exporter.export(
+        model, tmp_path / "d", formats="tflite", quantize="int8", calibration=x[:300],
+        validation=(x[1200:1500], {k: v[1200:1500] for k, v in y.items()}),
+        labels={"even": ["odd", "even"], "digit": ["zero", "one", "two"]}, threshold={"even": 0.3},
+        min_confidence={"digit": 0.7},
+    )  # fmt: skip
+    held_out = x[1500:1560]
+    for vid in result.manifest.variants:
+        labels = runtime.load(tmp_path / "d", variant=vid).predict_labels(held_out)
+        settings = vision.ImageClassifierOptions(
+            base_options=BaseOptions(model_asset_path=str(tmp_path / "d" / f"{vid}.tflite"))
+        )
+        with vision.ImageClassifier.create_from_options(settings) as classifier:
+            for i, image in enumerate(held_out):
+                pixels = mp.Image(image_format=mp.ImageFormat.SRGB, data=image.astype(np.uint8))
+                heads = {h.head_name: [c.category_name for c in h.categories]
+                         for h in classifier.classify(pixels).classifications}  # fmt: skip
+                for head, names in labels.items():
+                    assert heads[f"decision/{head}"] == [names[i]], (vid, head)

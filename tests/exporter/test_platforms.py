@@ -460,8 +460,8 @@ def test_mediapipe_gets_one_decision_head_per_head(tmp_path):
     h = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(h)
     h = keras.layers.Conv2D(32, 3, strides=2, activation="relu")(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
-    model = keras.Model(inputs, {"even": keras.layers.Dense(1, activation="sigmoid", name="even")(h),
-                                 "digit": keras.layers.Dense(3, activation="softmax", name="digit")(h)})  # fmt: skip
+    even = keras.layers.Dense(1, activation="sigmoid", name="even")(h)
+    model = keras.Model(inputs, {"even": even, "digit": keras.layers.Dense(3, activation="softmax")(h)})
     y = {"even": (digit % 2 == 0).astype("float32"), "digit": digit % 3}
     model.compile(keras.optimizers.Adam(0.01), {"even": "binary_crossentropy",
                                                 "digit": "sparse_categorical_crossentropy"})  # fmt: skip

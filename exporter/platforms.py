@@ -650,9 +650,16 @@ def into_onnx(data: bytes, head: Head, threshold: Any, decided: bool = True) -> 
     batch = out.type.tensor_type.shape.dim[0]
     batch_dim = batch.dim_param or (batch.dim_value if batch.dim_value else "batch")
     added = []
+    probabilities = out.name
+    if decided and out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:  # an fp16 output
+        probabilities = "keras_edge_decided_float"  # compared in float32, as the runtime does
+        cast = onnx.helper.make_node("Cast", [out.name], [probabilities], to=onnx.TensorProto.FLOAT,
+                                     name=probabilities)  # fmt: skip
+        graph.node.append(cast)
     for part, t, columns, _ in _decided_heads(head, threshold) if decided else []:
         named = replace_name(part, "decided")
-        source = out.name if columns is None else _onnx_columns(onnx, graph, out.name, named, columns)
+        source = probabilities if columns is None else _onnx_columns(onnx, graph, probabilities, named,
+                                                                     columns)  # fmt: skip
         name = decided_output_name(part.name)
         _onnx_decision(onnx, graph, source, part, t, name)
         units = len(decision_labels(part, t))

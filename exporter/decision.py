@@ -6,7 +6,8 @@ decision_cut`): ``output > cut`` for binary (shape (n,)) and multilabel ((n, k))
 the logit domain for a logit head and, for a full-int8 output, the integer cut that gives the
 labels of dequantizing first (the comparison runs on the integer output); ``argmax`` for
 multiclass, and -1 where the top probability is not above a minimum confidence. The
-probability output stays the first output, unchanged.
+probability output is unchanged, and the class outputs follow it (an image model's files also
+get a decision output before it: :mod:`keras_edge.exporter.platforms`).
 
 A model with several heads has one output holding every head's units side by side; it gets one
 class output per head, ``class_<head name>``, each decided from that head's columns (a Slice on
@@ -289,7 +290,7 @@ def _greater(g: _Graph, source: int, head: Head, threshold: Any, base: str,
         "point %d): comparing in int32, so the class is constant where it is out of range",
         name, ints.tolist(), info.min, info.max, threshold, q.scale, q.zero_point,
     )  # fmt: skip
-    wide = g.tensor(_named("keras_edge_wide", head), types.INT32, dims, sig)
+    wide = g.tensor(_named(f"keras_edge_{base}_wide", head), types.INT32, dims, sig)
     g.cast(source, wide, types.INT8, types.INT32)
     return greater(
         wide, g.tensor(cut_name, types.INT32, [len(ints)], [len(ints)], ints.astype(np.int32))

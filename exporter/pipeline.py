@@ -75,7 +75,7 @@ class Pipeline:
         self._onnx_fp32: Any = None  # tf2onnx runs once; the quantized ONNX variants start from it
         self.normalizations = platforms.normalizations(
             job.keras_model, job.specs, job.x_check, job.reference.source, options.input_normalization
-        ) if "tflite" in options.formats else {}  # fmt: skip
+        )  # fmt: skip
         self.manifest = Manifest(
             model=job.info, inputs=job.specs, head=job.head, variants={}, default_variant=None,
             tools=_tools({p for _, _, p in self.plan}, set(options.formats)),
@@ -471,7 +471,9 @@ def _decided(data: bytes, manifest: Manifest, variant: Variant, with_decision: b
         data = add(data, head, variant.threshold)
     decided = platforms.wants_decision_output(manifest)
     if variant.format == "onnx":
-        return platforms.into_onnx(embed.into_onnx(data, record), head, variant.threshold, decided)
+        spec = manifest.inputs[0]
+        return platforms.into_onnx(embed.into_onnx(data, record), head, variant.threshold, decided,
+                                   norms.get(spec.name), int(spec.shape[-1] or 1))  # fmt: skip
     if decided:
         data = platforms.decision_outputs(data, head, variant.threshold)
     return platforms.standard_metadata(embed.into_tflite(data, record), manifest, variant, norms)

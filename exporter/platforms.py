@@ -103,8 +103,9 @@ IDENTITY = (0.0,), (1.0,)
 
 
 def parse_normalization(text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``--input-normalization MEAN/STD``, each one number or one per channel (comma list):
-    ``127.5/127.5``, ``0/255``, ``123.7,116.3,103.5/58.4,57.1,57.4``."""
+    """``--input-normalization MEAN/STD``, each one number or one per RGB channel (comma list):
+    ``127.5/127.5``, ``0/255``, ``123.7,116.3,103.5/58.4,57.1,57.4``. One value on a side stands
+    for every channel of the other; the two sides come back the same length (1 or 3)."""
     expected = "MEAN/STD, each a number or a comma list per channel (e.g. 127.5/127.5 or 0/255)"
     parts = text.split("/")
     if len(parts) != 2:
@@ -117,11 +118,13 @@ def parse_normalization(text: str) -> tuple[tuple[float, ...], tuple[float, ...]
         raise UsageError(
             f"Expected finite means and positive stds in --input-normalization, got {text!r}"
         )
-    if len(mean) != len(std) and 1 not in (len(mean), len(std)):
+    if len(mean) not in (1, 3) or len(std) not in (1, 3):
         raise UsageError(
-            f"Expected as many means as stds in --input-normalization (or one of either), got {text!r}"
+            f"Expected 1 or 3 means and stds in --input-normalization (one for all channels or "
+            f"one per RGB channel, as MediaPipe reads them), got {len(mean)} and {len(std)} in {text!r}"
         )
-    return mean, std
+    width = max(len(mean), len(std))  # one value stands for every channel
+    return tuple(mean * (width // len(mean))), tuple(std * (width // len(std)))
 
 
 def is_image(spec: Any) -> bool:
@@ -147,11 +150,31 @@ def normalizations(
         if not is_image(spec) or spec.dtype != "float32":
             continue
         leading = _leading_layer(model, position)
-        if leading is not None:
-            out[spec.name] = Normalization(*IDENTITY, f"the model's own leading {leading}")
-        elif given is not None:
+        x = None if data_source in (None, "synthetic") else np.asarray(x_check[position])
+        if given is not None:
+            channels = int(spec.shape[-1])
+            if len(given[0]) not in (1, channels):
+                raise UsageError(
+                    f"Expected 1 or {channels} values per side of --input-normalization for input "
+                    f"{spec.name!r} ({channels} channel(s)), got {len(given[0])}"
+                )
             out[spec.name] = Normalization(*given, "--input-normalization")
-        elif data_source in (None, "synthetic"):
+            if leading is not None:
+                logger.warning(
+                    "input %r: the model starts with its own %s, and --input-normalization %s "
+                    "says what an app does before it: the metadata says the latter",
+                    spec.name, leading, out[spec.name].describe(),
+                )  # fmt: skip
+        elif leading is not None:
+            out[spec.name] = Normalization(*IDENTITY, f"the model's own leading {leading}")
+            if x is not None and float(np.max(x)) <= 1.0:
+                logger.warning(
+                    "input %r: the model starts with its own %s, so the metadata says it takes "
+                    "raw 0-255 pixels, but the %s data lies in [%.3g, %.3g]; if the app scales "
+                    "pixels before the model, say how with --input-normalization MEAN/STD",
+                    spec.name, leading, data_source, float(np.min(x)), float(np.max(x)),
+                )  # fmt: skip
+        elif x is None:
             logger.warning(
                 "input %r: no leading Rescaling/Normalization layer, no --input-normalization and "
                 "no data: the TFLite metadata says the model takes raw 0-255 pixels (mean 0, std "
@@ -159,8 +182,8 @@ def normalizations(
             )  # fmt: skip
             out[spec.name] = Normalization(*IDENTITY, "default: raw pixels")
         else:
-            out[spec.name] = _from_range(np.asarray(x_check[position]), data_source)
-        logger.info("input %r: TFLite NormalizationOptions %s", spec.name, out[spec.name].describe())
+            out[spec.name] = _from_range(x, str(data_source))
+        logger.info("input %r: NormalizationOptions %s", spec.name, out[spec.name].describe())
     return out
 
 
@@ -191,9 +214,9 @@ _PASS = ""  # a nested model of inactive layers only: look past it
 def _first_preprocessing(model: Any, tensor: Any) -> str | None:
     """Follow ``tensor`` through ``model``'s graph to the first layer that acts on it."""
     for op in getattr(model, "operations", None) or model.layers:
-        inbound = [t for node in getattr(op, "_inbound_nodes", []) for t in node.input_tensors]
-        if not any(t is tensor for t in inbound):
-            continue
+        inbound = [t for node in getattr(op, "_inbound_nodes", []) for t in _listed(node.input_tensors)]
+        if not any(t is tensor for t in inbound) or type(op).__name__ == "InputLayer":
+            continue  # (tf_keras's InputLayer lists its tensor as its own input)
         name = type(op).__name__
         if name in PREPROCESSING:
             return name
@@ -205,6 +228,13 @@ def _first_preprocessing(model: Any, tensor: Any) -> str | None:
             return None
         return _first_preprocessing(model, op.output)
     return None
+
+
+def _listed(tensors: Any) -> list[Any]:
+    """A node's input tensors as a list (tf_keras gives a lone tensor as it is, a dict by name)."""
+    if isinstance(tensors, dict):
+        return list(tensors.values())
+    return list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
 
 
 def _first_in_order(layers: Any) -> str | None:
@@ -295,6 +325,10 @@ def _decision(g: _Graph, source: int, head: Head, threshold: Any) -> int:
             op(g.ops.LOGISTIC, [prob], squashed)
         prob = squashed
     if head.kind == "multiclass":
+        # at least the smallest positive float32, so that the decided class is never dropped as
+        # a 0 (an int8 softmax can dequantize a flat row to all zeros)
+        floor = t("floor", types.FLOAT32, [], [], np.array(KEEP_POSITIVE, np.float32))
+        prob = op(g.ops.MAXIMUM, [prob, floor], t("floored", types.FLOAT32, dims, sig))
         axis = t("axis", types.INT32, [1], [1], np.array([1], np.int32))
         options = schema.ArgMaxOptionsT()
         options.outputType = types.INT32
@@ -366,9 +400,9 @@ def standard_metadata(data: bytes, manifest: Manifest, variant: Variant,
     schema = _tf.module("ai_edge_litert.schema_py_generated")
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
     graph = model.subgraphs[0]
-    outputs = [
-        _describe_output(graph.tensors[i], manifest.head, variant.threshold) for i in graph.outputs
-    ]
+    outputs = _unique_files(
+        [_describe_output(graph.tensors[i], manifest.head, variant.threshold) for i in graph.outputs]
+    )
     files = {o.label_file: "\n".join(o.labels) + "\n" for o in outputs if o.label_file is not None}
     blob = _metadata_bytes(manifest, variant, _input_tensors(graph, manifest, norms), outputs)
     model.metadata = [m for m in (model.metadata or []) if _name(m.name) != METADATA_NAME]
@@ -378,23 +412,36 @@ def standard_metadata(data: bytes, manifest: Manifest, variant: Variant,
     entry = schema.MetadataT()
     entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
     model.metadata.append(entry)
-    return pack_tflite(model, len(data)) + _zip(files)
+    return _with_zip(pack_tflite(model, len(data)), files)
+
+
+def _unique_files(outputs: list[_Output]) -> list[_Output]:
+    """Outputs whose label files have distinct names (heads ``a.b`` and ``a_b`` would share
+    one): a repeated name gets the output's position."""
+    names = [o.label_file for o in outputs]
+    return [
+        replace(o, label_file=f"labels_{i}_{o.label_file[len('labels_'):]}")
+        if o.label_file is not None and names.count(o.label_file) > 1 else o
+        for i, o in enumerate(outputs)
+    ]  # fmt: skip
 
 
 def _name(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _zip(files: dict[str, str]) -> bytes:
-    """The associated files as a zip, stored (not deflated), with fixed dates: the same files
-    give the same bytes."""
+def _with_zip(model: bytes, files: dict[str, str]) -> bytes:
+    """``model`` with the associated files appended as a zip, as TFLite Support's populator
+    writes it (offsets counted from the file's start), stored (not deflated), with fixed dates
+    and attributes: the same files give the same bytes."""
     if not files:
-        return b""
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        return model
+    out = io.BytesIO(model)
+    out.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(out, "a", zipfile.ZIP_STORED) as archive:
         for name in sorted(files):
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
+            info.create_system, info.external_attr = 3, 0o644 << 16
             archive.writestr(info, files[name].encode("utf-8"))
     return out.getvalue()
 
@@ -499,6 +546,12 @@ def _probability_text(head: Head, threshold: Any) -> str:
     )
 
 
+def _kind_text(head: Head) -> str:
+    if head.parts:
+        return "a model of heads " + ", ".join(f"{p.name} ({p.kind})" for p in head.parts)
+    return "a regression model" if head.kind == "regression" else f"a {head.kind} classifier"
+
+
 def _metadata_bytes(manifest: Manifest, variant: Variant, inputs: list[dict],
                     outputs: list[_Output]) -> bytes:  # fmt: skip
     """The ``ModelMetadata`` flatbuffer (``metadata_schema.fbs``), built field by field."""
@@ -579,7 +632,7 @@ def _metadata_bytes(manifest: Manifest, variant: Variant, inputs: list[dict],
     info = manifest.model
     model = table([
         (0, "o", string(info.name)),
-        (1, "o", string(f"{manifest.head.kind} classifier exported by keras-edge, variant "
+        (1, "o", string(f"{_kind_text(manifest.head)} exported by keras-edge, variant "
                         f"{variant.id}; source sha256 {info.source_sha256}")),
         (2, "o", string(variant.id)),
         (3, "o", vector([subgraph])),
@@ -623,6 +676,12 @@ def wants_decision_output(manifest: Manifest) -> bool:
     return one_image and manifest.head.kind != "regression"
 
 
+def _values(values: tuple[float, ...], channels: int) -> str:
+    """One value per channel, space-separated, as the Model API reads a list."""
+    full = values * channels if len(values) == 1 else values
+    return " ".join(repr(float(v)) for v in full)
+
+
 def mediapipe_cannot(with_decision: bool, int8_io: bool) -> list[str]:
     """What keeps an image model's .tflite files out of MediaPipe Tasks, said at export."""
     out = []
@@ -640,7 +699,8 @@ def mediapipe_cannot(with_decision: bool, int8_io: bool) -> list[str]:
     return out
 
 
-def into_onnx(data: bytes, head: Head, threshold: Any, decided: bool = True) -> bytes:
+def into_onnx(data: bytes, head: Head, threshold: Any, decided: bool = True,
+              norm: Normalization | None = None, channels: int = 3) -> bytes:  # fmt: skip
     """``data`` with the Model API's keys and, with ``decided``, a decision output per classifier
     head, first among the outputs (as in TFLite)."""
     onnx = _tf.module("onnx")
@@ -651,12 +711,13 @@ def into_onnx(data: bytes, head: Head, threshold: Any, decided: bool = True) -> 
     batch_dim = batch.dim_param or (batch.dim_value if batch.dim_value else "batch")
     added = []
     probabilities = out.name
-    if decided and out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:  # an fp16 output
+    heads = _decided_heads(head, threshold) if decided else []
+    if heads and out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:  # an fp16 output
         probabilities = "keras_edge_decided_float"  # compared in float32, as the runtime does
         cast = onnx.helper.make_node("Cast", [out.name], [probabilities], to=onnx.TensorProto.FLOAT,
                                      name=probabilities)  # fmt: skip
         graph.node.append(cast)
-    for part, t, columns, _ in _decided_heads(head, threshold) if decided else []:
+    for part, t, columns, _ in heads:
         named = replace_name(part, "decided")
         source = probabilities if columns is None else _onnx_columns(onnx, graph, probabilities, named,
                                                                      columns)  # fmt: skip
@@ -670,6 +731,11 @@ def into_onnx(data: bytes, head: Head, threshold: Any, decided: bool = True) -> 
     del graph.output[:]
     graph.output.extend(outputs)
     keys = onnx_keys(head, threshold, decided)
+    if keys and norm is not None:  # the Model API applies them to the image it is given
+        keys[ONNX_PREFIX + "mean_values"] = _values(norm.mean, channels)
+        keys[ONNX_PREFIX + "scale_values"] = _values(norm.std, channels)
+    if keys and decided and channels == 3:  # it takes images as OpenCV reads them, BGR
+        keys[ONNX_PREFIX + "reverse_input_channels"] = "True"
     kept = [p for p in model.metadata_props if not p.key.startswith(ONNX_PREFIX)]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
@@ -700,7 +766,8 @@ def _onnx_decision(onnx: Any, graph: Any, source: str, head: Head, threshold: An
                     **({"axis": 1} if head.kind == "multiclass" else {}))  # fmt: skip
     zero = const("zero", np.array(0.0, np.float32))
     cut = decision_cut(head, threshold)
-    if head.kind == "multiclass":
+    if head.kind == "multiclass":  # (floored, as in TFLite: the decided class is never a 0)
+        prob = node("Max", [prob, const("floor", np.array(KEEP_POSITIVE, np.float32))], n("floored"))
         top = node("ArgMax", [source], n("top"), axis=1, keepdims=0)
         depth = const("depth", np.array(head.units, np.int64))
         values = const("values", np.array([0.0, 1.0], np.float32))

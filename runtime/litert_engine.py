@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_edge.runtime.embedded import check_tflite_structure
 from keras_edge.runtime.engine_base import (
+    DECIDED_OUTPUT,
     DEFAULT_THREADS,
     LITERT_ACCELERATORS,
     Quantization,
@@ -246,8 +247,9 @@ class CompiledModelEngine:
         from ai_edge_litert.hardware_accelerator import HardwareAccelerator
 
         accelerator = getattr(HardwareAccelerator, device.upper())
+        bare = without_decided(model)  # the decision outputs for apps: ops a GPU may not take
         try:
-            self._compiled = CompiledModel.from_buffer(model, hardware_accel=accelerator)
+            self._compiled = CompiledModel.from_buffer(bare, hardware_accel=accelerator)
         except Exception as exc:  # LiteRT raises RuntimeError naming a C++ source line
             reason = " ".join(str(exc).split())[:300]
             raise DeviceUnavailableError(
@@ -293,6 +295,42 @@ class CompiledModelEngine:
         return self.run_many([x])
 
     run_transient = run  # a fresh array on every call
+
+
+def without_decided(model: bytes) -> bytes:
+    """``model`` without its decision outputs for MediaPipe (``keras_edge_decision*``) and the
+    ops only they need, for an accelerator: they are boolean and index ops (GREATER, ONE_HOT,
+    SELECT_V2...) that a GPU or NPU may not run, and the runtime never reads them. ``model``
+    itself when it has none."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    graph = m.subgraphs[0]
+
+    def decided(index: int) -> bool:
+        name = graph.tensors[index].name
+        name = name.decode("utf-8") if isinstance(name, bytes) else str(name)
+        return name == DECIDED_OUTPUT or name.startswith(DECIDED_OUTPUT + "/")
+
+    kept = [i for i in graph.outputs if not decided(i)]
+    if len(kept) == len(graph.outputs):
+        return model
+    graph.outputs = kept
+    producer = {int(t): k for k, op in enumerate(graph.operators) for t in op.outputs}
+    needed: set[int] = set()
+    stack = list(kept)
+    while stack:
+        k = producer.get(int(stack.pop()))
+        if k is not None and k not in needed:
+            needed.add(k)
+            stack += [t for t in graph.operators[k].inputs if t >= 0]
+    graph.operators = [op for k, op in enumerate(graph.operators) if k in needed]
+    for sig in m.signatureDefs or []:
+        sig.outputs = [entry for entry in sig.outputs or [] if not decided(entry.tensorIndex)]
+    builder = flatbuffers.Builder(len(model) + 4096)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _is_class(detail: dict[str, Any]) -> bool:

@@ -2,9 +2,9 @@
 // (or the first error in window.__error):
 // - MediaPipe Tasks' ImageClassifier, created from the .tflite as it is (default options, CPU):
 //   each head's categories, as an app gets them.
-// - onnxruntime-web (wasm): the "class" output, with the labels and the threshold read from the
-//   file's own metadata_props (model_info keys), which ONNX Runtime's JavaScript API does not
-//   expose: a few lines of protobuf reading below.
+// - onnxruntime-web (wasm): the "class" output, with the labels (keras-edge's record) and the
+//   threshold (the model_info key) read from the file's own metadata_props, which ONNX Runtime's
+//   JavaScript API does not expose: a few lines of protobuf reading below.
 import { FilesetResolver, ImageClassifier } from "./node_modules/@mediapipe/tasks-vision/vision_bundle.mjs";
 import * as ort from "./node_modules/onnxruntime-web/dist/ort.wasm.min.mjs";
 
@@ -80,13 +80,16 @@ async function main() {
   for (const { id, model } of cases.onnx) {
     const file = await bytes(model);
     const props = metadataProps(file);
-    const labels = props["model_info labels"].split(" ");
+    // The class indexes the head's labels (keras-edge's record); -1: below the minimum confidence.
+    // (model_info labels names the decision output's columns: "unknown" first where there is one.)
+    const labels = JSON.parse(props.keras_edge).head.labels;
     const session = await ort.InferenceSession.create(file, { executionProviders: ["wasm"] });
     const [h, w, c] = cases.images.shape.slice(1);
     const classes = [];
     for (const { floats } of shots) {
       const out = await session.run({ [session.inputNames[0]]: new ort.Tensor("float32", floats, [1, h, w, c]) });
-      classes.push(labels[Number(out["class"].data[0])]);
+      const index = Number(out["class"].data[0]);
+      classes.push(index < 0 ? "unknown" : labels[index]);
     }
     result.onnx[id] = { classes, threshold: props["model_info confidence_threshold"] ?? null };
   }

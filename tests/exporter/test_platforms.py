@@ -184,7 +184,9 @@ def _model_api_agrees(dist, x):
         adapter = OpenvinoAdapter(create_core(), str(dist / f"{vid}.onnx"), device="CPU",
                                   plugin_config={"INFERENCE_PRECISION_HINT": "f32"})  # fmt: skip
         model = ClassificationModel.create_model(adapter, preload=True)
-        answers = [model(image.astype(np.uint8)).top_labels for image in x]
+        # BGR, as OpenCV reads images and the Model API takes them (the file says to reverse)
+        bgr = np.ascontiguousarray(x[..., ::-1]).astype(np.uint8)
+        answers = [model(image).top_labels for image in bgr]
         if clf.head.kind == "multilabel":  # every label above its own threshold
             assert [sorted(a.name for a in got) for got in answers] == [sorted(w) for w in labels], vid
         else:
@@ -264,10 +266,19 @@ def test_metadata_survives_tuning_gate_decision_and_reexport(tmp_path):
         assert _threshold(probability) == np.nextafter(t, np.float32(np.inf))  # p > t as p >= next
         assert _threshold(decision) == np.finfo(np.float32).tiny
         assert files == {"labels_decision.txt": "small\nbig\n", "labels_probability.txt": "big\n"}
+        archive = zipfile.ZipFile(io.BytesIO(data := (tmp_path / "a" / name).read_bytes()))
+        for info in archive.infolist():  # offsets from the file's start, as TFLite Support writes
+            assert data[info.header_offset:info.header_offset + 4] == b"PK\x03\x04"
         clf = runtime.load(tmp_path / "a", variant=vid)  # the runtime ignores the decision output
         assert clf.threshold == variant.threshold
         scores = _decision_output(tmp_path / "a" / name, x[1300:])
         np.testing.assert_array_equal(scores.argmax(axis=1), clf.predict(x[1300:]))
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(tmp_path / "a" / "onnx-int8.onnx"))
+    keys = session.get_modelmeta().custom_metadata_map
+    assert keys["model_info mean_values"] == "0.0 0.0 0.0"
+    assert keys["model_info scale_values"] == "255.0 255.0 255.0"
+    assert keys["model_info reverse_input_channels"] == "True"
     tuned = {v.threshold for v in manifest.variants.values()}
     assert tuned != {0.5}, f"tuning left every threshold at 0.5: {tuned}"
 
@@ -293,7 +304,8 @@ def test_openvino_model_api_returns_keras_edge_labels(images, name):
 def test_input_normalization_is_checked():
     assert platforms.parse_normalization("127.5/127.5") == ((127.5,), (127.5,))
     assert platforms.parse_normalization("1,2,3/4,5,6") == ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))
-    for bad in ("127.5", "a/b", "0/0", "1,2/3,4,5", "nan/1"):
+    assert platforms.parse_normalization("0/58,57,57") == ((0.0, 0.0, 0.0), (58.0, 57.0, 57.0))
+    for bad in ("127.5", "a/b", "0/0", "1,2/3,4,5", "1,2/3,4", "nan/1"):
         with pytest.raises(UsageError, match="input-normalization"):
             platforms.parse_normalization(bad)
 
@@ -391,7 +403,7 @@ def test_a_nodejs_client_reads_an_image_models_labels_threshold_and_class(images
             assert proc.returncode == 0, proc.stderr
             answer = json.loads(proc.stdout)
             clf = runtime.load(dists[name], variant=vid)
-            assert [answer["labels"][c] for c in answer["classes"]] == list(clf.predict_labels(x)), vid
+            assert answer["labels"] == list(clf.predict_labels(x)), vid
             t = answer["confidence_threshold"]
             assert (None if t is None else float(t)) == clf.threshold == answer["threshold"], vid
 
@@ -437,6 +449,28 @@ def test_normalization_without_preprocessing_layers(low, high, given, expected):
     x = np.linspace(low, high, 2 * SIDE * SIDE * 3, dtype=np.float32).reshape(2, SIDE, SIDE, 3)
     norm = platforms.normalizations(model, _spec(model), [x], "validation", given)["image"]
     assert (norm.mean, norm.std) == expected, norm
+
+
+def test_given_normalization_wins_and_must_fit_the_channels(caplog):
+    model = cnn(3, "softmax")  # with its own Rescaling: what the user says still wins, said
+    x = np.zeros((2, SIDE, SIDE, 3), np.float32)
+    norm = platforms.normalizations(model, _spec(model), [x], "validation", ((0.0,), (255.0,)))
+    assert (norm["image"].mean, norm["image"].std) == ((0.0,), (255.0,))
+    assert "starts with its own Rescaling" in caplog.text
+    gray = keras.Model(*(lambda i: (i, keras.layers.Dense(1)(keras.layers.Flatten()(i))))(
+        keras.Input((SIDE, SIDE, 1))))  # fmt: skip
+    spec = _spec(gray)
+    with pytest.raises(UsageError, match=r"input 'image' \(1 channel\(s\)\), got 3"):
+        platforms.normalizations(gray, spec, [x[..., :1]], "validation", ((1.0, 2.0, 3.0),) * 2)
+
+
+def test_a_keras_2_models_rescaling_is_found():
+    import tf_keras
+
+    inputs = tf_keras.Input((SIDE, SIDE, 3))
+    h = tf_keras.layers.Flatten()(tf_keras.layers.Rescaling(1.0 / 255)(inputs))
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(1)(h))
+    assert platforms._leading_layer(model, 0) == "Rescaling"
 
 
 def test_normalization_without_data_says_raw_pixels_and_warns(caplog):
@@ -485,3 +519,28 @@ def test_mediapipe_gets_one_decision_head_per_head(tmp_path):
                          for h in classifier.classify(pixels).classifications}  # fmt: skip
                 for head, names in labels.items():
                     assert heads[f"decision/{head}"] == [names[i]], (vid, head)
+
+
+def test_an_accelerator_gets_the_file_without_its_decision_outputs(images):
+    """LiteRT's CompiledModel (the GPU/NPU path, on its CPU here) is given the model without the
+    decision outputs and the boolean ops only they need, which an accelerator may refuse: the
+    probabilities and decisions stay the CPU path's."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from keras_edge.runtime.classifier import Classifier
+    from keras_edge.runtime.litert_engine import CompiledModelEngine, without_decided
+
+    dists, x = images
+    for vid in ("tflite-fp32", "tflite-int8"):
+        data = (dists["binary-0.3"] / f"{vid}.tflite").read_bytes()
+        bare = schema.ModelT.InitFromPackedBuf(bytearray(without_decided(data)), 0).subgraphs[0]
+        names = [t.name.decode() for t in bare.tensors]
+        (only,) = bare.outputs  # the probabilities
+        assert not names[only].startswith("keras_edge"), vid
+        left = {names[o] for op in bare.operators for o in op.outputs}
+        assert not any(name.startswith("keras_edge_decided") for name in left), vid
+        cpu = runtime.load(dists["binary-0.3"], variant=vid)
+        variant = cpu.manifest.variants[vid]
+        compiled = Classifier(cpu.manifest, variant, CompiledModelEngine(data, device="cpu"), "cpu")
+        np.testing.assert_array_equal(compiled.predict_proba(x), cpu.predict_proba(x))
+        np.testing.assert_array_equal(compiled.predict(x), cpu.predict(x))

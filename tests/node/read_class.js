@@ -1,6 +1,6 @@
 // A non-Python consumer: reads an exported .onnx with onnxruntime-node, runs it on the inputs
 // in a raw float32 file, and prints the embedded keras-edge threshold and the "class" output,
-// with the labels and threshold of the standard "model_info" keys (OpenVINO's Model API's).
+// as label names (the record's labels), and the standard "model_info" threshold (OpenVINO's key).
 // usage: node read_class.js MODEL.onnx INPUTS.f32 ROWS FEATURES
 // (FEATURES: the number of features, or one row's shape as a comma list, 24,24,3 for images)
 const fs = require("fs");
@@ -57,7 +57,8 @@ async function main() {
   const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", data, [Number(rows), ...features.split(",").map(Number)]) };
   const result = await session.run(feeds, ["class"]);
   const classes = Array.from(result["class"].data, (v) => Number(v));
-  const labels = props["model_info labels"] ? props["model_info labels"].split(" ") : null;
+  // The class indexes the head's labels; -1 is "unknown" (below the minimum confidence).
+  const labels = classes.map((c) => (c < 0 ? "unknown" : record.head.labels[c]));
   const standard = props["model_info confidence_threshold"] ?? null;
   console.log(JSON.stringify({ threshold: record.head.threshold, rule: record.decision_rule, classes,
                                labels, confidence_threshold: standard }));

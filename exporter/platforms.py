@@ -62,6 +62,7 @@ from keras_edge.runtime.classifier import decision_cut
 from keras_edge.runtime.engines import decided_output_name
 from keras_edge.runtime.errors import UsageError
 from keras_edge.runtime.gate import UNKNOWN_LABEL
+from keras_edge.runtime.litert_engine import tflite_input_name
 from keras_edge.runtime.manifest import Head, Manifest, Variant
 
 logger = logging.getLogger(__name__)
@@ -260,7 +261,8 @@ def decision_outputs(data: bytes, head: Head, threshold: Any) -> bytes:
     out_index = g.graph.outputs[0]
     added = []
     for part, t, columns, _ in _decided_heads(head, threshold):
-        source = out_index if columns is None else _columns(g, out_index, part, columns)
+        named = replace_name(part, "decided")
+        source = out_index if columns is None else _tflite_columns(g, out_index, named, columns)
         added.append((_decision(g, source, part, t), decided_output_name(part.name)))
     if not added:
         return data
@@ -273,10 +275,6 @@ def decision_outputs(data: bytes, head: Head, threshold: Any) -> bytes:
             entries.append(entry)
         sig.outputs = [*entries, *(sig.outputs or [])]
     return pack_tflite(g.model, len(data))
-
-
-def _columns(g: _Graph, out_index: int, head: Head, columns: slice) -> int:
-    return _tflite_columns(g, out_index, replace_name(head, "decided"), columns)
 
 
 def replace_name(head: Head, prefix: str) -> Head:
@@ -453,7 +451,7 @@ def _input_tensors(graph: Any, manifest: Manifest, norms: dict[str, Normalizatio
     for index in graph.inputs:
         tensor = graph.tensors[index]
         raw = _name(tensor.name)
-        spec = specs.get(raw) or specs.get(_tflite_input_name(raw)) or (
+        spec = specs.get(raw) or specs.get(tflite_input_name(raw)) or (
             manifest.inputs[0] if len(manifest.inputs) == 1 else None)  # fmt: skip
         name = spec.name if spec is not None else raw
         image = spec is not None and is_image(spec)
@@ -462,12 +460,6 @@ def _input_tensors(graph: Any, manifest: Manifest, norms: dict[str, Normalizatio
                     "size": (int(spec.shape[2]), int(spec.shape[1])) if image else None,
                     "norm": norms.get(name)})  # fmt: skip
     return out
-
-
-def _tflite_input_name(name: str) -> str:
-    """The Keras input name in a converter's TFLite input name (``serving_default_x:0`` -> x)."""
-    base = name.split(":")[0]
-    return base[len("serving_default_") :] if base.startswith("serving_default_") else base
 
 
 def _describe_output(tensor: Any, head: Head, threshold: Any) -> _Output:

@@ -27,7 +27,7 @@ from keras_edge.runtime.errors import ArtifactError, DeviceUnavailableError, pla
 logger = logging.getLogger(__name__)
 
 
-def _tflite_input_name(name: str) -> str:
+def tflite_input_name(name: str) -> str:
     """The Keras input name inside a TFLite tensor name: ``serving_default_tokens:0``."""
     return name.removeprefix("serving_default_").rsplit(":", 1)[0]
 
@@ -131,7 +131,7 @@ class LiteRTEngine:
             raise ArtifactError(f"Expected a TFLite model with 1 output, got {len(out_details)}")
         if input_names is not None and len(input_names) > 1:
             # Several inputs: the converter orders them its own way; match them by name.
-            by_name = {_tflite_input_name(d["name"]): d for d in in_details}
+            by_name = {tflite_input_name(d["name"]): d for d in in_details}
             if sorted(by_name) != sorted(input_names):
                 raise ArtifactError(
                     f"Expected a TFLite model with inputs {list(input_names)}, got {sorted(by_name)}"

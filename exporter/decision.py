@@ -163,13 +163,14 @@ class _Graph:
         options.inDataType, options.outDataType = src_type, dst_type
         self.operator(self.ops.CAST, [source], [result], options, self.schema.BuiltinOptions.CastOptions)
 
-    def add_output(self, result: int, name: str) -> None:
-        """``result`` as the model's next output, ``name`` in every signature."""
-        self.graph.outputs = [*self.graph.outputs, result]
+    def add_output(self, result: int, name: str, first: bool = False) -> None:
+        """``result`` as the model's next output (with ``first``, its first one), ``name`` in
+        every signature."""
+        self.graph.outputs = [result, *self.graph.outputs] if first else [*self.graph.outputs, result]
         for sig in self.model.signatureDefs or []:
             entry = self.schema.TensorMapT()
             entry.name, entry.tensorIndex = name, result
-            sig.outputs = [*(sig.outputs or []), entry]
+            sig.outputs = [entry, *(sig.outputs or [])] if first else [*(sig.outputs or []), entry]
 
 
 def _shape(tensor: Any) -> tuple[list[int], list[int]]:

@@ -28,15 +28,21 @@ def into_onnx(data: bytes, record: dict[str, Any]) -> bytes:
 def into_tflite(data: bytes, record: dict[str, Any]) -> bytes:
     schema = _tf.module("ai_edge_litert.schema_py_generated")
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    model.metadata = [m for m in (model.metadata or []) if m.name not in (KEY, KEY.encode())]
+    put_metadata(model, KEY, encode(record).encode("utf-8"))
+    return pack_tflite(model, len(data))
+
+
+def put_metadata(model: Any, name: str, blob: bytes) -> None:
+    """Make ``blob`` (in a new buffer) the TFLite ``ModelT``'s metadata entry ``name``, in
+    place of any entry of that name."""
+    schema = _tf.module("ai_edge_litert.schema_py_generated")
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (name, name.encode())]
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer(encode(record).encode("utf-8"), dtype=np.uint8)
+    buffer.data = np.frombuffer(blob, dtype=np.uint8)
     model.buffers.append(buffer)
     entry = schema.MetadataT()
-    entry.name = KEY
-    entry.buffer = len(model.buffers) - 1
+    entry.name, entry.buffer = name, len(model.buffers) - 1
     model.metadata.append(entry)
-    return pack_tflite(model, len(data))
 
 
 def pack_tflite(model: Any, size_hint: int) -> bytes:

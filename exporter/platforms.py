@@ -57,7 +57,7 @@ from keras_edge.exporter.decision import (
     _shape,
     _tflite_columns,
 )
-from keras_edge.exporter.embed import pack_tflite
+from keras_edge.exporter.embed import pack_tflite, put_metadata
 from keras_edge.runtime.classifier import decision_cut
 from keras_edge.runtime.engines import decided_output_name
 from keras_edge.runtime.errors import UsageError
@@ -266,14 +266,8 @@ def decision_outputs(data: bytes, head: Head, threshold: Any) -> bytes:
         added.append((_decision(g, source, part, t), decided_output_name(part.name)))
     if not added:
         return data
-    g.graph.outputs = [*(i for i, _ in added), *g.graph.outputs]
-    for sig in g.model.signatureDefs or []:
-        entries = []
-        for index, name in added:
-            entry = g.schema.TensorMapT()
-            entry.name, entry.tensorIndex = name, index
-            entries.append(entry)
-        sig.outputs = [*entries, *(sig.outputs or [])]
+    for index, name in reversed(added):  # first, in head order
+        g.add_output(index, name, first=True)
     return pack_tflite(g.model, len(data))
 
 
@@ -398,18 +392,14 @@ def standard_metadata(data: bytes, manifest: Manifest, variant: Variant,
     schema = _tf.module("ai_edge_litert.schema_py_generated")
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
     graph = model.subgraphs[0]
-    outputs = _unique_files(
-        [_describe_output(graph.tensors[i], manifest.head, variant.threshold) for i in graph.outputs]
-    )
+    int64 = schema.TensorType.INT64
+    outputs = _unique_files([
+        _describe_output(graph.tensors[i], manifest.head, variant.threshold, int64)
+        for i in graph.outputs
+    ])  # fmt: skip
     files = {o.label_file: "\n".join(o.labels) + "\n" for o in outputs if o.label_file is not None}
     blob = _metadata_bytes(manifest, variant, _input_tensors(graph, manifest, norms), outputs)
-    model.metadata = [m for m in (model.metadata or []) if _name(m.name) != METADATA_NAME]
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(blob, dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
-    model.metadata.append(entry)
+    put_metadata(model, METADATA_NAME, blob)
     return _with_zip(pack_tflite(model, len(data)), files)
 
 
@@ -462,7 +452,7 @@ def _input_tensors(graph: Any, manifest: Manifest, norms: dict[str, Normalizatio
     return out
 
 
-def _describe_output(tensor: Any, head: Head, threshold: Any) -> _Output:
+def _describe_output(tensor: Any, head: Head, threshold: Any, int64: int) -> _Output:
     name = _name(tensor.name)
     heads = head.parts or (head,)
     thresholds = threshold if head.parts else (threshold,)
@@ -473,7 +463,7 @@ def _describe_output(tensor: Any, head: Head, threshold: Any) -> _Output:
             return _Output(
                 where, _decision_text(part, t), labels, f"labels_{_file_part(where)}.txt", KEEP_POSITIVE
             )
-    if tensor.type == 4:  # INT64: a --with-decision class output
+    if tensor.type == int64:  # a --with-decision class output
         return _Output(name, "the class index keras-edge decides (-1: below the minimum confidence)")
     if head.parts:
         labels = tuple(label for part in head.parts for label in _unit_labels(part))
